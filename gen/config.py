@@ -1,0 +1,219 @@
+"""Typed experiment configuration: a dataclass schema, YAML files and dotted overrides.
+
+`load("configs/x.yaml", ["train.max_steps=10"])` returns a frozen `ExperimentConfig`. OmegaConf
+does the merging and type checks; unknown keys, wrong types and out-of-range values become a
+`ValueError` that names the key and what is accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+METHODS = ("pix2pix",)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str = "runs/default"  # run directory: config, checkpoints, samples, export, wandb
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str = "paired"  # paired | segmentation | builtin
+    root: Optional[str] = None
+    layout: str = "aligned"  # paired only: aligned (A|B in one file) | folders (A/ and B/ subfolders)
+    train: str = "train"  # split = folder under root, optionally sliced: "extended[:100]"
+    val: Optional[str] = "val"
+    test: Optional[str] = "test"
+    direction: str = "AtoB"  # AtoB | BtoA; for segmentation A = label map, B = photo
+    preprocess: str = "resize_and_crop"  # resize_and_crop | crop | scale_width | none
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    channels_a: int = 3  # 1 (grayscale) or 3 (RGB); inputs are converted to this
+    channels_b: int = 3
+    num_classes: int = 0  # segmentation: number of classes
+    first_label: int = 0  # segmentation: raw label value of class 0 (CMP facades use 1)
+    ignore_label: Optional[int] = None  # segmentation: raw value ignored by losses and metrics
+    num_workers: int = 0
+    builtin_size: int = 64  # builtin: side of the generated training crops
+    builtin_count: int = 256  # builtin: number of generated training pairs
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    generator: str = "unet_256"
+    ngf: int = 64
+    norm: str = "batch"  # batch | instance | group | none
+    dropout: float = 0.5
+    num_downs: Optional[int] = None  # only for generator "unet": number of stride-2 levels
+    discriminator: str = "patchgan"  # patchgan | pixelgan
+    ndf: int = 64
+    d_layers: int = 3
+    d_norm: str = "batch"
+    init_gain: float = 0.02
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_start: float = 0.5  # fraction of max_steps at constant LR before linear decay to 0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    grad_accum: int = 1
+    log_every: int = 10
+    sample_every: int = 200
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    eval_batches: int = 4  # val batches scored at each sample step (L1, PSNR)
+
+
+@dataclass(frozen=True)
+class Pix2PixConfig:
+    gan_mode: str = "vanilla"  # vanilla | lsgan | none (L1-only dense regression baseline)
+    lambda_l1: float = 100.0
+    lambda_gan: float = 1.0
+    inference: str = "paper"  # paper: dropout on, batch-norm batch statistics (Isola et al. 3.3) | eval
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    wandb: Optional[str] = None  # offline | online | disabled; None: online if WANDB_API_KEY is set
+    project: str = "gen"
+    name: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    method: str = "pix2pix"
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+CHOICES = {
+    "method": METHODS,
+    "data.kind": ("paired", "segmentation", "builtin"),
+    "data.layout": ("aligned", "folders"),
+    "data.direction": ("AtoB", "BtoA"),
+    "data.preprocess": ("resize_and_crop", "crop", "scale_width", "none"),
+    "data.channels_a": (1, 3),
+    "data.channels_b": (1, 3),
+    "model.norm": ("batch", "instance", "group", "none"),
+    "model.d_norm": ("batch", "instance", "group", "none"),
+    "model.discriminator": ("patchgan", "pixelgan"),
+    "train.mixed_precision": ("no", "bf16", "fp16"),
+    "pix2pix.gan_mode": ("vanilla", "lsgan", "none"),
+    "pix2pix.inference": ("paper", "eval"),
+    "log.wandb": (None, "offline", "online", "disabled"),
+}
+POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.builtin_count",
+            "model.ngf", "model.ndf", "model.d_layers", "train.max_steps", "train.batch_size",
+            "train.lr", "train.grad_accum", "train.log_every", "train.sample_every",
+            "train.ckpt_every", "train.keep_checkpoints")
+NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "pix2pix.lambda_l1",
+                "pix2pix.lambda_gan", "model.init_gain")
+UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Raise ValueError naming the first key whose value is out of range."""
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise ValueError(f"config key {key}={_get(cfg, key)!r} is not allowed; choose one of {list(allowed)}")
+    for key in POSITIVE + NON_NEGATIVE + UNIT_INTERVAL:
+        value = _get(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config key {key}={value} is not a finite number")
+        if key in POSITIVE and value <= 0:
+            raise ValueError(f"config key {key}={value} must be > 0")
+        if key in NON_NEGATIVE and value < 0:
+            raise ValueError(f"config key {key}={value} must be >= 0")
+        if key in UNIT_INTERVAL and not 0 <= value <= 1:
+            raise ValueError(f"config key {key}={value} must be in [0, 1]")
+    if cfg.data.preprocess in ("resize_and_crop", "scale_width") and cfg.data.crop_size > cfg.data.load_size:
+        raise ValueError(f"config key data.crop_size={cfg.data.crop_size} is larger than "
+                         f"data.load_size={cfg.data.load_size}; the crop must fit in the resized image")
+    if cfg.data.kind == "segmentation" and cfg.data.num_classes < 1:
+        raise ValueError("config key data.num_classes must be >= 1 for data.kind=segmentation")
+    if cfg.data.kind != "builtin" and not cfg.data.root:
+        raise ValueError(f"config key data.root is required for data.kind={cfg.data.kind!r}")
+
+
+def _allowed_keys(schema: Any, prefix: str) -> list[str]:
+    return [f"{prefix}{f.name}" for f in dataclasses.fields(schema)]
+
+
+def _friendly(err: OmegaConfBaseException, source: str) -> ValueError:
+    key = getattr(err, "full_key", None) or "?"
+    msg = getattr(err, "msg", str(err)).split("\n")[0]
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        parent, _, leaf = key.rpartition(".")
+        schema = ExperimentConfig
+        try:
+            for part in parent.split(".") if parent else []:
+                schema = {f.name: f.type for f in dataclasses.fields(schema)}[part]
+                schema = globals()[schema] if isinstance(schema, str) else schema
+            allowed = ", ".join(_allowed_keys(schema, f"{parent}." if parent else ""))
+        except (KeyError, TypeError):
+            allowed = "see gen/config.py"
+        return ValueError(f"unknown config key {key!r} in {source}; allowed keys here: {allowed}")
+    return ValueError(f"bad value for config key {key!r} in {source}: {msg}")
+
+
+def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Merge schema defaults <- YAML file <- `key=value` overrides; validate; return frozen config."""
+    merged = OmegaConf.structured(ExperimentConfig)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        except OmegaConfBaseException as err:
+            raise _friendly(err, str(path)) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value, e.g. train.max_steps=100")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise _friendly(err, f"override {item!r}") from None
+    cfg = OmegaConf.to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def wandb_mode(cfg: ExperimentConfig) -> str:
+    """offline unless an API key is present; an explicit log.wandb always wins."""
+    if cfg.log.wandb is not None:
+        return cfg.log.wandb
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"

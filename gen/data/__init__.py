@@ -1,0 +1,11 @@
+"""Datasets, joint transforms and image I/O."""
+from .build import build_paired, channels, geometry
+from .image_io import list_images, load_image, load_label
+from .labels import IGNORE_INDEX, label_to_rgb, palette
+from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, SegmentationPairs, collate
+from .sampler import ResumableSampler
+from .transforms import Geometry, to_pil
+
+__all__ = ["build_paired", "channels", "geometry", "list_images", "load_image", "load_label", "IGNORE_INDEX",
+           "label_to_rgb", "palette", "AlignedPairs", "FolderPairs", "InMemoryPairs", "SegmentationPairs",
+           "collate", "ResumableSampler", "Geometry", "to_pil"]

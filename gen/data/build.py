@@ -1,0 +1,40 @@
+"""DataConfig -> datasets: the one place that maps configuration to gen.data objects."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import DataConfig
+from .builtin import edges2photos
+from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, PairDataset, SegmentationPairs, resolve_split
+from .transforms import Geometry
+
+
+def geometry(cfg: DataConfig) -> Geometry:
+    return Geometry(cfg.preprocess, cfg.load_size, cfg.crop_size, cfg.flip)
+
+
+def build_paired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> PairDataset:
+    """The dataset of split name `split` ('train', 'val' or 'test' key of the config)."""
+    spec = getattr(cfg, split)
+    if spec is None:
+        raise ValueError(f"config key data.{split} is not set; it names the folder of the {split} split")
+    common = dict(direction=cfg.direction, train=train, seed=seed)
+    if cfg.kind == "builtin":
+        pairs, names = edges2photos(split, cfg.builtin_size, cfg.builtin_count if train else 16, seed)
+        geo = Geometry("none", cfg.builtin_size, cfg.builtin_size, cfg.flip)
+        return InMemoryPairs(pairs, names, geometry=geo, **common)
+    folder, subset = resolve_split(Path(cfg.root).expanduser(), spec)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.{split}={spec!r}: folder {folder} not found (data.root={cfg.root})")
+    if cfg.kind == "segmentation":
+        return SegmentationPairs(folder, cfg.num_classes, subset, cfg.first_label, cfg.ignore_label,
+                                 cfg.channels_b, geometry=geometry(cfg), **common)
+    cls = AlignedPairs if cfg.layout == "aligned" else FolderPairs
+    return cls(folder, subset, cfg.channels_a, cfg.channels_b, geometry=geometry(cfg), **common)
+
+
+def channels(cfg: DataConfig) -> tuple[int, int]:
+    """(input channels, target channels) after the direction is applied."""
+    a = 3 if cfg.kind in ("segmentation", "builtin") else cfg.channels_a
+    b = 3 if cfg.kind == "builtin" else cfg.channels_b
+    return (a, b) if cfg.direction == "AtoB" else (b, a)

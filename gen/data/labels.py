@@ -1,0 +1,45 @@
+"""Class-index label maps: validation and rendering to RGB."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8: the PASCAL VOC bit-interleaved colour map, skipping VOC's black 0."""
+    colours = np.zeros((num_classes, 3), dtype=np.uint8)
+    for k in range(num_classes):
+        c, r, g, b = k + 1, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours[k] = (r, g, b)
+    return colours
+
+
+def to_class_indices(raw: np.ndarray, num_classes: int, first_label: int = 0,
+                     ignore_label: Optional[int] = None, name: str = "label map") -> np.ndarray:
+    """Raw stored ids -> class indices 0..num_classes-1 (ignored pixels -> IGNORE_INDEX)."""
+    idx = raw - first_label
+    ignored = raw == ignore_label if ignore_label is not None else np.zeros(raw.shape, bool)
+    bad = (~ignored) & ((idx < 0) | (idx >= num_classes))
+    if bad.any():
+        values = sorted(set(np.unique(raw[bad]).tolist()))[:10]
+        raise ValueError(f"{name}: label values {values} are outside the allowed range "
+                         f"{first_label}..{first_label + num_classes - 1}"
+                         + (f" (ignore_label={ignore_label})" if ignore_label is not None else "")
+                         + "; check data.num_classes, data.first_label and data.ignore_label")
+    return np.where(ignored, IGNORE_INDEX, idx)
+
+
+def label_to_rgb(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8; ignored pixels are black."""
+    out = np.zeros(label.shape + (3,), dtype=np.uint8)
+    valid = label >= 0
+    out[valid] = palette(num_classes)[label[valid]]
+    return out

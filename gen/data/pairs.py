@@ -1,0 +1,188 @@
+"""Paired datasets: pix2pix aligned (A|B in one file), two folders, and segmentation pairs.
+
+Every dataset returns `{"input": (Ci, h, w), "target": (Ct, h, w)}` in [-1, 1] after the
+direction is applied, plus `"name"` and, for segmentation pairs, `"label"` (h, w) int64.
+Items are addressed by *sample number* g (see `gen.data.sampler`): the image is g mod len, and
+g also seeds the sample's random crop and flip.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .image_io import convert_image, is_image_file, list_images, load_image, load_label, open_image
+from .labels import label_to_rgb, to_class_indices
+from .transforms import Geometry, apply_image, apply_label, plan, sample_generator
+
+_SPLIT = re.compile(r"^(?P<folder>[^\[\]]+?)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
+
+
+def resolve_split(root: Path, split: str) -> tuple[Path, slice]:
+    """'extended[:100]' -> (root/extended, slice(None, 100)); the slice applies to sorted names."""
+    m = _SPLIT.match(split.strip())
+    if not m:
+        raise ValueError(f"bad split {split!r}: use a folder name, optionally sliced like 'extended[:100]'")
+    to_int = lambda s: int(s) if s else None  # noqa: E731
+    return root / m["folder"], slice(to_int(m["start"]), to_int(m["stop"]))
+
+
+class PairDataset(Dataset):
+    """Shared geometry and direction for all paired layouts; subclasses implement `load(i)`."""
+
+    def __init__(self, geometry: Geometry, direction: str = "AtoB", train: bool = True, seed: int = 0):
+        if direction not in ("AtoB", "BtoA"):
+            raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
+        self.geometry, self.direction, self.train, self.seed = geometry, direction, train, seed
+
+    def load(self, i: int) -> tuple[Optional[Image.Image], Image.Image, Optional[np.ndarray], str]:
+        """(A, B, label, name) for item i: A is None when it is rendered from the label map."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, g: int) -> dict:
+        a, b, label, name = self.load(g % len(self))
+        if a is not None and a.size != b.size:
+            raise ValueError(f"{name}: A is {a.size[0]}x{a.size[1]} but B is {b.size[0]}x{b.size[1]}; "
+                             "paired images must have the same size")
+        gen = sample_generator(self.seed, g) if self.train else None
+        p = plan(self.geometry, *b.size, train=self.train, gen=gen, name=name)
+        b_t = apply_image(b, p)
+        if label is not None:
+            label = apply_label(label, p)
+            # Rendered after the nearest-neighbour geometry so class colours never blend.
+            a_t = torch.from_numpy(label_to_rgb(label.numpy(), self.num_classes)).permute(2, 0, 1)
+            a_t = a_t.float() / 127.5 - 1.0
+        else:
+            a_t = apply_image(a, p)
+        inp, tgt = (a_t, b_t) if self.direction == "AtoB" else (b_t, a_t)
+        item = {"input": inp, "target": tgt, "name": name}
+        if label is not None:
+            item["label"] = label
+        return item
+
+
+class AlignedPairs(PairDataset):
+    """pix2pix layout: each file holds A (left half) and B (right half) side by side."""
+
+    def __init__(self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw):
+        super().__init__(**kw)
+        self.files = list_images(folder, "aligned A|B images")[subset]
+        if not self.files:
+            raise ValueError(f"split of {folder} selects no images")
+        self.channels_a, self.channels_b = channels_a, channels_b
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, i):
+        path = self.files[i]
+        img = open_image(path)
+        w, h = img.size
+        if w % 2:
+            raise ValueError(f"aligned image {path} has odd width {w}; an A|B file must be two "
+                             "halves of equal width")
+        a = convert_image(img.crop((0, 0, w // 2, h)), self.channels_a)
+        b = convert_image(img.crop((w // 2, 0, w, h)), self.channels_b)
+        return a, b, None, str(path)
+
+
+class FolderPairs(PairDataset):
+    """Two folders `<split>/A` and `<split>/B` whose files match by name (extension may differ)."""
+
+    def __init__(self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw):
+        super().__init__(**kw)
+        a_files = {p.stem: p for p in list_images(folder / "A", "A images")}
+        b_files = {p.stem: p for p in list_images(folder / "B", "B images")}
+        only_a, only_b = sorted(a_files.keys() - b_files), sorted(b_files.keys() - a_files)
+        if only_a or only_b:
+            raise ValueError(f"{folder}: A and B file names do not match; only in A: {only_a[:5]}, "
+                             f"only in B: {only_b[:5]}")
+        self.pairs = [(a_files[k], b_files[k]) for k in sorted(a_files)][subset]
+        if not self.pairs:
+            raise ValueError(f"split of {folder} selects no pairs")
+        self.channels_a, self.channels_b = channels_a, channels_b
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i):
+        pa, pb = self.pairs[i]
+        return load_image(pa, self.channels_a), load_image(pb, self.channels_b), None, str(pa)
+
+
+class SegmentationPairs(PairDataset):
+    """Photo + class-index label map. A = the label map rendered to RGB, B = the photo.
+
+    Labels are `<stem>.png` beside `<stem>.jpg` photos (CMP facades), or files of the same name
+    in a sibling folder `<split>annot` (CamVid/SegNet layout).
+    """
+
+    def __init__(self, folder: Path, num_classes: int, subset: slice = slice(None), first_label: int = 0,
+                 ignore_label: Optional[int] = None, channels_b: int = 3, **kw):
+        super().__init__(**kw)
+        annot = folder.parent / f"{folder.name}annot"
+        if annot.is_dir():
+            photos = list_images(folder, "photos")
+            pairs = [(p, annot / p.name) for p in photos]
+        else:
+            files = list_images(folder, "photos and label maps")
+            labels = {p.stem: p for p in files if p.suffix.lower() == ".png"}
+            photos = [p for p in files if p.suffix.lower() != ".png" and is_image_file(p)]
+            if not photos:
+                raise ValueError(f"{folder}: no photos (non-PNG images) next to the PNG label maps")
+            pairs = [(p, labels.get(p.stem)) for p in photos]
+        missing = [str(p) for p, lab in pairs if lab is None or not lab.is_file()]
+        if missing:
+            raise ValueError(f"{folder}: no label map for {len(missing)} photo(s), e.g. {missing[:3]}")
+        self.pairs = pairs[subset]
+        if not self.pairs:
+            raise ValueError(f"split of {folder} selects no pairs")
+        self.num_classes, self.first_label, self.ignore_label = num_classes, first_label, ignore_label
+        self.channels_b = channels_b
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i):
+        photo_path, label_path = self.pairs[i]
+        photo = load_image(photo_path, self.channels_b)
+        label = to_class_indices(load_label(label_path), self.num_classes, self.first_label,
+                                 self.ignore_label, str(label_path))
+        if (label.shape[1], label.shape[0]) != photo.size:
+            raise ValueError(f"label map {label_path} is {label.shape[1]}x{label.shape[0]} but photo "
+                             f"{photo_path} is {photo.size[0]}x{photo.size[1]}")
+        return None, photo, label, str(photo_path)
+
+
+class InMemoryPairs(PairDataset):
+    """Pairs already in memory as PIL images (the built-in dataset)."""
+
+    def __init__(self, pairs: list[tuple[Image.Image, Image.Image]], names: list[str], **kw):
+        super().__init__(**kw)
+        self.pairs, self.names = pairs, names
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i):
+        a, b = self.pairs[i]
+        return a, b, None, self.names[i]
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors; names stay a list. Different sizes (preprocess 'none') need batch_size 1."""
+    sizes = {tuple(it["input"].shape[-2:]) for it in items}
+    if len(sizes) > 1:
+        raise ValueError(f"images of different sizes {sorted(sizes)} in one batch ({[it['name'] for it in items]}); "
+                         "with data.preprocess=none use train.batch_size=1 or a cropping preprocess")
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "name"}
+    out["name"] = [it["name"] for it in items]
+    return out

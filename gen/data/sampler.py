@@ -1,0 +1,36 @@
+"""An endless, resumable, rank-aware sampler over *sample numbers*.
+
+The global stream is k = 0, 1, 2, ...: epoch e = k // N visits a permutation of 0..N-1 seeded by
+(seed, e), and yields sample number g = e*N + index (datasets read index = g mod N and seed the
+sample's augmentation with g). Rank r of W takes k = r, r+W, r+2W, ... Starting at `start` skips
+that many of this rank's samples without loading them, so resume is exact and instant.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0,
+                 shuffle: bool = True):
+        if size < 1:
+            raise ValueError("cannot sample from an empty dataset")
+        self.size, self.seed, self.rank, self.world, self.start, self.shuffle = size, seed, rank, world_size, start, shuffle
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+
+    def __iter__(self) -> Iterator[int]:
+        k = self.start * self.world + self.rank
+        epoch, perm = -1, None
+        while True:
+            e, pos = divmod(k, self.size)
+            if e != epoch:
+                epoch, perm = e, self._perm(e)
+            yield e * self.size + int(perm[pos])
+            k += self.world

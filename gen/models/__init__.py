@@ -1,0 +1,8 @@
+"""Networks: the shared U-Net, discriminators, and the preset registry."""
+from . import presets  # noqa: F401  (registers the presets)
+from .discriminators import PatchGAN, PixelGAN
+from .layers import init_weights
+from .registry import create_model, list_models, register_model
+from .unet import UNet
+
+__all__ = ["UNet", "PatchGAN", "PixelGAN", "create_model", "list_models", "register_model", "init_weights"]

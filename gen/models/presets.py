@@ -1,0 +1,48 @@
+"""Registered presets. Parameter counts of the references are checked in tests/test_models.py."""
+from __future__ import annotations
+
+from .discriminators import PatchGAN, PixelGAN
+from .registry import register_model
+from .unet import UNet
+
+
+def pix2pix_channels(num_downs: int, ngf: int) -> tuple[int, ...]:
+    """Reference widths: ngf, 2ngf, 4ngf, then 8ngf for every deeper level."""
+    if num_downs < 5:
+        raise ValueError(f"a pix2pix U-Net needs num_downs >= 5, got {num_downs}")
+    return tuple(ngf * min(2 ** i, 8) for i in range(num_downs))
+
+
+@register_model
+def unet(num_downs: int = 8, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
+         norm: str = "batch", dropout: float = 0.5, out_activation: str = "tanh") -> UNet:
+    """pix2pix U-Net with `num_downs` stride-2 levels; dropout on the 8ngf levels below the innermost."""
+    channels = pix2pix_channels(num_downs, ngf)
+    # The reference puts dropout on the num_downs-5 middle blocks between 8ngf and the innermost.
+    dropout_levels = tuple(range(4, num_downs - 1)) if dropout > 0 else ()
+    return UNet(in_channels=in_channels, out_channels=out_channels, channels=channels,
+                block_style="pix2pix", norm=norm, dropout=dropout, dropout_levels=dropout_levels,
+                out_activation=out_activation)
+
+
+@register_model
+def unet_256(**kw) -> UNet:
+    """pix2pix generator for 256x256: 8 levels, 54,413,955 parameters at ngf 64 with batch norm."""
+    return unet(num_downs=8, **kw)
+
+
+@register_model
+def unet_128(**kw) -> UNet:
+    """pix2pix generator for 128x128: 7 levels, 41,828,995 parameters at ngf 64 with batch norm."""
+    return unet(num_downs=7, **kw)
+
+
+@register_model
+def patchgan(in_channels: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> PatchGAN:
+    """70x70 PatchGAN (n_layers 3): 2,768,705 parameters with 6 input channels."""
+    return PatchGAN(in_channels, ndf, n_layers, norm)
+
+
+@register_model
+def pixelgan(in_channels: int = 6, ndf: int = 64, norm: str = "batch") -> PixelGAN:
+    return PixelGAN(in_channels, ndf, norm)

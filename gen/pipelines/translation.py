@@ -1,0 +1,75 @@
+"""Image-to-image translation with an exported generator (pix2pix; CycleGAN later).
+
+Export layout (`run_dir/export/`): `generator/` in diffusers save_pretrained form (config.json +
+diffusion_pytorch_model.safetensors) and `pipeline.json` with the method and inference settings.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.image_io import convert_image
+from ..data.transforms import to_pil
+from ..models.inference import inference_mode
+from ..models.unet import UNet
+
+PIPELINE_FILE = "pipeline.json"
+
+
+class TranslationPipeline:
+    """x: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W) in [-1, 1], any H, W."""
+
+    kind = "translation"
+
+    def __init__(self, generator: UNet, method: str = "pix2pix", inference: str = "paper",
+                 direction: str = "AtoB", seed: Optional[int] = 0):
+        self.generator, self.method, self.inference = generator, method, inference
+        self.direction, self.seed = direction, seed
+
+    @property
+    def in_channels(self) -> int:
+        return self.generator.config.in_channels
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def to(self, device) -> "TranslationPipeline":
+        self.generator.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # Dropout as noise draws from a seeded RNG so the same input gives the same output.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), inference_mode(self.generator, self.inference):
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+            return self.generator.forward_any_size(x.to(self.device))
+
+    def translate_image(self, img: Image.Image) -> Image.Image:
+        """Any PIL image -> translated PIL image of the same size."""
+        img = convert_image(img, self.in_channels)
+        t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
+        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]  # (1, C, H, W)
+        return to_pil(self(t)[0])
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        self.generator.save_pretrained(path / "generator")
+        meta = {"kind": self.kind, "method": self.method, "inference": self.inference,
+                "direction": self.direction, "seed": self.seed}
+        (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "TranslationPipeline":
+        path = Path(path)
+        meta = json.loads((path / PIPELINE_FILE).read_text())
+        generator = UNet.from_pretrained(path / "generator")
+        return cls(generator, meta["method"], inference or meta["inference"], meta.get("direction", "AtoB"),
+                   meta.get("seed", 0))

@@ -1,0 +1,33 @@
+"""Train any method: `python train.py CONFIG.yaml [key=value ...]`.
+
+Many GPUs / processes: `accelerate launch train.py CONFIG.yaml ...`. Training the same run.dir
+again resumes from its newest complete checkpoint.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    from gen import config
+    from trainers import TRAINERS
+
+    try:
+        cfg = config.load(argv[0], argv[1:])
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        export = TRAINERS[cfg.method](cfg).fit()
+    except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"done: export in {export}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

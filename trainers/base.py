@@ -1,0 +1,298 @@
+"""The training loop every method shares, on Hugging Face Accelerate.
+
+The base class owns the loop, cadence (log / sample / checkpoint), wandb logging through
+Accelerate's tracker, atomic checkpoints with automatic resume, and the final export. A method
+subclass owns its networks and its optimizer steps: `build()` and `train_step(batch)`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from gen import config as config_lib
+from gen.config import ExperimentConfig
+from gen.data import ResumableSampler, collate, to_pil
+
+from . import checkpoint, faults
+
+
+def probe_writable(run_dir: Path) -> None:
+    """Fail before training if the run directory cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_probe"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"run directory {run_dir} is not writable ({err}); set run.dir to a "
+                              "writable folder") from None
+
+
+def image_grid(rows: list[list[torch.Tensor]]) -> Image.Image:
+    """rows of (C, H, W) tensors in [-1, 1] -> one RGB PIL grid (one row per example)."""
+    tiles = [[to_pil(t).convert("RGB") for t in row] for row in rows]
+    h = max(t.size[1] for row in tiles for t in row)
+    w = max(t.size[0] for row in tiles for t in row)
+    grid = Image.new("RGB", (w * max(len(r) for r in tiles), h * len(tiles)), "white")
+    for i, row in enumerate(tiles):
+        for j, tile in enumerate(row):
+            grid.paste(tile, (j * w, i * h))
+    return grid
+
+
+def linear_decay(max_steps: int, decay_start: float):
+    """LR factor: 1 until decay_start * max_steps, then linear to 0 at max_steps (Isola et al.)."""
+    start = int(max_steps * decay_start)
+
+    def factor(step: int) -> float:
+        if step < start:
+            return 1.0
+        return max(0.0, (max_steps - step) / max(1, max_steps - start))
+    return factor
+
+
+class Trainer:
+    """Subclasses set `self.models`, `self.optimizers`, `self.schedulers` in `build()` and return a
+    dict of scalar loss tensors from `train_step(batch)`."""
+
+    method = "base"
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.wandb_mode = config_lib.wandb_mode(cfg)
+        if self.wandb_mode != "disabled":
+            os.environ.setdefault("WANDB_MODE", self.wandb_mode)
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.train.mixed_precision,
+            gradient_accumulation_steps=cfg.train.grad_accum,
+            log_with="wandb" if self.wandb_mode != "disabled" else None,
+            project_dir=str(self.run_dir),
+        )
+        if self.accelerator.is_main_process:
+            probe_writable(self.run_dir)
+        self.accelerator.wait_for_everyone()
+        # Distinct per-rank noise (dropout, pools); weights are identical because DDP broadcasts rank 0's.
+        set_seed(cfg.run.seed + self.accelerator.process_index)
+        self.step = 0
+        self.models: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+
+    # ---- hooks for methods -------------------------------------------------------------------
+    def build_data(self) -> None:
+        raise NotImplementedError
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def sample(self, step: int) -> dict[str, Any]:
+        """Return {"grid": PIL image, metric name: float} for the fixed validation batch."""
+        return {}
+
+    def export(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method state beyond models/optimizers/schedulers (image pools, EMA, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ---- helpers -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def unwrap(self, name: str) -> nn.Module:
+        return self.accelerator.unwrap_model(self.models[name])
+
+    def train_loader(self, dataset, start_step: int) -> DataLoader:
+        cfg = self.cfg.train
+        per_step = cfg.batch_size * cfg.grad_accum
+        sampler = ResumableSampler(len(dataset), seed=self.cfg.run.seed, rank=self.accelerator.process_index,
+                                   world_size=self.accelerator.num_processes, start=start_step * per_step)
+        workers = self.cfg.data.num_workers
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=self.device.type == "cuda", drop_last=True)
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, step: int) -> None:
+        acc = self.accelerator
+        tmp = checkpoint.tmp_dir(self.ckpt_root, step)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        files: list[str] = []
+        if acc.is_main_process:
+            state = {"step": step,
+                     "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                     "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                     "extra": self.extra_state()}
+            models = {k: acc.get_state_dict(m) for k, m in self.models.items()}
+            files = checkpoint.write_models_and_state(tmp, models, state)
+        faults.maybe_kill("during_checkpoint", step)
+        checkpoint.write_rng(tmp, acc.process_index)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            checkpoint.finalize(self.ckpt_root, step, files, acc.num_processes, self.cfg.train.keep_checkpoints)
+        acc.wait_for_everyone()
+        faults.maybe_kill("after_checkpoint", step)
+
+    def resume(self) -> int:
+        loaded = checkpoint.load_latest(self.ckpt_root, self.accelerator.process_index)
+        if loaded is None:
+            return 0
+        for name, sd in loaded.models.items():
+            if name not in self.models:
+                raise ValueError(f"checkpoint {loaded.path} has model {name!r} that this run does not build "
+                                 f"({sorted(self.models)}); was run.dir used for another config?")
+            self.unwrap(name).load_state_dict(sd)
+        for name, sd in loaded.state["optimizers"].items():
+            self.optimizers[name].load_state_dict(sd)
+        for name, sd in loaded.state["schedulers"].items():
+            self.schedulers[name].load_state_dict(sd)
+        self.load_extra_state(loaded.state.get("extra", {}))
+        if loaded.rng is not None:
+            checkpoint.set_rng_state(loaded.rng)
+        else:
+            warnings.warn(f"{loaded.path} has no RNG state for rank {self.accelerator.process_index} "
+                          "(different number of processes?); continuing with fresh RNG")
+        self.accelerator.print(f"resumed from {loaded.path} (step {loaded.step})")
+        return loaded.step
+
+    # ---- logging -----------------------------------------------------------------------------
+    def init_tracking(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            (self.run_dir / "config.yaml").write_text(config_lib.to_yaml(self.cfg))
+        if self.wandb_mode == "disabled":
+            return
+        id_file = self.run_dir / "wandb_id.txt"
+        if acc.is_main_process and not id_file.exists():
+            id_file.write_text(secrets.token_hex(4))  # a stable id lets a resumed run continue the same wandb run
+        acc.wait_for_everyone()
+        kwargs = {"dir": str(self.run_dir), "mode": self.wandb_mode, "id": id_file.read_text().strip(),
+                  "resume": "allow", "name": self.cfg.log.name or self.run_dir.name}
+        acc.init_trackers(self.cfg.log.project, config=config_lib.to_dict(self.cfg), init_kwargs={"wandb": kwargs})
+
+    def log_images(self, images: dict[str, Image.Image], step: int) -> None:
+        samples = self.run_dir / "samples"
+        samples.mkdir(exist_ok=True)
+        for name, img in images.items():
+            img.save(samples / f"{name}_{step:08d}.png")
+        if self.wandb_mode != "disabled":
+            import wandb
+            run = self.accelerator.get_tracker("wandb", unwrap=True)
+            run.log({f"samples/{k}": wandb.Image(v) for k, v in images.items()}, step=step)
+
+    def run_sample(self, step: int) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        # Sampling must not consume training randomness: a resumed run would diverge otherwise.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.run.seed)
+            out = self.sample(step)
+        images = {k: v for k, v in out.items() if isinstance(v, Image.Image)}
+        metrics = {f"val/{k}": v for k, v in out.items() if not isinstance(v, Image.Image)}
+        if images:
+            self.log_images(images, step)
+        if metrics:
+            self.accelerator.log(metrics, step=step)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        names = list(self.models)
+        prepared = self.accelerator.prepare(*[self.models[n] for n in names],
+                                            *[self.optimizers[n] for n in self.optimizers])
+        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
+        self.models = dict(zip(names, prepared[:len(names)]))
+        self.optimizers = dict(zip(self.optimizers, prepared[len(names):]))
+
+    def fit(self) -> Path:
+        cfg, acc = self.cfg.train, self.accelerator
+        self.build_data()
+        self.build()
+        self.prepare()
+        self.step = start = self.resume()
+        self.init_tracking()
+        loader = iter(self.train_loader(self.train_set, start))
+        bar = tqdm(total=cfg.max_steps, initial=start, desc=f"{self.method}", disable=not acc.is_local_main_process,
+                   dynamic_ncols=True)
+        pending: dict[str, torch.Tensor] = {}
+        pending_steps = 0
+        while self.step < cfg.max_steps:
+            for _ in range(cfg.grad_accum):
+                batch = self.to_device(next(loader))
+                with acc.accumulate(*self.models.values()):
+                    losses = self.train_step(batch)
+                for k, v in losses.items():  # summed on device; read back only at log cadence
+                    pending[k] = pending.get(k, 0) + v.detach().float() / cfg.grad_accum
+            self.step += 1
+            pending_steps += 1
+            for sched in self.schedulers.values():
+                sched.step()
+            faults.maybe_kill("after_step", self.step)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                logged = self.check_finite({k: float(v) / pending_steps for k, v in pending.items()})
+                logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
+                acc.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})
+                pending, pending_steps = {}, 0
+            if self.step % cfg.sample_every == 0 or self.step == cfg.max_steps:
+                self.run_sample(self.step)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
+                self.save_checkpoint(self.step)
+        bar.close()
+        export_dir = self.run_dir / "export"
+        if acc.is_main_process:
+            self.write_export(export_dir)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return export_dir
+
+    def check_finite(self, losses: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            last = checkpoint.checkpoint_dirs(self.ckpt_root)
+            raise FloatingPointError(f"non-finite loss at step {self.step}: {bad}; last good checkpoint: "
+                                     f"{last[0] if last else 'none'}. Lower train.lr or try mixed_precision=no")
+        return losses
+
+    def write_export(self, export_dir: Path) -> None:
+        """Export atomically: write beside, then swap, so a crash never leaves a half export."""
+        tmp = export_dir.with_name(".export_tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.export(tmp)
+        faults.maybe_kill("during_export", self.step)
+        old = export_dir.with_name(".export_old")
+        shutil.rmtree(old, ignore_errors=True)
+        if export_dir.exists():
+            os.replace(export_dir, old)
+        os.replace(tmp, export_dir)
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,47 @@
+"""Config -> networks and optimizers: the one place where ModelConfig meets gen.models."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gen.config import ExperimentConfig
+from gen.models import create_model, init_weights
+
+
+def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int) -> nn.Module:
+    m = cfg.model
+    kw = dict(in_channels=in_channels, out_channels=out_channels, ngf=m.ngf, norm=m.norm, dropout=m.dropout)
+    if m.num_downs is not None:
+        if m.generator != "unet":
+            raise ValueError(f"config key model.num_downs is only for model.generator=unet, not {m.generator!r}")
+        kw["num_downs"] = m.num_downs
+    net = init_weights(create_model(m.generator, **kw), m.init_gain)
+    check_size(cfg, net.multiple)
+    return net
+
+
+def check_size(cfg: ExperimentConfig, multiple: int) -> None:
+    """A training crop must pass through every stride-2 level of the U-Net."""
+    d = cfg.data
+    if d.preprocess == "none":
+        return  # any size: the trainer pads to the multiple and crops back
+    size = d.builtin_size if d.kind == "builtin" else d.crop_size
+    key = "data.builtin_size" if d.kind == "builtin" else "data.crop_size"
+    if size % multiple:
+        raise ValueError(f"config key {key}={size} is not a multiple of {multiple}, which model.generator="
+                         f"{cfg.model.generator!r} needs ({multiple.bit_length() - 1} stride-2 levels); use a crop of "
+                         f"{max(multiple, size // multiple * multiple)} or a generator with fewer levels "
+                         "(unet_128 for 128, generator=unet with model.num_downs)")
+
+
+def build_discriminator(cfg: ExperimentConfig, in_channels: int) -> nn.Module:
+    m = cfg.model
+    kw = dict(in_channels=in_channels, ndf=m.ndf, norm=m.d_norm)
+    if m.discriminator == "patchgan":
+        kw["n_layers"] = m.d_layers
+    return init_weights(create_model(m.discriminator, **kw), m.init_gain)
+
+
+def adam(cfg: ExperimentConfig, net: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    return torch.optim.Adam(net.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))

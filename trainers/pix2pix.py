@@ -1,0 +1,108 @@
+"""pix2pix (Isola et al. 2017): U-Net generator, conditional PatchGAN, L1 + cGAN.
+
+Step order as in the reference: G forward; D step on (A, G(A)) fake and (A, B) real with the loss
+halved; then the G step on GAN + lambda_L1 * L1. `pix2pix.gan_mode=none` is the L1-only dense
+regression baseline; `lambda_l1=0` is cGAN only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gen.data import build_paired, channels
+from gen.losses import GANLoss
+from gen.metrics import l1, psnr
+from gen.models.inference import inference_mode
+from gen.pipelines import TranslationPipeline
+
+from .base import Trainer, image_grid, linear_decay
+from .builders import adam, build_discriminator, build_generator
+
+
+def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+class Pix2PixTrainer(Trainer):
+    method = "pix2pix"
+
+    def build_data(self) -> None:
+        d = self.cfg.data
+        self.train_set = build_paired(d, "train", train=True, seed=self.cfg.run.seed)
+        self.val_set = build_paired(d, "val", train=False) if d.val else None
+
+    def build(self) -> None:
+        p, t = self.cfg.pix2pix, self.cfg.train
+        self.in_c, self.out_c = channels(self.cfg.data)
+        g = build_generator(self.cfg, self.in_c, self.out_c)
+        self.models = {"generator": g}
+        self.optimizers = {"generator": adam(self.cfg, g)}
+        self.use_gan = p.gan_mode != "none" and p.lambda_gan > 0
+        if self.use_gan:
+            d = build_discriminator(self.cfg, self.in_c + self.out_c)
+            self.models["discriminator"] = d
+            self.optimizers["discriminator"] = adam(self.cfg, d)
+            self.gan_loss = GANLoss(p.gan_mode)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(t.max_steps, t.lr_decay_start))
+                           for k, o in self.optimizers.items()}
+
+    def generate(self, net, x: torch.Tensor) -> torch.Tensor:
+        # preprocess=none trains on any size: pad to the U-Net's multiple and crop back.
+        base = self.accelerator.unwrap_model(net)
+        return base.forward_any_size(x) if self.cfg.data.preprocess == "none" else net(x)
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        p = self.cfg.pix2pix
+        real_a, real_b = batch["input"], batch["target"]  # (B, Ci, H, W), (B, Ct, H, W) in [-1, 1]
+        g, opt_g = self.models["generator"], self.optimizers["generator"]
+        fake_b = self.generate(g, real_a)
+        losses = {}
+        if self.use_gan:
+            d, opt_d = self.models["discriminator"], self.optimizers["discriminator"]
+            set_requires_grad(d, True)
+            opt_d.zero_grad(set_to_none=True)
+            pred_fake = d(torch.cat([real_a, fake_b.detach()], 1))
+            pred_real = d(torch.cat([real_a, real_b], 1))
+            loss_d_fake, loss_d_real = self.gan_loss(pred_fake, False), self.gan_loss(pred_real, True)
+            loss_d = 0.5 * (loss_d_fake + loss_d_real)  # halved: D learns slower than G
+            self.accelerator.backward(loss_d)
+            opt_d.step()
+            set_requires_grad(d, False)
+            losses.update(D_real=loss_d_real, D_fake=loss_d_fake, D=loss_d)
+        opt_g.zero_grad(set_to_none=True)
+        loss_l1 = F.l1_loss(fake_b.float(), real_b.float())
+        loss_g = p.lambda_l1 * loss_l1
+        if self.use_gan:
+            # The unwrapped D: its weights are frozen here, so DDP must not wait for their gradients.
+            loss_g_gan = self.gan_loss(self.unwrap("discriminator")(torch.cat([real_a, fake_b], 1)), True)
+            loss_g = loss_g + p.lambda_gan * loss_g_gan
+            losses["G_GAN"] = loss_g_gan
+        self.accelerator.backward(loss_g)
+        opt_g.step()
+        losses.update(G_L1=loss_l1, G=loss_g)
+        return losses
+
+    @torch.no_grad()
+    def sample(self, step: int) -> dict:
+        if self.val_set is None:
+            return {}
+        g = self.unwrap("generator")
+        n = len(self.val_set)
+        rows, l1s, psnrs = [], [], []
+        with inference_mode(g, self.cfg.pix2pix.inference):
+            for b in range(min(self.cfg.train.eval_batches, n)):
+                item = self.val_set[b * max(1, n // max(1, self.cfg.train.eval_batches))]
+                x, y = item["input"][None].to(self.device), item["target"][None].to(self.device)
+                out = g.forward_any_size(x).float()
+                l1s.append(l1(out, y))
+                psnrs += psnr(out, y)
+                rows.append([x[0], out[0], y[0]])
+        return {"grid": image_grid(rows), "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
+
+    def export(self, path: Path) -> None:
+        pipe = TranslationPipeline(self.unwrap("generator"), self.method, self.cfg.pix2pix.inference,
+                                   self.cfg.data.direction, seed=self.cfg.run.seed)
+        pipe.save_pretrained(path)
