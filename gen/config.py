@@ -77,6 +77,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_checkpoints: int = 2
     eval_batches: int = 4  # val batches scored at each sample step (L1, PSNR)
+    time_budget_minutes: Optional[float] = None  # stop (checkpoint + export) after this much wall time
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.built
             "train.ckpt_every", "train.keep_checkpoints")
 NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "pix2pix.lambda_l1",
                 "pix2pix.lambda_gan", "model.init_gain")
+POSITIVE_OR_NONE = ("train.time_budget_minutes",)
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2")
 
 
@@ -151,6 +153,10 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ValueError(f"config key {key}={value} must be >= 0")
         if key in UNIT_INTERVAL and not 0 <= value <= 1:
             raise ValueError(f"config key {key}={value} must be in [0, 1]")
+    for key in POSITIVE_OR_NONE:
+        value = _get(cfg, key)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"config key {key}={value} must be a positive number or null")
     if cfg.data.preprocess in ("resize_and_crop", "scale_width") and cfg.data.crop_size > cfg.data.load_size:
         raise ValueError(f"config key data.crop_size={cfg.data.crop_size} is larger than "
                          f"data.load_size={cfg.data.load_size}; the crop must fit in the resized image")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import time
 import shutil
 import warnings
 from pathlib import Path
@@ -245,7 +246,9 @@ class Trainer:
                    dynamic_ncols=True)
         pending: dict[str, torch.Tensor] = {}
         pending_steps = 0
-        while self.step < cfg.max_steps:
+        deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
+        end = cfg.max_steps
+        while self.step < end:
             for _ in range(cfg.grad_accum):
                 batch = self.to_device(next(loader))
                 with acc.accumulate(*self.models.values()):
@@ -258,15 +261,17 @@ class Trainer:
                 sched.step()
             faults.maybe_kill("after_step", self.step)
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+            if self.out_of_time(deadline):
+                end = self.step  # the budget is spent: finish this step like the last one
+            if self.step % cfg.log_every == 0 or self.step == end:
                 logged = self.check_finite({k: float(v) / pending_steps for k, v in pending.items()})
                 logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
                 acc.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})
                 pending, pending_steps = {}, 0
-            if self.step % cfg.sample_every == 0 or self.step == cfg.max_steps:
+            if self.step % cfg.sample_every == 0 or self.step == end:
                 self.run_sample(self.step)
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
+            if self.step % cfg.ckpt_every == 0 or self.step == end:
                 self.save_checkpoint(self.step)
         bar.close()
         export_dir = self.run_dir / "export"
@@ -275,6 +280,13 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return export_dir
+
+    def out_of_time(self, deadline: float) -> bool:
+        """Every process must stop at the same step: the first one out of time stops them all."""
+        if deadline == math.inf:
+            return False
+        flag = torch.tensor([float(time.monotonic() > deadline)], device=self.device)
+        return bool(self.accelerator.reduce(flag, reduction="max").item())
 
     def check_finite(self, losses: dict[str, float]) -> dict[str, float]:
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}

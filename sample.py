@@ -1,0 +1,100 @@
+"""Use a trained run without the training code.
+
+  python sample.py RUN_DIR --input DIR --output DIR      translate every image of a folder (any size)
+  python sample.py evaluate RUN_DIR [--split test]       L1 / PSNR / SSIM on a split of the run's data
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def translate_folder(args) -> int:
+    from tqdm.auto import tqdm
+
+    from gen import pipelines
+    from gen.data.image_io import list_images, open_image
+
+    pipe = pipelines.load(args.run_dir, inference=args.inference)
+    if args.device:
+        pipe.to(args.device)
+    files = list_images(Path(args.input), "input images")
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(files, desc="translate", dynamic_ncols=True):
+        pipe.translate_image(open_image(path)).save(out_dir / f"{path.stem}.png")
+    print(f"wrote {len(files)} images to {out_dir}")
+    return 0
+
+
+def evaluate(args) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from gen import config, pipelines
+    from gen.data import build_paired
+    from gen.metrics import l1, psnr, ssim
+    from trainers.base import image_grid
+
+    run_dir = Path(args.run_dir)
+    cfg_file = run_dir / "config.yaml"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found: evaluate needs a run directory made by train.py")
+    cfg = config.load(cfg_file, args.overrides)
+    pipe = pipelines.load(run_dir, inference=args.inference)
+    if args.device:
+        pipe.to(args.device)
+    data = build_paired(cfg.data, args.split, train=False)
+    scores = {"L1": [], "PSNR": [], "SSIM": []}
+    rows = []
+    for i in tqdm(range(len(data)), desc=f"evaluate {args.split}", dynamic_ncols=True):
+        item = data[i]
+        x, y = item["input"][None], item["target"][None]
+        out = pipe(x).cpu().float()
+        scores["L1"].append(l1(out, y))
+        scores["PSNR"] += psnr(out, y)
+        scores["SSIM"] += ssim(out, y)
+        if len(rows) < args.grid_rows:
+            rows.append([x[0], out[0], y[0]])
+    result = {k: sum(v) / len(v) for k, v in scores.items()}
+    result.update(split=args.split, images=len(data), inference=pipe.inference)
+    out_dir = Path(args.output or run_dir / f"eval_{args.split}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    image_grid(rows).save(out_dir / "grid.png")
+    print(json.dumps(result, indent=1))
+    print(f"grid (input | output | target) and metrics.json in {out_dir}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["evaluate"]:
+        p = argparse.ArgumentParser(prog="sample.py evaluate", description="score a run on a split of its data")
+        p.add_argument("run_dir")
+        p.add_argument("--split", default="test", choices=["train", "val", "test"])
+        p.add_argument("--output", help="folder for metrics.json and grid.png (default RUN_DIR/eval_SPLIT)")
+        p.add_argument("--grid-rows", type=int, default=8)
+        p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
+        p.add_argument("--device", help="e.g. cuda; default cpu")
+        p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
+        args, run = p.parse_args(argv[1:]), evaluate
+    else:
+        p = argparse.ArgumentParser(prog="sample.py", description=__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("run_dir", help="a run directory (or its export/ folder)")
+        p.add_argument("--input", required=True, help="folder of input images (any size)")
+        p.add_argument("--output", required=True, help="folder for the translated PNGs")
+        p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
+        p.add_argument("--device", help="e.g. cuda; default cpu")
+        args, run = p.parse_args(argv), translate_folder
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

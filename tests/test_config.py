@@ -1,0 +1,62 @@
+"""Strict typed config: overrides, unknown keys, wrong types, out-of-range values."""
+import pytest
+
+from gen import config
+from conftest import ROOT
+
+
+def test_defaults_and_overrides():
+    cfg = config.load(None, ["train.max_steps=7", "data.root=/x", "run.dir=/tmp/r", "train.batch_size=3",
+                             "log.wandb=disabled"])
+    assert (cfg.train.max_steps, cfg.train.batch_size, cfg.data.root, cfg.run.dir) == (7, 3, "/x", "/tmp/r")
+    assert cfg.pix2pix.lambda_l1 == 100 and cfg.train.lr == 2e-4 and cfg.train.beta1 == 0.5
+
+
+def test_every_shipped_config_loads():
+    files = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert files
+    for f in files:
+        config.load(f)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.max_step=5", r"unknown config key 'train.max_step'.*train.max_steps"),
+    ("trian.max_steps=5", r"unknown config key 'trian'"),
+    ("train.max_steps=many", r"train.max_steps"),
+    ("train.lr=nan", r"train.lr=nan is not a finite number"),
+    ("train.batch_size=-1", r"train.batch_size=-1 must be > 0"),
+    ("data.direction=AtoC", r"data.direction='AtoC'.*AtoB"),
+    ("log.wandb=sometimes", r"log.wandb.*offline"),
+    ("data.crop_size=300", r"data.crop_size=300 is larger than data.load_size=286"),
+    ("train.max_steps", r"must look like key=value"),
+])
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(ValueError, match=match):
+        config.load(None, ["data.root=/x", override])
+
+
+def test_typo_in_yaml_file_names_file_and_key(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("method: pix2pix\ndata:\n  root: /x\n  crop_sise: 128\n")
+    with pytest.raises(ValueError, match=r"data.crop_sise.*bad.yaml.*data.crop_size"):
+        config.load(f)
+
+
+def test_missing_config_file():
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        config.load("nope.yaml")
+
+
+def test_wandb_mode_defaults(monkeypatch):
+    cfg = config.load(None, ["data.root=/x"])
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert config.wandb_mode(cfg) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    assert config.wandb_mode(cfg) == "online"
+    assert config.wandb_mode(config.load(None, ["data.root=/x", "log.wandb=disabled"])) == "disabled"
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = config.load(None, ["data.root=/x", "train.max_steps=9", "data.val=null"])
+    (tmp_path / "c.yaml").write_text(config.to_yaml(cfg))
+    assert config.load(tmp_path / "c.yaml") == cfg
