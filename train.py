@@ -1,4 +1,4 @@
-"""Train any method: `python train.py CONFIG.yaml [key=value ...]`.
+"""Train any method: `python train.py CONFIG.yaml [key=value ...]` (or only key=value overrides).
 
 Many GPUs / processes: `accelerate launch train.py CONFIG.yaml ...`. Training the same run.dir
 again resumes from its newest complete checkpoint.
@@ -16,7 +16,8 @@ def main(argv: list[str]) -> int:
     from trainers import TRAINERS
 
     try:
-        cfg = config.load(argv[0], argv[1:])
+        # Without a YAML file (first argument already key=value) the schema defaults are the base.
+        cfg = config.load(None, argv) if "=" in argv[0] else config.load(argv[0], argv[1:])
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
