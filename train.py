@@ -24,7 +24,10 @@ def main(argv: list[str]) -> int:
     try:
         export = TRAINERS[cfg.method](cfg).fit()
     except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = str(err)
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the last line
+            message = message.strip().splitlines()[-1]
+        print(f"error: {message}", file=sys.stderr)
         return 1
     print(f"done: export in {export}")
     return 0
