@@ -79,6 +79,8 @@ class Trainer:
         if self.wandb_mode != "disabled":
             os.environ.setdefault("WANDB_MODE", self.wandb_mode)
         self.accelerator = Accelerator(
+            # Accelerate only sets up gloo data parallelism on CPU-only machines when told it is on CPU.
+            cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
             mixed_precision=cfg.train.mixed_precision,
             gradient_accumulation_steps=cfg.train.grad_accum,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
