@@ -17,7 +17,7 @@ def translate_folder(args) -> int:
     from gen import pipelines
     from gen.data.image_io import list_images, open_image
 
-    pipe = pipelines.load(args.run_dir, inference=args.inference)
+    pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference)
     if args.device:
         pipe.to(args.device)
     files = list_images(Path(args.input), "input images")
@@ -86,6 +86,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("run_dir", help="a run directory (or its export/ folder)")
         p.add_argument("--input", required=True, help="folder of input images (any size)")
         p.add_argument("--output", required=True, help="folder for the translated PNGs")
+        p.add_argument("--direction", choices=["AtoB", "BtoA"], help="CycleGAN: which generator (default AtoB)")
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
         p.add_argument("--device", help="e.g. cuda; default cpu")
         args, run = p.parse_args(argv), translate_folder

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("pix2pix",)
+METHODS = ("pix2pix", "cyclegan")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: str = "paired"  # paired | segmentation | builtin
+    kind: str = "paired"  # paired | segmentation | builtin | unpaired (CycleGAN trainA/trainB/testA/testB)
     root: Optional[str] = None
     layout: str = "aligned"  # paired only: aligned (A|B in one file) | folders (A/ and B/ subfolders)
     train: str = "train"  # split = folder under root, optionally sliced: "extended[:100]"
@@ -44,6 +44,7 @@ class DataConfig:
     first_label: int = 0  # segmentation: raw label value of class 0 (CMP facades use 1)
     ignore_label: Optional[int] = None  # segmentation: raw value ignored by losses and metrics
     num_workers: int = 0
+    serial_b: bool = False  # unpaired: B[i mod |B|] instead of a random B for each A
     builtin_size: int = 64  # builtin: side of the generated training crops
     builtin_count: int = 256  # builtin: number of generated training pairs
 
@@ -70,7 +71,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     lr_decay_start: float = 0.5  # fraction of max_steps at constant LR before linear decay to 0
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; "no" would read as a YAML boolean)
     grad_accum: int = 1
     log_every: int = 10
     sample_every: int = 200
@@ -89,6 +90,16 @@ class Pix2PixConfig:
 
 
 @dataclass(frozen=True)
+class CycleGANConfig:
+    gan_mode: str = "lsgan"  # lsgan | vanilla
+    lambda_a: float = 10.0  # cycle loss A -> B -> A
+    lambda_b: float = 10.0  # cycle loss B -> A -> B
+    lambda_identity: float = 0.5  # identity loss weight, relative to the cycle weights; 0 switches it off
+    pool_size: int = 50
+    inference: str = "eval"  # eval | paper
+
+
+@dataclass(frozen=True)
 class LogConfig:
     wandb: Optional[str] = None  # offline | online | disabled; None: online if WANDB_API_KEY is set
     project: str = "gen"
@@ -103,12 +114,13 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
 CHOICES = {
     "method": METHODS,
-    "data.kind": ("paired", "segmentation", "builtin"),
+    "data.kind": ("paired", "segmentation", "builtin", "unpaired"),
     "data.layout": ("aligned", "folders"),
     "data.direction": ("AtoB", "BtoA"),
     "data.preprocess": ("resize_and_crop", "crop", "scale_width", "none"),
@@ -117,9 +129,11 @@ CHOICES = {
     "model.norm": ("batch", "instance", "group", "none"),
     "model.d_norm": ("batch", "instance", "group", "none"),
     "model.discriminator": ("patchgan", "pixelgan"),
-    "train.mixed_precision": ("no", "bf16", "fp16"),
+    "train.mixed_precision": ("fp32", "bf16", "fp16"),
     "pix2pix.gan_mode": ("vanilla", "lsgan", "none"),
     "pix2pix.inference": ("paper", "eval"),
+    "cyclegan.gan_mode": ("vanilla", "lsgan"),
+    "cyclegan.inference": ("paper", "eval"),
     "log.wandb": (None, "offline", "online", "disabled"),
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.builtin_count",
@@ -127,7 +141,8 @@ POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.built
             "train.lr", "train.grad_accum", "train.log_every", "train.sample_every",
             "train.ckpt_every", "train.keep_checkpoints")
 NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "pix2pix.lambda_l1",
-                "pix2pix.lambda_gan", "model.init_gain")
+                "pix2pix.lambda_gan", "model.init_gain", "cyclegan.lambda_a", "cyclegan.lambda_b",
+                "cyclegan.lambda_identity", "cyclegan.pool_size")
 POSITIVE_OR_NONE = ("train.time_budget_minutes",)
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2")
 
@@ -162,6 +177,9 @@ def validate(cfg: ExperimentConfig) -> None:
                          f"data.load_size={cfg.data.load_size}; the crop must fit in the resized image")
     if cfg.data.kind == "segmentation" and cfg.data.num_classes < 1:
         raise ValueError("config key data.num_classes must be >= 1 for data.kind=segmentation")
+    if (cfg.method == "cyclegan") != (cfg.data.kind == "unpaired"):
+        raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}; CycleGAN reads "
+                         "data.kind=unpaired and the paired methods read paired, segmentation or builtin")
     if cfg.data.kind != "builtin" and not cfg.data.root:
         raise ValueError(f"config key data.root is required for data.kind={cfg.data.kind!r}")
 

@@ -81,7 +81,7 @@ class Trainer:
         self.accelerator = Accelerator(
             # Accelerate only sets up gloo data parallelism on CPU-only machines when told it is on CPU.
             cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-            mixed_precision=cfg.train.mixed_precision,
+            mixed_precision="no" if cfg.train.mixed_precision == "fp32" else cfg.train.mixed_precision,
             gradient_accumulation_steps=cfg.train.grad_accum,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
             project_dir=str(self.run_dir),
@@ -118,6 +118,13 @@ class Trainer:
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def rank_state(self) -> dict[str, Any]:
+        """State that differs between processes (image pools), saved per rank."""
+        return {}
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:
         pass
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -158,7 +165,7 @@ class Trainer:
             models = {k: acc.get_state_dict(m) for k, m in self.models.items()}
             files = checkpoint.write_models_and_state(tmp, models, state)
         faults.maybe_kill("during_checkpoint", step)
-        checkpoint.write_rng(tmp, acc.process_index)
+        checkpoint.write_rng(tmp, acc.process_index, self.rank_state())
         acc.wait_for_everyone()
         if acc.is_main_process:
             checkpoint.finalize(self.ckpt_root, step, files, acc.num_processes, self.cfg.train.keep_checkpoints)
@@ -181,6 +188,7 @@ class Trainer:
         self.load_extra_state(loaded.state.get("extra", {}))
         if loaded.rng is not None:
             checkpoint.set_rng_state(loaded.rng)
+            self.load_rank_state(loaded.rng.get("rank_state", {}))
         else:
             warnings.warn(f"{loaded.path} has no RNG state for rank {self.accelerator.process_index} "
                           "(different number of processes?); continuing with fresh RNG")
@@ -295,7 +303,7 @@ class Trainer:
         if bad:
             last = checkpoint.checkpoint_dirs(self.ckpt_root)
             raise FloatingPointError(f"non-finite loss at step {self.step}: {bad}; last good checkpoint: "
-                                     f"{last[0] if last else 'none'}. Lower train.lr or try mixed_precision=no")
+                                     f"{last[0] if last else 'none'}. Lower train.lr or try train.mixed_precision=fp32")
         return losses
 
     def write_export(self, export_dir: Path) -> None:

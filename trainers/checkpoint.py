@@ -4,7 +4,8 @@ Layout of `run_dir/checkpoints/step_00000500/`:
   models/<name>.safetensors   weights and buffers (safetensors)
   state.pt                    optimizers, LR schedules, step and method extras (tensors and plain
                               Python values; read back with torch.load(weights_only=True))
-  rng_rank<r>.pt              each process's RNG states (torch, CUDA, numpy, python)
+  rng_rank<r>.pt              each process's RNG states (torch, CUDA, numpy, python) and its
+                              process-local method state (image pools)
   meta.json                   written last: its presence marks the checkpoint complete
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a crash
@@ -98,8 +99,9 @@ def write_models_and_state(tmp: Path, models: dict[str, dict[str, torch.Tensor]]
     return files
 
 
-def write_rng(tmp: Path, rank: int) -> None:
-    torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+def write_rng(tmp: Path, rank: int, rank_state: Optional[dict[str, Any]] = None) -> None:
+    """This process's RNG states plus its own method state (e.g. its image pools)."""
+    torch.save(dict(rng_state(), rank_state=rank_state or {}), tmp / f"rng_rank{rank}.pt")
 
 
 def tmp_dir(root: Path, step: int) -> Path:

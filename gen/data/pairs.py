@@ -179,10 +179,12 @@ class InMemoryPairs(PairDataset):
 
 def collate(items: list[dict]) -> dict:
     """Stack tensors; names stay a list. Different sizes (preprocess 'none') need batch_size 1."""
-    sizes = {tuple(it["input"].shape[-2:]) for it in items}
-    if len(sizes) > 1:
-        raise ValueError(f"images of different sizes {sorted(sizes)} in one batch ({[it['name'] for it in items]}); "
-                         "with data.preprocess=none use train.batch_size=1 or a cropping preprocess")
-    out = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "name"}
+    keys = [k for k in items[0] if k != "name"]
+    for k in keys:
+        sizes = {tuple(it[k].shape[-2:]) for it in items}
+        if len(sizes) > 1:
+            raise ValueError(f"images of different sizes {sorted(sizes)} in one batch ({[it['name'] for it in items]}); "
+                             "with data.preprocess=none use train.batch_size=1 or a cropping preprocess")
+    out = {k: torch.stack([it[k] for it in items]) for k in keys}
     out["name"] = [it["name"] for it in items]
     return out

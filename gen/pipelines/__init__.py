@@ -4,13 +4,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .translation import PIPELINE_FILE, TranslationPipeline
+from typing import Optional
 
-PIPELINES = {"translation": TranslationPipeline}
+from .translation import PIPELINE_FILE, CycleGANPipeline, TranslationPipeline
+
+PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline}
 
 
-def load(path: str | Path, **kw):
-    """Load an exported pipeline: a run directory or its `export/` folder."""
+def load(path: str | Path, direction: Optional[str] = None, **kw):
+    """Load an exported pipeline: a run directory or its `export/` folder.
+
+    CycleGAN exports hold both directions: `direction` (AtoB, the default, or BtoA) picks one.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"run directory or export not found: {path}")
@@ -23,7 +28,16 @@ def load(path: str | Path, **kw):
     kind = json.loads(meta_file.read_text()).get("kind")
     if kind not in PIPELINES:
         raise ValueError(f"{meta_file}: unknown pipeline kind {kind!r}; known: {sorted(PIPELINES)}")
-    return PIPELINES[kind].from_pretrained(path, **kw)
+    pipe = PIPELINES[kind].from_pretrained(path, **kw)
+    if kind == "cyclegan":
+        direction = direction or "AtoB"
+        if direction not in pipe.directions:
+            raise ValueError(f"direction must be one of {sorted(pipe.directions)}, got {direction!r}")
+        return pipe.directions[direction]
+    if direction is not None and direction != pipe.direction:
+        raise ValueError(f"{path} is a {pipe.method} export that translates {pipe.direction} only; "
+                         "--direction chooses between the two generators of a CycleGAN export")
+    return pipe
 
 
-__all__ = ["TranslationPipeline", "load", "PIPELINES"]
+__all__ = ["TranslationPipeline", "CycleGANPipeline", "load", "PIPELINES"]

@@ -16,7 +16,10 @@ from PIL import Image
 from ..data.image_io import convert_image
 from ..data.transforms import to_pil
 from ..models.inference import inference_mode
+from ..models.resnet_generator import ResnetGenerator
 from ..models.unet import UNet
+
+GENERATOR_CLASSES = {"UNet": UNet, "ResnetGenerator": ResnetGenerator}
 
 PIPELINE_FILE = "pipeline.json"
 
@@ -26,7 +29,7 @@ class TranslationPipeline:
 
     kind = "translation"
 
-    def __init__(self, generator: UNet, method: str = "pix2pix", inference: str = "paper",
+    def __init__(self, generator: UNet | ResnetGenerator, method: str = "pix2pix", inference: str = "paper",
                  direction: str = "AtoB", seed: Optional[int] = 0):
         self.generator, self.method, self.inference = generator, method, inference
         self.direction, self.seed = direction, seed
@@ -63,13 +66,37 @@ class TranslationPipeline:
         path = Path(path)
         self.generator.save_pretrained(path / "generator")
         meta = {"kind": self.kind, "method": self.method, "inference": self.inference,
-                "direction": self.direction, "seed": self.seed}
+                "direction": self.direction, "seed": self.seed, "generator_class": type(self.generator).__name__}
         (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "TranslationPipeline":
         path = Path(path)
         meta = json.loads((path / PIPELINE_FILE).read_text())
-        generator = UNet.from_pretrained(path / "generator")
+        cls_name = meta.get("generator_class", "UNet")
+        if cls_name not in GENERATOR_CLASSES:
+            raise ValueError(f"{path / PIPELINE_FILE}: unknown generator class {cls_name!r}")
+        generator = GENERATOR_CLASSES[cls_name].from_pretrained(path / "generator")
         return cls(generator, meta["method"], inference or meta["inference"], meta.get("direction", "AtoB"),
                    meta.get("seed", 0))
+
+
+class CycleGANPipeline:
+    """Both CycleGAN directions: `export/AtoB/` (G_A) and `export/BtoA/` (G_B), each a TranslationPipeline."""
+
+    kind = "cyclegan"
+
+    def __init__(self, a_to_b: TranslationPipeline, b_to_a: TranslationPipeline):
+        self.directions = {"AtoB": a_to_b, "BtoA": b_to_a}
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        for name, pipe in self.directions.items():
+            pipe.save_pretrained(path / name)
+        (path / PIPELINE_FILE).write_text(json.dumps({"kind": self.kind, "method": "cyclegan",
+                                                      "directions": sorted(self.directions)}, indent=1))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "CycleGANPipeline":
+        path = Path(path)
+        return cls(*(TranslationPipeline.from_pretrained(path / d, inference) for d in ("AtoB", "BtoA")))

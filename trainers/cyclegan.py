@@ -1,0 +1,148 @@
+"""CycleGAN (Zhu et al. 2017): two generators, two PatchGANs, cycle + identity losses, image pools.
+
+Naming as in the reference: G_A maps A -> B and D_A judges domain B (real B vs G_A(A)); G_B maps
+B -> A and D_B judges domain A. One step: forwards; the generators' step (D frozen) on
+GAN + lambda * cycle + lambda * lambda_identity * identity; then the discriminators' step on pooled
+fakes with each D loss halved.
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gen.data import Geometry
+from gen.data.build import geometry
+from gen.data.unpaired import UnpairedImages
+from gen.losses import GANLoss
+from gen.losses.image_pool import ImagePool
+from gen.metrics import psnr
+from gen.models.inference import inference_mode
+from gen.pipelines import CycleGANPipeline, TranslationPipeline
+
+from .base import Trainer, image_grid, linear_decay
+from .builders import build_discriminator, build_generator
+from .pix2pix import set_requires_grad
+
+
+class CycleGANTrainer(Trainer):
+    method = "cyclegan"
+
+    def build_data(self) -> None:
+        d = self.cfg.data
+        if not d.root:
+            raise ValueError("config key data.root is required: a folder with trainA/ and trainB/")
+        self.train_set = UnpairedImages(Path(d.root), d.train, geometry(d), d.channels_a, d.channels_b, train=True,
+                                        seed=self.cfg.run.seed, serial_b=d.serial_b)
+        if d.val:
+            eval_geo = Geometry(d.preprocess, d.load_size, d.crop_size, False)
+            self.val_set = UnpairedImages(Path(d.root), d.val, eval_geo, d.channels_a, d.channels_b, train=False)
+        else:
+            self.val_set = None
+
+    def build(self) -> None:
+        c, t, d = self.cfg.cyclegan, self.cfg.train, self.cfg.data
+        g_a = build_generator(self.cfg, d.channels_a, d.channels_b)
+        g_b = build_generator(self.cfg, d.channels_b, d.channels_a)
+        d_a, d_b = build_discriminator(self.cfg, d.channels_b), build_discriminator(self.cfg, d.channels_a)
+        self.models = {"G_A": g_a, "G_B": g_b, "D_A": d_a, "D_B": d_b}
+        self.optimizers = {
+            "generators": torch.optim.Adam(itertools.chain(g_a.parameters(), g_b.parameters()), lr=t.lr,
+                                           betas=(t.beta1, t.beta2)),
+            "discriminators": torch.optim.Adam(itertools.chain(d_a.parameters(), d_b.parameters()), lr=t.lr,
+                                               betas=(t.beta1, t.beta2))}
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(t.max_steps, t.lr_decay_start))
+                           for k, o in self.optimizers.items()}
+        self.gan_loss = GANLoss(c.gan_mode)
+        seed = self.cfg.run.seed * 1000 + self.accelerator.process_index
+        self.pools = {"fake_A": ImagePool(c.pool_size, seed), "fake_B": ImagePool(c.pool_size, seed + 500)}
+        self.use_identity = c.lambda_identity > 0
+        if self.use_identity and d.channels_a != d.channels_b:
+            warnings.warn(f"identity loss switched off: domain A has {d.channels_a} channel(s) and domain B "
+                          f"{d.channels_b}, so G_A(B) is undefined (set cyclegan.lambda_identity=0 to silence this)")
+            self.use_identity = False
+
+    def prepare(self) -> None:
+        # Two optimizers over two models each: prepare models and optimizers separately.
+        names = list(self.models)
+        prepared = self.accelerator.prepare(*[self.models[n] for n in names])
+        self.models = dict(zip(names, prepared))
+        opts = list(self.optimizers)
+        prepared = self.accelerator.prepare(*[self.optimizers[n] for n in opts])
+        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
+        self.optimizers = dict(zip(opts, prepared))
+
+    def generator_losses(self, real_a, real_b) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+        """Total G loss, its terms, and the fakes (B, C, H, W) for the D step."""
+        c = self.cfg.cyclegan
+        m = self.models
+        fake_b, fake_a = m["G_A"](real_a), m["G_B"](real_b)
+        rec_a, rec_b = m["G_B"](fake_b), m["G_A"](fake_a)
+        # Frozen discriminators, unwrapped: DDP must not wait for gradients they will not get.
+        terms = {"G_A": self.gan_loss(self.unwrap("D_A")(fake_b), True),
+                 "G_B": self.gan_loss(self.unwrap("D_B")(fake_a), True),
+                 "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * c.lambda_a,
+                 "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * c.lambda_b}
+        if self.use_identity:
+            terms["idt_A"] = F.l1_loss(m["G_A"](real_b).float(), real_b.float()) * c.lambda_b * c.lambda_identity
+            terms["idt_B"] = F.l1_loss(m["G_B"](real_a).float(), real_a.float()) * c.lambda_a * c.lambda_identity
+        return sum(terms.values()), terms, fake_a, fake_b
+
+    def discriminator_loss(self, net: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """0.5 * (GAN(D(real), real) + GAN(D(fake), fake)); fake comes from the pool, detached."""
+        d = self.models[net]
+        return 0.5 * (self.gan_loss(d(real), True) + self.gan_loss(d(fake), False))
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        real_a, real_b = batch["A"], batch["B"]  # (B, Ca, H, W), (B, Cb, H, W) in [-1, 1]
+        opt_g, opt_d = self.optimizers["generators"], self.optimizers["discriminators"]
+        d_nets = (self.models["D_A"], self.models["D_B"])
+        for net in d_nets:
+            set_requires_grad(net, False)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g, terms, fake_a, fake_b = self.generator_losses(real_a, real_b)
+        self.accelerator.backward(loss_g)
+        opt_g.step()
+        for net in d_nets:
+            set_requires_grad(net, True)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d_a = self.discriminator_loss("D_A", real_b, self.pools["fake_B"].query(fake_b))
+        loss_d_b = self.discriminator_loss("D_B", real_a, self.pools["fake_A"].query(fake_a))
+        self.accelerator.backward(loss_d_a + loss_d_b)
+        opt_d.step()
+        return dict(terms, G=loss_g, D_A=loss_d_a, D_B=loss_d_b)
+
+    def rank_state(self) -> dict:
+        return {k: p.state_dict() for k, p in self.pools.items()}
+
+    def load_rank_state(self, state: dict) -> None:
+        for k, s in state.items():
+            self.pools[k].load_state_dict(s, self.device)
+
+    @torch.no_grad()
+    def sample(self, step: int) -> dict:
+        if self.val_set is None:
+            return {}
+        g_a, g_b = self.unwrap("G_A"), self.unwrap("G_B")
+        mode = self.cfg.cyclegan.inference
+        rows_a, rows_b, psnr_a, psnr_b = [], [], [], []
+        with inference_mode(g_a, mode), inference_mode(g_b, mode):
+            for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+                item = self.val_set[i]
+                a, b = item["A"][None].to(self.device), item["B"][None].to(self.device)
+                fake_b, fake_a = g_a.forward_any_size(a), g_b.forward_any_size(b)
+                rec_a, rec_b = g_b.forward_any_size(fake_b), g_a.forward_any_size(fake_a)
+                psnr_a += psnr(rec_a.float(), a)
+                psnr_b += psnr(rec_b.float(), b)
+                rows_a.append([a[0], fake_b[0], rec_a[0]])
+                rows_b.append([b[0], fake_a[0], rec_b[0]])
+        return {"grid_A": image_grid(rows_a), "grid_B": image_grid(rows_b),
+                "cycle_PSNR_A": sum(psnr_a) / len(psnr_a), "cycle_PSNR_B": sum(psnr_b) / len(psnr_b)}
+
+    def export(self, path: Path) -> None:
+        mode, seed = self.cfg.cyclegan.inference, self.cfg.run.seed
+        CycleGANPipeline(TranslationPipeline(self.unwrap("G_A"), self.method, mode, "AtoB", seed),
+                         TranslationPipeline(self.unwrap("G_B"), self.method, mode, "BtoA", seed)).save_pretrained(path)
