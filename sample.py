@@ -1,7 +1,8 @@
 """Use a trained run without the training code.
 
   python sample.py RUN_DIR --input DIR --output DIR      translate every image of a folder (any size)
-  python sample.py evaluate RUN_DIR [--split test]       L1 / PSNR / SSIM on a split of the run's data
+  python sample.py evaluate RUN_DIR [--split test]       score a run on a split of its data: L1 / PSNR /
+                                                        SSIM (paired), cycle PSNR + domain classifier (CycleGAN)
 """
 from __future__ import annotations
 
@@ -30,42 +31,22 @@ def translate_folder(args) -> int:
 
 
 def evaluate(args) -> int:
-    import torch
-    from tqdm.auto import tqdm
-
-    from gen import config, pipelines
-    from gen.data import build_paired
-    from gen.metrics import l1, psnr, ssim
-    from trainers.base import image_grid
+    from gen import config
+    from gen.evaluate import evaluate_paired, evaluate_unpaired
 
     run_dir = Path(args.run_dir)
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found: evaluate needs a run directory made by train.py")
     cfg = config.load(cfg_file, args.overrides)
-    pipe = pipelines.load(run_dir, inference=args.inference)
-    if args.device:
-        pipe.to(args.device)
-    data = build_paired(cfg.data, args.split, train=False)
-    scores = {"L1": [], "PSNR": [], "SSIM": []}
-    rows = []
-    for i in tqdm(range(len(data)), desc=f"evaluate {args.split}", dynamic_ncols=True):
-        item = data[i]
-        x, y = item["input"][None], item["target"][None]
-        out = pipe(x).cpu().float()
-        scores["L1"].append(l1(out, y))
-        scores["PSNR"] += psnr(out, y)
-        scores["SSIM"] += ssim(out, y)
-        if len(rows) < args.grid_rows:
-            rows.append([x[0], out[0], y[0]])
-    result = {k: sum(v) / len(v) for k, v in scores.items()}
-    result.update(split=args.split, images=len(data), inference=pipe.inference)
+    score = evaluate_unpaired if cfg.data.kind == "unpaired" else evaluate_paired
+    result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
-    image_grid(rows).save(out_dir / "grid.png")
+    grid.save(out_dir / "grid.png")
     print(json.dumps(result, indent=1))
-    print(f"grid (input | output | target) and metrics.json in {out_dir}")
+    print(f"grid and metrics.json in {out_dir}")
     return 0
 
 

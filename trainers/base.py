@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from gen import config as config_lib
 from gen.config import ExperimentConfig
-from gen.data import ResumableSampler, collate, to_pil
+from gen.data import ResumableSampler, collate
+
 
 from . import checkpoint, faults
 
@@ -40,18 +41,6 @@ def probe_writable(run_dir: Path) -> None:
     except OSError as err:
         raise PermissionError(f"run directory {run_dir} is not writable ({err}); set run.dir to a "
                               "writable folder") from None
-
-
-def image_grid(rows: list[list[torch.Tensor]]) -> Image.Image:
-    """rows of (C, H, W) tensors in [-1, 1] -> one RGB PIL grid (one row per example)."""
-    tiles = [[to_pil(t).convert("RGB") for t in row] for row in rows]
-    h = max(t.size[1] for row in tiles for t in row)
-    w = max(t.size[0] for row in tiles for t in row)
-    grid = Image.new("RGB", (w * max(len(r) for r in tiles), h * len(tiles)), "white")
-    for i, row in enumerate(tiles):
-        for j, tile in enumerate(row):
-            grid.paste(tile, (j * w, i * h))
-    return grid
 
 
 def linear_decay(max_steps: int, decay_start: float):

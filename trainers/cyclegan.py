@@ -23,7 +23,9 @@ from gen.metrics import psnr
 from gen.models.inference import inference_mode
 from gen.pipelines import CycleGANPipeline, TranslationPipeline
 
-from .base import Trainer, image_grid, linear_decay
+from gen.visualize import image_grid
+
+from .base import Trainer, linear_decay
 from .builders import build_discriminator, build_generator
 from .pix2pix import set_requires_grad
 

@@ -17,7 +17,9 @@ from gen.metrics import l1, psnr
 from gen.models.inference import inference_mode
 from gen.pipelines import TranslationPipeline
 
-from .base import Trainer, image_grid, linear_decay
+from gen.visualize import image_grid
+
+from .base import Trainer, linear_decay
 from .builders import adam, build_discriminator, build_generator
 
 

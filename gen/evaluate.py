@@ -1,0 +1,88 @@
+"""Score an exported run on a split of its data (used by `sample.py evaluate`).
+
+Paired runs: L1, PSNR, SSIM of output vs target. Unpaired (CycleGAN) runs: cycle-reconstruction
+PSNR both ways, and a domain classifier trained on the real training images only: its accuracy
+on the real test images, and the share of translated test images it assigns to the target domain.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from . import pipelines
+from .config import ExperimentConfig
+from .data import build_paired, list_images
+from .data.build import geometry
+from .data.transforms import Geometry, apply_image, plan
+from .data.image_io import load_image
+from .metrics import l1, psnr, ssim
+from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
+from .visualize import image_grid
+
+
+def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+    pipe = pipelines.load(run_dir, inference=inference)
+    data = build_paired(cfg.data, split, train=False)
+    scores = {"L1": [], "PSNR": [], "SSIM": []}
+    rows = []
+    for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
+        item = data[i]
+        x, y = item["input"][None], item["target"][None]
+        out = pipe(x).cpu().float()
+        scores["L1"].append(l1(out, y))
+        scores["PSNR"] += psnr(out, y)
+        scores["SSIM"] += ssim(out, y)
+        if len(rows) < grid_rows:
+            rows.append([x[0], out[0], y[0]])
+    result = {k: sum(v) / len(v) for k, v in scores.items()}
+    result.update(split=split, images=len(data), inference=pipe.inference)
+    return result, image_grid(rows)
+
+
+def _images(folder: Path, geo: Geometry, channels: int) -> torch.Tensor:
+    return torch.stack([apply_image(img, plan(geo, *img.size, train=False, gen=None, name=str(p)))
+                        for p in list_images(folder) for img in [load_image(p, channels)]])
+
+
+def domain_classifier(cfg: ExperimentConfig, run_dir: Path) -> DomainClassifier:
+    """Trained once on the run's real training images, cached in the run directory."""
+    cache = run_dir / "domain_classifier.safetensors"
+    net = DomainClassifier()
+    if cache.is_file():
+        net.load_state_dict(load_file(str(cache)))
+        return net.eval()
+    root = Path(cfg.data.root)
+    net = train_domain_classifier(list_images(root / f"{cfg.data.train}A"), list_images(root / f"{cfg.data.train}B"))
+    save_file(net.state_dict(), str(cache))
+    return net
+
+
+def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+    d = cfg.data
+    g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference)
+    g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference)
+    geo = Geometry(d.preprocess, d.load_size, d.crop_size, False) if d.preprocess != "none" else geometry(d)
+    real = {"A": _images(Path(d.root) / f"{split}A", geo, d.channels_a),
+            "B": _images(Path(d.root) / f"{split}B", geo, d.channels_b)}
+    fake, rec, rows = {}, {}, []
+    for src, fwd, back in (("A", g_ab, g_ba), ("B", g_ba, g_ab)):
+        outs = [fwd(x[None]).cpu() for x in tqdm(real[src], desc=f"translate {split}{src}", dynamic_ncols=True)]
+        fake[src] = torch.cat(outs)
+        rec[src] = torch.cat([back(y[None]).cpu() for y in fake[src]])
+    for i in range(min(grid_rows, len(real["A"]), len(real["B"]))):
+        rows.append([real["A"][i], fake["A"][i], rec["A"][i], real["B"][i], fake["B"][i], rec["B"][i]])
+    result = {"cycle_PSNR_A": sum(psnr(rec["A"], real["A"])) / len(real["A"]),
+              "cycle_PSNR_B": sum(psnr(rec["B"], real["B"])) / len(real["B"]),
+              "split": split, "images_A": len(real["A"]), "images_B": len(real["B"]), "inference": g_ab.inference}
+    if d.channels_a == 3 and d.channels_b == 3:
+        net = domain_classifier(cfg, run_dir)
+        pred_a, pred_b = predict_domain(net, real["A"]), predict_domain(net, real["B"])
+        result["classifier_acc_real_A"] = float((pred_a == 0).float().mean())
+        result["classifier_acc_real_B"] = float((pred_b == 1).float().mean())
+        result["translated_A_judged_B"] = float((predict_domain(net, fake["A"]) == 1).float().mean())
+        result["translated_B_judged_A"] = float((predict_domain(net, fake["B"]) == 0).float().mean())
+    return result, image_grid(rows)
