@@ -133,10 +133,11 @@ def test_learns_known_colour_transform(tmp_path):
 
     before = error()
     loader = iter(t.train_loader(t.train_set, 0))
-    for _ in range(150):
+    for _ in range(100):
         t.train_step(next(loader))
     after = error()
-    assert after < 0.5 * before and after < 0.15, (before, after)
+    print(f"L1 to the true mapping: {before:.3f} untrained -> {after:.3f}")
+    assert after < 0.5 * before and after < 0.2, (before, after)
 
 
 def test_fit_resume_export_and_both_directions(tmp_path):

@@ -47,7 +47,7 @@ def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], ep
     weights = torch.where(y == 0, 1.0 / len(files_a), 1.0 / len(files_b))
     net = DomainClassifier()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    steps = max(100, epochs * len(y) // 32)
+    steps = max(30, epochs * len(y) // 32)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     gen = sample_generator(seed, 0)
     for _ in range(steps):
