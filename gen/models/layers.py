@@ -1,6 +1,10 @@
 """Small building blocks shared by the U-Net and the discriminators."""
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("batch", "instance", "group", "none")
@@ -35,3 +39,23 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return net
+
+
+class AnySize:
+    """Mixin for networks whose input must be a multiple of `self.multiple` in each spatial dim."""
+
+    multiple: int
+
+    def check_size(self, x: torch.Tensor) -> None:
+        h, w = x.shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(f"input size {h}x{w} is not a multiple of {self.multiple} (the network's "
+                             "stride-2 levels); crop or pad it, or use forward_any_size")
+
+    def forward_any_size(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Replicate-pad H, W up to the next multiple, run, crop back to (H, W)."""
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        return self.forward(x, emb)[..., :h, :w]

@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .layers import conv_bias, norm_layer
+from .layers import AnySize, conv_bias, norm_layer
 
 
 class ResidualBlock(nn.Module):
@@ -31,7 +30,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResnetGenerator(ModelMixin, ConfigMixin):
+class ResnetGenerator(AnySize, ModelMixin, ConfigMixin):
     """x: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W) in [-1, 1]; H, W multiples of 4."""
 
     @register_to_config
@@ -53,15 +52,5 @@ class ResnetGenerator(ModelMixin, ConfigMixin):
         self.multiple = 4
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.multiple or w % self.multiple:
-            raise ValueError(f"input size {h}x{w} is not a multiple of {self.multiple}; crop or pad it, "
-                             "or use forward_any_size")
+        self.check_size(x)
         return self.body(x)
-
-    def forward_any_size(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return self.forward(x)[..., :h, :w]

@@ -20,7 +20,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .layers import conv_bias, norm_layer
+from .layers import AnySize, conv_bias, norm_layer
 
 BLOCK_STYLES = ("pix2pix",)
 UPSAMPLERS = ("transposed",)
@@ -62,7 +62,7 @@ class UpLevel(nn.Module):
         return self.body(x)
 
 
-class UNet(ModelMixin, ConfigMixin):
+class UNet(AnySize, ModelMixin, ConfigMixin):
     """Encoder-decoder with skips. x: (B, in_channels, H, W) -> (B, out_channels, H, W).
 
     H and W must be multiples of `self.multiple` (2 ** levels) in training; `forward_any_size`
@@ -109,10 +109,7 @@ class UNet(ModelMixin, ConfigMixin):
         self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.multiple or w % self.multiple:
-            raise ValueError(f"input size {h}x{w} is not a multiple of {self.multiple} "
-                             f"({self.levels} stride-2 levels); crop or pad it, or use forward_any_size")
+        self.check_size(x)
         skips = []
         for down in self.downs:
             x = down(x, emb)
@@ -122,11 +119,3 @@ class UNet(ModelMixin, ConfigMixin):
                 x = torch.cat([skips[i], x], dim=1)  # (B, 2*c_i, H_i, W_i)
             x = self.ups[i](x, emb)
         return self.out_act(x)
-
-    def forward_any_size(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Replicate-pad H, W up to the next multiple, run, crop back to (H, W)."""
-        h, w = x.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return self.forward(x, emb)[..., :h, :w]
