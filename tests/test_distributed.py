@@ -55,3 +55,15 @@ def test_two_process_run_resumes_after_kill(tmp_path, aligned_root):
     assert torchrun(killed_args).returncode == 0
     ref, got = generator_weights(tmp_path / "ref"), generator_weights(tmp_path / "run")
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_two_process_cyclegan_keeps_a_pool_per_rank(tmp_path):
+    """G_A runs three times per step under DDP (fake, reconstruction, identity); each rank's pool is saved."""
+    from test_cyclegan import cyclegan_overrides, write_unpaired
+    root = write_unpaired(tmp_path / "data")
+    proc = torchrun(cyclegan_overrides(tmp_path / "run", root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")[0]
+    pools = [torch.load(ckpt / f"rng_rank{r}.pt", weights_only=True)["rank_state"]["fake_B"]["images"] for r in (0, 1)]
+    assert pools[0].shape == pools[1].shape == (8, 3, 32, 32)  # 4 steps x batch 2 per rank
+    assert not torch.equal(pools[0], pools[1])  # each rank pooled its own fakes
