@@ -1,0 +1,48 @@
+"""Semantic segmentation scores from one confusion matrix accumulated over a whole evaluation set
+(Long et al. 2015, FCN §5), not averaged per image.
+
+n[i, j] = pixels of true class i predicted as j; t_i = sum_j n[i, j].
+pixel accuracy = sum_i n_ii / sum_i t_i
+mean accuracy  = mean_i n_ii / t_i                              (classes with t_i > 0)
+mean IU        = mean_i n_ii / (t_i + sum_j n_ji - n_ii)        (classes seen in truth or prediction)
+f.w. IU        = (sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.labels import IGNORE_INDEX
+
+
+class ConfusionMatrix:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """pred, target: same shape, class indices; target pixels equal to ignore_index are skipped."""
+        pred, target = np.asarray(pred).ravel(), np.asarray(target).ravel()
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction has {pred.size} pixels but target has {target.size}")
+        keep = target != self.ignore_index
+        pred, target = pred[keep], target[keep]
+        ids = np.concatenate([target, pred])
+        bad = ids[(ids < 0) | (ids >= self.num_classes)]
+        if bad.size:
+            raise ValueError(f"class ids outside 0..{self.num_classes - 1}: {sorted(set(bad.tolist()))[:10]}")
+        self.matrix += np.bincount(target * self.num_classes + pred,
+                                   minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
+
+    def scores(self) -> dict[str, float]:
+        n = self.matrix.astype(np.float64)
+        diag, truth, predicted = np.diag(n), n.sum(1), n.sum(0)
+        union = truth + predicted - diag
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = diag / truth
+            iu = diag / union
+        total = truth.sum()
+        return {"pixel_acc": float(diag.sum() / total) if total else float("nan"),
+                "mean_acc": float(np.nanmean(acc)) if (truth > 0).any() else float("nan"),
+                "mean_iu": float(np.nanmean(iu)) if (union > 0).any() else float("nan"),
+                "fw_iu": float(np.nansum(truth * iu) / total) if total else float("nan")}
