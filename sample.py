@@ -32,14 +32,14 @@ def translate_folder(args) -> int:
 
 def evaluate(args) -> int:
     from gen import config
-    from gen.evaluate import evaluate_paired, evaluate_unpaired
+    from gen.evaluate import evaluate_paired, evaluate_segmentation, evaluate_unpaired
 
     run_dir = Path(args.run_dir)
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found: evaluate needs a run directory made by train.py")
     cfg = config.load(cfg_file, args.overrides)
-    score = evaluate_unpaired if cfg.data.kind == "unpaired" else evaluate_paired
+    score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation}.get(cfg.method, evaluate_paired)
     result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     out_dir.mkdir(parents=True, exist_ok=True)

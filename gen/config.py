@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("pix2pix", "cyclegan")
+METHODS = ("pix2pix", "cyclegan", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if (cfg.method == "cyclegan") != (cfg.data.kind == "unpaired"):
         raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}; CycleGAN reads "
                          "data.kind=unpaired and the paired methods read paired, segmentation or builtin")
+    if cfg.method == "segmentation" and (cfg.data.kind != "segmentation" or cfg.data.direction != "BtoA"):
+        raise ValueError("method=segmentation reads photo -> labels: set data.kind=segmentation and "
+                         f"data.direction=BtoA (got kind={cfg.data.kind!r}, direction={cfg.data.direction!r})")
     if cfg.data.kind != "builtin" and not cfg.data.root:
         raise ValueError(f"config key data.root is required for data.kind={cfg.data.kind!r}")
 

@@ -86,3 +86,22 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
         result["translated_A_judged_B"] = float((predict_domain(net, fake["A"]) == 1).float().mean())
         result["translated_B_judged_A"] = float((predict_domain(net, fake["B"]) == 0).float().mean())
     return result, image_grid(rows)
+
+
+def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+    """Pixel accuracy, mean accuracy, mean IU, f.w. IU from one confusion matrix over the split."""
+    from .metrics.segmentation import ConfusionMatrix
+    from .data.labels import label_to_rgb
+
+    pipe = pipelines.load(run_dir)
+    data = build_paired(cfg.data, split, train=False)
+    cm, rows = ConfusionMatrix(cfg.data.num_classes), []
+    to_rgb = lambda c: torch.from_numpy(label_to_rgb(c.numpy(), cfg.data.num_classes)).permute(2, 0, 1) / 127.5 - 1  # noqa: E731
+    for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
+        item = data[i]
+        pred = pipe(item["input"][None])[0].cpu()
+        cm.update(pred.numpy(), item["label"].numpy())
+        if len(rows) < grid_rows:
+            rows.append([item["input"], to_rgb(pred), to_rgb(item["label"])])
+    result = dict(cm.scores(), split=split, images=len(data))
+    return result, image_grid(rows)

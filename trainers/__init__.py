@@ -2,7 +2,8 @@
 from .base import Trainer
 from .cyclegan import CycleGANTrainer
 from .pix2pix import Pix2PixTrainer
+from .segmentation import SegmentationTrainer
 
-TRAINERS = {"pix2pix": Pix2PixTrainer, "cyclegan": CycleGANTrainer}
+TRAINERS = {"pix2pix": Pix2PixTrainer, "cyclegan": CycleGANTrainer, "segmentation": SegmentationTrainer}
 
-__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "TRAINERS"]
+__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "TRAINERS"]

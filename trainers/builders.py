@@ -8,9 +8,11 @@ from gen.config import ExperimentConfig
 from gen.models import create_model, init_weights
 
 
-def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int) -> nn.Module:
+def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, **overrides) -> nn.Module:
+    """The configured generator preset; `overrides` (e.g. out_activation="none") go to the preset."""
     m = cfg.model
-    kw = dict(in_channels=in_channels, out_channels=out_channels, ngf=m.ngf, norm=m.norm, dropout=m.dropout)
+    kw = dict(in_channels=in_channels, out_channels=out_channels, ngf=m.ngf, norm=m.norm, dropout=m.dropout,
+              **overrides)
     if m.num_downs is not None:
         if m.generator != "unet":
             raise ValueError(f"config key model.num_downs is only for model.generator=unet, not {m.generator!r}")

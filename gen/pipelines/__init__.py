@@ -6,9 +6,10 @@ from pathlib import Path
 
 from typing import Optional
 
+from .segmentation import SegmentationPipeline
 from .translation import PIPELINE_FILE, CycleGANPipeline, TranslationPipeline
 
-PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline}
+PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline, "segmentation": SegmentationPipeline}
 
 
 def load(path: str | Path, direction: Optional[str] = None, **kw):
@@ -34,10 +35,10 @@ def load(path: str | Path, direction: Optional[str] = None, **kw):
         if direction not in pipe.directions:
             raise ValueError(f"direction must be one of {sorted(pipe.directions)}, got {direction!r}")
         return pipe.directions[direction]
-    if direction is not None and direction != pipe.direction:
+    if direction is not None and direction != getattr(pipe, "direction", None):
         raise ValueError(f"{path} is a {pipe.method} export that translates {pipe.direction} only; "
                          "--direction chooses between the two generators of a CycleGAN export")
     return pipe
 
 
-__all__ = ["TranslationPipeline", "CycleGANPipeline", "load", "PIPELINES"]
+__all__ = ["TranslationPipeline", "CycleGANPipeline", "SegmentationPipeline", "load", "PIPELINES"]

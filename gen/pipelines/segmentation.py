@@ -1,0 +1,71 @@
+"""Semantic segmentation with an exported U-Net: photo -> class-index map.
+
+Export layout: `segmenter/` (save_pretrained) and `pipeline.json` with the class count and the
+raw label value of class 0, so written label maps use the dataset's own ids.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.image_io import convert_image
+from ..data.labels import palette
+from ..models.inference import inference_mode
+from ..models.unet import UNet
+from .translation import PIPELINE_FILE
+
+
+class SegmentationPipeline:
+    """x: (B, 3, H, W) in [-1, 1] -> class indices (B, H, W) int64, any H, W."""
+
+    kind = "segmentation"
+
+    def __init__(self, net: UNet, num_classes: int, first_label: int = 0, method: str = "segmentation"):
+        self.net, self.num_classes, self.first_label, self.method = net, num_classes, first_label, method
+        self.inference = "eval"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device) -> "SegmentationPipeline":
+        self.net.to(device)
+        return self
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        with inference_mode(self.net, "eval"):
+            return self.net.forward_any_size(x.to(self.device)).float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).argmax(1)
+
+    def translate_image(self, img: Image.Image) -> Image.Image:
+        """Any PIL photo -> palette PNG of the same size whose pixel values are the raw label ids."""
+        arr = np.asarray(convert_image(img, 3), dtype=np.float32) / 127.5 - 1.0
+        classes = self(torch.from_numpy(arr).permute(2, 0, 1)[None])[0].cpu().numpy()
+        raw = (classes + self.first_label).astype(np.uint8)
+        out = Image.fromarray(raw, "P")
+        colours = np.zeros((256, 3), np.uint8)
+        colours[self.first_label:self.first_label + self.num_classes] = palette(self.num_classes)
+        out.putpalette(colours.ravel().tolist())
+        return out
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        self.net.save_pretrained(path / "segmenter")
+        (path / PIPELINE_FILE).write_text(json.dumps({"kind": self.kind, "method": self.method,
+                                                      "num_classes": self.num_classes,
+                                                      "first_label": self.first_label}, indent=1))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "SegmentationPipeline":
+        path = Path(path)
+        meta = json.loads((path / PIPELINE_FILE).read_text())
+        return cls(UNet.from_pretrained(path / "segmenter"), meta["num_classes"], meta.get("first_label", 0),
+                   meta.get("method", "segmentation"))

@@ -1,0 +1,68 @@
+"""Semantic segmentation, the dense predictor the generative methods are compared against: the
+shared U-Net with K output logits (no activation) and per-pixel cross-entropy with an ignore index.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gen.data import IGNORE_INDEX, build_paired, label_to_rgb
+from gen.metrics.segmentation import ConfusionMatrix
+from gen.models.inference import inference_mode
+from gen.pipelines import SegmentationPipeline
+from gen.visualize import image_grid
+
+from .base import Trainer, linear_decay
+from .builders import adam, build_generator
+
+
+def render(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(H, W) class indices -> (3, H, W) in [-1, 1] with the dataset palette (ignored pixels black)."""
+    rgb = torch.from_numpy(label_to_rgb(classes.cpu().numpy(), num_classes)).permute(2, 0, 1)
+    return rgb.float() / 127.5 - 1.0
+
+
+class SegmentationTrainer(Trainer):
+    method = "segmentation"
+
+    def build_data(self) -> None:
+        d = self.cfg.data
+        self.train_set = build_paired(d, "train", train=True, seed=self.cfg.run.seed)
+        self.val_set = build_paired(d, "val", train=False) if d.val else None
+
+    def build(self) -> None:
+        t = self.cfg.train
+        net = build_generator(self.cfg, 3, self.cfg.data.num_classes, out_activation="none")
+        self.models = {"segmenter": net}
+        self.optimizers = {"segmenter": adam(self.cfg, net)}
+        self.schedulers = {"segmenter": torch.optim.lr_scheduler.LambdaLR(
+            self.optimizers["segmenter"], linear_decay(t.max_steps, t.lr_decay_start))}
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        photo, label = batch["input"], batch["label"]  # (B, 3, H, W) in [-1, 1]; (B, H, W) int64
+        opt = self.optimizers["segmenter"]
+        opt.zero_grad(set_to_none=True)
+        logits = self.models["segmenter"](photo)  # (B, K, H, W)
+        loss = F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX)
+        self.accelerator.backward(loss)
+        opt.step()
+        return {"CE": loss}
+
+    @torch.no_grad()
+    def sample(self, step: int) -> dict:
+        if self.val_set is None:
+            return {}
+        net, k = self.unwrap("segmenter"), self.cfg.data.num_classes
+        cm, rows = ConfusionMatrix(k), []
+        with inference_mode(net, "eval"):
+            for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+                item = self.val_set[i]
+                pred = net.forward_any_size(item["input"][None].to(self.device)).argmax(1)[0].cpu()
+                cm.update(pred.numpy(), item["label"].numpy())
+                rows.append([item["input"], render(pred, k), render(item["label"], k)])
+        return dict(cm.scores(), grid=image_grid(rows))
+
+    def export(self, path: Path) -> None:
+        SegmentationPipeline(self.unwrap("segmenter"), self.cfg.data.num_classes, self.cfg.data.first_label).save_pretrained(path)
