@@ -56,6 +56,7 @@ class ModelConfig:
     norm: str = "batch"  # batch | instance | group | none
     dropout: float = 0.5
     num_downs: Optional[int] = None  # only for generator "unet": number of stride-2 levels
+    upsample: str = "transposed"  # U-Net decoder: transposed | bilinear (fixed, + learned conv) | unpool (switches)
     discriminator: str = "patchgan"  # patchgan | pixelgan
     ndf: int = 64
     d_layers: int = 3
@@ -127,6 +128,7 @@ CHOICES = {
     "data.channels_a": (1, 3),
     "data.channels_b": (1, 3),
     "model.norm": ("batch", "instance", "group", "none"),
+    "model.upsample": ("transposed", "bilinear", "unpool"),
     "model.d_norm": ("batch", "instance", "group", "none"),
     "model.discriminator": ("patchgan", "pixelgan"),
     "train.mixed_precision": ("fp32", "bf16", "fp16"),

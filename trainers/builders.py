@@ -13,6 +13,10 @@ def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, 
     m = cfg.model
     kw = dict(in_channels=in_channels, out_channels=out_channels, ngf=m.ngf, norm=m.norm, dropout=m.dropout,
               **overrides)
+    if m.upsample != "transposed":
+        if not m.generator.startswith("unet"):
+            raise ValueError(f"config key model.upsample={m.upsample!r} applies to U-Net generators, not {m.generator!r}")
+        kw["upsample"] = m.upsample
     if m.num_downs is not None:
         if m.generator != "unet":
             raise ValueError(f"config key model.num_downs is only for model.generator=unet, not {m.generator!r}")

@@ -16,14 +16,14 @@ def pix2pix_channels(num_downs: int, ngf: int) -> tuple[int, ...]:
 
 @register_model
 def unet(num_downs: int = 8, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
-         norm: str = "batch", dropout: float = 0.5, out_activation: str = "tanh") -> UNet:
+         norm: str = "batch", dropout: float = 0.5, out_activation: str = "tanh", upsample: str = "transposed") -> UNet:
     """pix2pix U-Net with `num_downs` stride-2 levels; dropout on the 8ngf levels below the innermost."""
     channels = pix2pix_channels(num_downs, ngf)
     # The reference puts dropout on the num_downs-5 middle blocks between 8ngf and the innermost.
     dropout_levels = tuple(range(4, num_downs - 1)) if dropout > 0 else ()
     return UNet(in_channels=in_channels, out_channels=out_channels, channels=channels,
                 block_style="pix2pix", norm=norm, dropout=dropout, dropout_levels=dropout_levels,
-                out_activation=out_activation)
+                out_activation=out_activation, upsample=upsample)
 
 
 @register_model

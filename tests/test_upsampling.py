@@ -1,0 +1,54 @@
+"""The decoder's upsampling choices on hand-made inputs: fixed bilinear (zero insertion + the
+[1/4, 1/2, 1/4] filter) reproduces linear interpolation; max unpooling puts values back at the
+encoder's argmax positions; every choice builds, runs and trains through the U-Net."""
+import pytest
+import torch
+from torch import nn
+
+from gen.models import create_model
+from gen.models.unet import BilinearUpsample
+
+
+def test_bilinear_upsample_is_linear_interpolation():
+    x = torch.tensor([[1.0, 3.0, 7.0], [5.0, 9.0, 2.0], [0.0, 4.0, 6.0]])[None, None]
+    y = BilinearUpsample(1)(x)[0, 0]
+    assert y.shape == (6, 6)
+    assert torch.equal(y[::2, ::2], x[0, 0])  # original samples kept at even positions
+    assert y[0, 1].item() == pytest.approx((1 + 3) / 2)  # between two columns
+    assert y[1, 0].item() == pytest.approx((1 + 5) / 2)  # between two rows
+    assert y[1, 1].item() == pytest.approx((1 + 3 + 5 + 9) / 4)  # centre of four
+    ramp = torch.arange(5.0).expand(1, 1, 5, 5)  # a linear ramp stays a ramp with half the step
+    assert torch.allclose(BilinearUpsample(1)(ramp)[0, 0, 2, :9], torch.arange(9.0) / 2)
+    assert sum(p.numel() for p in BilinearUpsample(4).parameters()) == 0  # fixed, not learned
+
+
+def test_unpooling_restores_values_at_argmax_positions():
+    g = create_model("unet", num_downs=5, ngf=2, upsample="unpool", norm="none")
+    down, up = g.downs[0], g.ups[1]
+    x = torch.tensor([[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 6.0], [0.0, 2.0, 1.0, 1.0], [9.0, 1.0, 3.0, 7.0]])
+    pooled, switches = down.pool(x[None, None])
+    assert pooled[0, 0].tolist() == [[5.0, 8.0], [9.0, 7.0]]
+    restored = up.unpool(pooled, switches)[0, 0]
+    expected = torch.zeros(4, 4)
+    for r, c in [(0, 1), (1, 2), (3, 0), (3, 3)]:  # where the maxima were
+        expected[r, c] = x[r, c]
+    assert torch.equal(restored, expected)
+
+
+@pytest.mark.parametrize("upsample", ["transposed", "bilinear", "unpool"])
+def test_every_upsampling_choice_trains(upsample):
+    torch.manual_seed(0)
+    g = create_model("unet", num_downs=5, ngf=8, upsample=upsample, out_activation="none", dropout=0.0)
+    # Smooth inputs: a fixed bilinear decoder cannot invent detail finer than its stride-2 skips carry.
+    x = nn.functional.interpolate(torch.randn(4, 3, 8, 8), size=32, mode="bilinear", align_corners=False)
+    target = x.flip(1)  # a per-pixel mapping every decoder can express
+    opt = torch.optim.Adam(g.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = nn.functional.mse_loss(g(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], (upsample, losses[0], losses[-1])
+    assert g.forward_any_size(torch.randn(1, 3, 20, 27)).shape == (1, 3, 20, 27)
