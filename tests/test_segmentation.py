@@ -58,3 +58,15 @@ def test_segmentation_needs_photo_to_labels(tmp_path):
     import pytest
     with pytest.raises(ValueError, match="data.direction=BtoA"):
         config.load(None, overrides(tmp_path, **{"data.direction": "AtoB"}))
+
+
+def test_fcn8s_segmenter_trains_and_exports(tmp_path):
+    write_colour_classes(tmp_path / "data" / "train", 4)
+    write_colour_classes(tmp_path / "data" / "val", 1, seed=1)
+    cfg = config.load(None, overrides(tmp_path, **{"model.generator": "fcn8s", "model.num_downs": "null",
+                                                   "train.max_steps": 4, "train.sample_every": 4,
+                                                   "train.ckpt_every": 4}))
+    SegmentationTrainer(cfg).fit()
+    pipe = pipelines.load(tmp_path / "run")
+    assert type(pipe.net).__name__ == "FCN" and pipe.net.config.variant == "fcn8s"
+    assert pipe(torch.rand(1, 3, 40, 50) * 2 - 1).shape == (1, 40, 50)

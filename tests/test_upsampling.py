@@ -52,3 +52,26 @@ def test_every_upsampling_choice_trains(upsample):
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], (upsample, losses[0], losses[-1])
     assert g.forward_any_size(torch.randn(1, 3, 20, 27)).shape == (1, 3, 20, 27)
+
+
+@pytest.mark.parametrize("factor", [2, 32])
+def test_fcn_learned_upsampling_starts_bilinear(factor):
+    from gen.models.fcn import learned_upsample
+    x = torch.randn(1, 3, 6, 6)
+    y = learned_upsample(3, factor)(x)
+    ref = nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    inner = slice(factor, -factor)  # away from the zero-padded border
+    assert y.shape == ref.shape
+    assert torch.allclose(y[..., inner, inner], ref[..., inner, inner], atol=1e-5)
+
+
+def test_fcn_variants_fuse_more_skips():
+    from gen.models import create_model
+    nets = {v: create_model(v, out_channels=5, ngf=4) for v in ("fcn32s", "fcn16s", "fcn8s")}
+    assert [len(n.skip_scores) for n in nets.values()] == [0, 1, 2]
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    for net in nets.values():
+        assert net.eval()(x).shape == (1, 5, 64, 64)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        nets["fcn8s"](torch.randn(1, 3, 48, 48))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .discriminators import PatchGAN, PixelGAN
+from .fcn import FCN
 from .registry import register_model
 from .resnet_generator import ResnetGenerator
 from .unet import UNet
@@ -61,3 +62,28 @@ def resnet_6blocks(in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n
                    dropout: float = 0.0) -> ResnetGenerator:
     """CycleGAN's generator for 128x128: 7,837,699 parameters at ngf 64 with instance norm."""
     return ResnetGenerator(in_channels, out_channels, ngf, 6, norm, dropout)
+
+
+def _fcn(variant: str, in_channels: int = 3, out_channels: int = 21, ngf: int = 64, norm: str = "batch",
+         dropout: float = 0.5, out_activation: str = "none") -> FCN:
+    if out_activation != "none":
+        raise ValueError("FCN predicts class logits: out_activation must be 'none'")
+    return FCN(in_channels, out_channels, ngf, variant, norm, dropout)
+
+
+@register_model
+def fcn32s(**kw) -> FCN:
+    """FCN-32s: stride-32 scores upsampled once (learned, bilinear init)."""
+    return _fcn("fcn32s", **kw)
+
+
+@register_model
+def fcn16s(**kw) -> FCN:
+    """FCN-16s: stride-32 scores fused with stride-16 (pool4) scores."""
+    return _fcn("fcn16s", **kw)
+
+
+@register_model
+def fcn8s(**kw) -> FCN:
+    """FCN-8s: fused with pool4 and pool3 scores; the finest of Long et al.'s nets."""
+    return _fcn("fcn8s", **kw)

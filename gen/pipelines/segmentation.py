@@ -16,8 +16,11 @@ from PIL import Image
 from ..data.image_io import convert_image
 from ..data.labels import palette
 from ..models.inference import inference_mode
+from ..models.fcn import FCN
 from ..models.unet import UNet
 from .translation import PIPELINE_FILE
+
+SEGMENTER_CLASSES = {"UNet": UNet, "FCN": FCN}
 
 
 class SegmentationPipeline:
@@ -25,7 +28,7 @@ class SegmentationPipeline:
 
     kind = "segmentation"
 
-    def __init__(self, net: UNet, num_classes: int, first_label: int = 0, method: str = "segmentation"):
+    def __init__(self, net: UNet | FCN, num_classes: int, first_label: int = 0, method: str = "segmentation"):
         self.net, self.num_classes, self.first_label, self.method = net, num_classes, first_label, method
         self.inference = "eval"
 
@@ -61,11 +64,15 @@ class SegmentationPipeline:
         self.net.save_pretrained(path / "segmenter")
         (path / PIPELINE_FILE).write_text(json.dumps({"kind": self.kind, "method": self.method,
                                                       "num_classes": self.num_classes,
-                                                      "first_label": self.first_label}, indent=1))
+                                                      "first_label": self.first_label,
+                                                      "model_class": type(self.net).__name__}, indent=1))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "SegmentationPipeline":
         path = Path(path)
         meta = json.loads((path / PIPELINE_FILE).read_text())
-        return cls(UNet.from_pretrained(path / "segmenter"), meta["num_classes"], meta.get("first_label", 0),
-                   meta.get("method", "segmentation"))
+        cls_name = meta.get("model_class", "UNet")
+        if cls_name not in SEGMENTER_CLASSES:
+            raise ValueError(f"{path / PIPELINE_FILE}: unknown segmenter class {cls_name!r}")
+        net = SEGMENTER_CLASSES[cls_name].from_pretrained(path / "segmenter")
+        return cls(net, meta["num_classes"], meta.get("first_label", 0), meta.get("method", "segmentation"))
