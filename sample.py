@@ -39,8 +39,11 @@ def evaluate(args) -> int:
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found: evaluate needs a run directory made by train.py")
     cfg = config.load(cfg_file, args.overrides)
-    score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation}.get(cfg.method, evaluate_paired)
-    result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows)
+    if cfg.method == "pix2pix":
+        result, grid = evaluate_paired(cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter)
+    else:
+        score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation}[cfg.method]
+        result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
@@ -58,7 +61,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--output", help="folder for metrics.json and grid.png (default RUN_DIR/eval_SPLIT)")
         p.add_argument("--grid-rows", type=int, default=8)
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
-        p.add_argument("--device", help="e.g. cuda; default cpu")
+        p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs")
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
         args, run = p.parse_args(argv[1:]), evaluate
     else:

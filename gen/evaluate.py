@@ -24,9 +24,23 @@ from .metrics.domain import DomainClassifier, predict_domain, train_domain_class
 from .visualize import image_grid
 
 
-def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
+                    segmenter: Optional[Path] = None):
+    """L1 / PSNR / SSIM; with a segmenter run and labelled data (labels -> photo), also the FCN-score:
+    the segmenter's scores on the generated photos against the input labels, and on the real photos
+    (the ground-truth row, an upper bound) -- Isola et al. 2017 §4.2."""
+    from .metrics.segmentation import ConfusionMatrix
+
     pipe = pipelines.load(run_dir, inference=inference)
     data = build_paired(cfg.data, split, train=False)
+    seg = pipelines.load(segmenter) if segmenter else None
+    if seg is not None and (cfg.data.kind != "segmentation" or seg.kind != "segmentation"):
+        raise ValueError("the FCN-score needs a labels -> photo run on segmentation data and a segmentation run "
+                         f"as --segmenter (got data.kind={cfg.data.kind!r}, segmenter kind={seg.kind!r})")
+    if seg is not None and seg.num_classes != cfg.data.num_classes:
+        raise ValueError(f"segmenter predicts {seg.num_classes} classes but the data has {cfg.data.num_classes}")
+    cm_fake = ConfusionMatrix(cfg.data.num_classes) if seg else None
+    cm_real = ConfusionMatrix(cfg.data.num_classes) if seg else None
     scores = {"L1": [], "PSNR": [], "SSIM": []}
     rows = []
     for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
@@ -36,10 +50,16 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
         scores["L1"].append(l1(out, y))
         scores["PSNR"] += psnr(out, y)
         scores["SSIM"] += ssim(out, y)
+        if seg is not None:
+            cm_fake.update(seg(out)[0].cpu().numpy(), item["label"].numpy())
+            cm_real.update(seg(y)[0].cpu().numpy(), item["label"].numpy())
         if len(rows) < grid_rows:
             rows.append([x[0], out[0], y[0]])
     result = {k: sum(v) / len(v) for k, v in scores.items()}
     result.update(split=split, images=len(data), inference=pipe.inference)
+    if seg is not None:
+        result["fcn_score_ground_truth"] = cm_real.scores()
+        result["fcn_score"] = cm_fake.scores()
     return result, image_grid(rows)
 
 

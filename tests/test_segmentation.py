@@ -70,3 +70,23 @@ def test_fcn8s_segmenter_trains_and_exports(tmp_path):
     pipe = pipelines.load(tmp_path / "run")
     assert type(pipe.net).__name__ == "FCN" and pipe.net.config.variant == "fcn8s"
     assert pipe(torch.rand(1, 3, 40, 50) * 2 - 1).shape == (1, 40, 50)
+
+
+def test_fcn_score_of_labels_to_photo_run(tmp_path):
+    """A segmenter scores a pix2pix labels -> photo run's outputs against the input labels; the same
+    segmenter on the real photos gives the ground-truth row."""
+    from gen.evaluate import evaluate_paired
+    from trainers import Pix2PixTrainer
+    write_colour_classes(tmp_path / "data" / "train", 8)
+    write_colour_classes(tmp_path / "data" / "val", 2, seed=1)
+    torch.manual_seed(0)
+    SegmentationTrainer(config.load(None, overrides(tmp_path))).fit()
+    gan = config.load(None, overrides(tmp_path, **{"method": "pix2pix", "run.dir": tmp_path / "gan",
+                                                   "data.direction": "AtoB", "train.max_steps": 4,
+                                                   "train.sample_every": 4, "train.ckpt_every": 4}))
+    Pix2PixTrainer(gan).fit()
+    result, _ = evaluate_paired(gan, tmp_path / "gan", "test", None, 2, segmenter=tmp_path / "run")
+    truth, fake = result["fcn_score_ground_truth"], result["fcn_score"]
+    assert set(truth) == set(fake) == {"pixel_acc", "mean_acc", "mean_iu", "fw_iu"}
+    assert truth["pixel_acc"] > 0.9  # the segmenter reads real photos well ...
+    assert fake["pixel_acc"] < truth["pixel_acc"]  # ... and a 4-step generator's photos worse
