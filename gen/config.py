@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("pix2pix", "cyclegan", "segmentation")
+METHODS = ("pix2pix", "cyclegan", "segmentation", "rotation")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class ModelConfig:
     norm: str = "batch"  # batch | instance | group | none
     dropout: float = 0.5
     num_downs: Optional[int] = None  # only for generator "unet": number of stride-2 levels
+    init_from: Optional[str] = None  # a rotation run (or its export): start the U-Net encoder from its weights
     upsample: str = "transposed"  # U-Net decoder: transposed | bilinear (fixed, + learned conv) | unpool (switches)
     discriminator: str = "patchgan"  # patchgan | pixelgan
     ndf: int = 64
@@ -185,6 +186,11 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.method == "segmentation" and (cfg.data.kind != "segmentation" or cfg.data.direction != "BtoA"):
         raise ValueError("method=segmentation reads photo -> labels: set data.kind=segmentation and "
                          f"data.direction=BtoA (got kind={cfg.data.kind!r}, direction={cfg.data.direction!r})")
+    if cfg.method == "rotation":
+        if cfg.data.kind == "segmentation" and cfg.data.direction != "BtoA":
+            raise ValueError("method=rotation learns from photos: with data.kind=segmentation set data.direction=BtoA")
+        if cfg.data.preprocess not in ("resize_and_crop", "crop") and cfg.data.kind != "builtin":
+            raise ValueError("method=rotation needs square crops: data.preprocess=resize_and_crop or crop")
     if cfg.data.kind != "builtin" and not cfg.data.root:
         raise ValueError(f"config key data.root is required for data.kind={cfg.data.kind!r}")
 

@@ -2,8 +2,10 @@
 from .base import Trainer
 from .cyclegan import CycleGANTrainer
 from .pix2pix import Pix2PixTrainer
+from .rotation import RotationTrainer
 from .segmentation import SegmentationTrainer
 
-TRAINERS = {"pix2pix": Pix2PixTrainer, "cyclegan": CycleGANTrainer, "segmentation": SegmentationTrainer}
+TRAINERS = {"pix2pix": Pix2PixTrainer, "cyclegan": CycleGANTrainer, "segmentation": SegmentationTrainer,
+            "rotation": RotationTrainer}
 
-__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "TRAINERS"]
+__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "RotationTrainer", "TRAINERS"]

@@ -35,6 +35,10 @@ class SegmentationTrainer(Trainer):
     def build(self) -> None:
         t = self.cfg.train
         net = build_generator(self.cfg, 3, self.cfg.data.num_classes, out_activation="none")
+        if self.cfg.model.init_from:
+            from .rotation import load_pretrained_encoder
+            copied = load_pretrained_encoder(net, self.cfg.model.init_from)
+            self.accelerator.print(f"encoder initialised from {self.cfg.model.init_from} ({copied} tensors)")
         self.models = {"segmenter": net}
         self.optimizers = {"segmenter": adam(self.cfg, net)}
         self.schedulers = {"segmenter": torch.optim.lr_scheduler.LambdaLR(

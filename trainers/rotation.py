@@ -1,0 +1,101 @@
+"""Self-supervised pre-training by rotation prediction (Gidaris, Singh and Komodakis, ICLR 2018):
+the U-Net's encoder learns to tell 0/90/180/270-degree rotations of unlabelled photos, all four
+rotations of each image in the same mini-batch. A segmenter then starts its encoder from these
+weights with `model.init_from=RUN_DIR` -- useful here, where no pretrained weights can be downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from gen.data import build_paired
+from gen.models import UNet
+
+from .base import Trainer, linear_decay
+from .builders import adam, build_generator
+
+
+class RotationNet(nn.Module):
+    """The U-Net's encoder levels + a 4-way head. x: (B, 3, H, W) -> logits (B, 4)."""
+
+    def __init__(self, unet: UNet):
+        super().__init__()
+        self.downs = unet.downs  # shared with the U-Net, which is what gets exported
+        self.head = nn.Sequential(nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(unet.config.channels[-1], 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for down in self.downs:
+            x, _ = down(x)
+        return self.head(x)
+
+
+def four_rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, S, S) -> (4B, C, S, S) rotated by k * 90 degrees, and labels k (4B,)."""
+    rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
+    labels = torch.arange(4, device=x.device).repeat_interleave(x.shape[0])
+    return rotated, labels
+
+
+class RotationTrainer(Trainer):
+    method = "rotation"
+
+    def build_data(self) -> None:
+        d = self.cfg.data
+        self.train_set = build_paired(d, "train", train=True, seed=self.cfg.run.seed)
+        self.val_set = build_paired(d, "val", train=False) if d.val else None
+
+    def build(self) -> None:
+        t = self.cfg.train
+        self.unet = build_generator(self.cfg, 3, 3)
+        net = RotationNet(self.unet)
+        self.models = {"rotation": net}
+        self.optimizers = {"rotation": adam(self.cfg, net)}
+        self.schedulers = {"rotation": torch.optim.lr_scheduler.LambdaLR(
+            self.optimizers["rotation"], linear_decay(t.max_steps, t.lr_decay_start))}
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        x, y = four_rotations(batch["input"])
+        opt = self.optimizers["rotation"]
+        opt.zero_grad(set_to_none=True)
+        logits = self.models["rotation"](x)
+        loss = F.cross_entropy(logits.float(), y)
+        self.accelerator.backward(loss)
+        opt.step()
+        return {"CE": loss, "acc": (logits.argmax(1) == y).float().mean()}
+
+    @torch.no_grad()
+    def sample(self, step: int) -> dict:
+        if self.val_set is None:
+            return {}
+        net = self.unwrap("rotation").eval()
+        n = min(len(self.val_set), 4 * self.cfg.train.eval_batches)
+        x = torch.stack([self.val_set[i]["input"] for i in range(n)]).to(self.device)
+        x, y = four_rotations(x)
+        acc = (net(x).argmax(1) == y).float().mean().item()
+        net.train()
+        return {"rotation_acc": acc}
+
+    def export(self, path: Path) -> None:
+        self.unet.save_pretrained(path / "encoder")
+
+
+def load_pretrained_encoder(net: UNet, run_dir: str | Path) -> int:
+    """Copy the encoder levels of a rotation run's export into `net`; returns the tensors copied."""
+    path = Path(run_dir)
+    path = path / "export" / "encoder" if (path / "export" / "encoder").is_dir() else path / "encoder"
+    weights = path / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"model.init_from={run_dir}: no rotation-pretrained encoder at {weights}")
+    source = {k: v for k, v in load_file(str(weights)).items() if k.startswith("downs.")}
+    target = net.state_dict()
+    bad = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
+    if bad or not source:
+        raise ValueError(f"model.init_from={run_dir}: its encoder does not fit this U-Net (e.g. {bad[:3]}); "
+                         "use the same model.generator, model.ngf and model.upsample for both runs")
+    net.load_state_dict(source, strict=False)
+    return len(source)
