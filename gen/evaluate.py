@@ -20,6 +20,7 @@ from .data.build import geometry
 from .data.transforms import Geometry, apply_image, plan
 from .data.image_io import load_image
 from .metrics import l1, psnr, ssim
+from .metrics.perceptual import try_lpips
 from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
 from .visualize import image_grid
 
@@ -39,9 +40,10 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
                          f"as --segmenter (got data.kind={cfg.data.kind!r}, segmenter kind={seg.kind!r})")
     if seg is not None and seg.num_classes != cfg.data.num_classes:
         raise ValueError(f"segmenter predicts {seg.num_classes} classes but the data has {cfg.data.num_classes}")
+    lpips_metric, lpips_missing = try_lpips()
     cm_fake = ConfusionMatrix(cfg.data.num_classes) if seg else None
     cm_real = ConfusionMatrix(cfg.data.num_classes) if seg else None
-    scores = {"L1": [], "PSNR": [], "SSIM": []}
+    scores = {"L1": [], "PSNR": [], "SSIM": []} | ({"LPIPS": []} if lpips_metric else {})
     rows = []
     for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
         item = data[i]
@@ -50,13 +52,17 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
         scores["L1"].append(l1(out, y))
         scores["PSNR"] += psnr(out, y)
         scores["SSIM"] += ssim(out, y)
+        if lpips_metric and out.shape[1] == 3:
+            scores["LPIPS"] += lpips_metric(out, y)
         if seg is not None:
             cm_fake.update(seg(out)[0].cpu().numpy(), item["label"].numpy())
             cm_real.update(seg(y)[0].cpu().numpy(), item["label"].numpy())
         if len(rows) < grid_rows:
             rows.append([x[0], out[0], y[0]])
-    result = {k: sum(v) / len(v) for k, v in scores.items()}
+    result = {k: sum(v) / len(v) for k, v in scores.items() if v}
     result.update(split=split, images=len(data), inference=pipe.inference)
+    if lpips_metric is None:
+        result["LPIPS"] = lpips_missing
     if seg is not None:
         result["fcn_score_ground_truth"] = cm_real.scores()
         result["fcn_score"] = cm_fake.scores()
