@@ -1,6 +1,7 @@
 """Use a trained run without the training code.
 
   python sample.py RUN_DIR --input DIR --output DIR      translate every image of a folder (any size)
+  python sample.py compare RUN_DIR [RUN_DIR ...] --data CONFIG_OR_RUN --output DIR [--segmenter RUN]
   python sample.py evaluate RUN_DIR [--split test]       score a run on a split of its data: L1 / PSNR /
                                                         SSIM (paired), cycle PSNR + domain classifier (CycleGAN)
 """
@@ -53,8 +54,42 @@ def evaluate(args) -> int:
     return 0
 
 
+def compare(args) -> int:
+    from gen import config
+    from gen.compare import compare_runs, write_report
+
+    data = Path(args.data)
+    cfg_file = data / "config.yaml" if data.is_dir() else data
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"--data {data}: expected a config YAML or a run directory with config.yaml")
+    cfg = config.load(cfg_file, args.overrides)
+    result = compare_runs(cfg, [Path(r) for r in args.run_dirs], args.split, args.segmenter, args.grid_rows,
+                          args.max_images)
+    out_dir = Path(args.output)
+    paths = write_report(result, out_dir)
+    print(paths["markdown"].read_text())
+    mode = args.wandb or config.wandb_mode(cfg)
+    if mode != "disabled":
+        from trainers.wandb_report import log_comparison
+        print(f"wandb run ({mode}) in {log_comparison(result, out_dir, mode, cfg.log.project)}")
+    print(f"report: {paths['html']} (grid {paths['grid']}, {paths['csv']}, {paths['markdown']})")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["evaluate"]:
+    if argv[:1] == ["compare"]:
+        p = argparse.ArgumentParser(prog="sample.py compare", description="run every run on the same test inputs")
+        p.add_argument("run_dirs", nargs="+", help="runs to compare (translation or segmentation)")
+        p.add_argument("--data", required=True, help="a config YAML or a run directory whose data to use")
+        p.add_argument("--output", required=True, help="folder for grid.png, metrics.csv/md/json, index.html")
+        p.add_argument("--split", default="test", choices=["train", "val", "test"])
+        p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score (real-photo row first)")
+        p.add_argument("--grid-rows", type=int, default=6)
+        p.add_argument("--max-images", type=int, help="score only the first N images of the split")
+        p.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default: offline without an API key")
+        p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
+        args, run = p.parse_args(argv[1:]), compare
+    elif argv[:1] == ["evaluate"]:
         p = argparse.ArgumentParser(prog="sample.py evaluate", description="score a run on a split of its data")
         p.add_argument("run_dir")
         p.add_argument("--split", default="test", choices=["train", "val", "test"])
