@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from PIL import Image
 from torch import nn
@@ -67,6 +68,9 @@ class Trainer:
         self.wandb_mode = config_lib.wandb_mode(cfg)
         if self.wandb_mode != "disabled":
             os.environ.setdefault("WANDB_MODE", self.wandb_mode)
+        # Accelerate keeps process-wide state; a second trainer in one process (a notebook, the tests)
+        # may ask for another precision. The distributed part (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             # Accelerate only sets up gloo data parallelism on CPU-only machines when told it is on CPU.
             cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
@@ -226,12 +230,11 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def prepare(self) -> None:
-        names = list(self.models)
-        prepared = self.accelerator.prepare(*[self.models[n] for n in names],
-                                            *[self.optimizers[n] for n in self.optimizers])
-        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
-        self.models = dict(zip(names, prepared[:len(names)]))
-        self.optimizers = dict(zip(self.optimizers, prepared[len(names):]))
+        """Wrap models (DDP, autocast) and optimizers; an optimizer may span several models."""
+        def wrap(objects: dict) -> dict:
+            prepared = self.accelerator.prepare(*objects.values())
+            return dict(zip(objects, prepared if isinstance(prepared, tuple) else (prepared,)))
+        self.models, self.optimizers = wrap(self.models), wrap(self.optimizers)
 
     def fit(self) -> Path:
         cfg, acc = self.cfg.train, self.accelerator

@@ -67,16 +67,6 @@ class CycleGANTrainer(Trainer):
                           f"{d.channels_b}, so G_A(B) is undefined (set cyclegan.lambda_identity=0 to silence this)")
             self.use_identity = False
 
-    def prepare(self) -> None:
-        # Two optimizers over two models each: prepare models and optimizers separately.
-        names = list(self.models)
-        prepared = self.accelerator.prepare(*[self.models[n] for n in names])
-        self.models = dict(zip(names, prepared))
-        opts = list(self.optimizers)
-        prepared = self.accelerator.prepare(*[self.optimizers[n] for n in opts])
-        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
-        self.optimizers = dict(zip(opts, prepared))
-
     def generator_losses(self, real_a, real_b) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
         """Total G loss, its terms, and the fakes (B, C, H, W) for the D step."""
         c = self.cfg.cyclegan
