@@ -32,17 +32,19 @@ class DomainClassifier(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def _load_all(files: Sequence[Path]) -> torch.Tensor:
-    geo = Geometry("resize_and_crop", 72, 64, False)
+def _load_all(files: Sequence[Path], size: int = 72) -> torch.Tensor:
+    """Every image resized to size x size: (N, 3, size, size) in [-1, 1]."""
+    geo = Geometry("resize_and_crop", size, size, False)
     return torch.stack([apply_image(img, plan(geo, *img.size, train=False, gen=None, name=str(p)))
                         for p in files for img in [load_image(p, 3)]])
 
 
-def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], epochs: int = 15,
+def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], epochs: int = 40,
                             seed: int = 0) -> DomainClassifier:
-    """Adam on random 64x64 crops + flips of the real images of both domains; balanced batches."""
+    """Adam on random 64x64 crops of 72x72 resizes, with flips, of the real images of both domains;
+    class-balanced batches."""
     torch.manual_seed(seed)
-    x = torch.cat([_load_all(files_a), _load_all(files_b)])  # (N, 3, 64, 64)
+    x = torch.cat([_load_all(files_a), _load_all(files_b)])  # (N, 3, 72, 72)
     y = torch.cat([torch.zeros(len(files_a), dtype=torch.long), torch.ones(len(files_b), dtype=torch.long)])
     weights = torch.where(y == 0, 1.0 / len(files_a), 1.0 / len(files_b))
     net = DomainClassifier()
@@ -52,7 +54,8 @@ def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], ep
     gen = sample_generator(seed, 0)
     for _ in range(steps):
         idx = torch.multinomial(weights, 32, replacement=True, generator=gen)
-        batch = x[idx]
+        top, left = (int(v) for v in torch.randint(0, 9, (2,), generator=gen))
+        batch = x[idx, :, top:top + 64, left:left + 64]
         flip = torch.rand(32, generator=gen) < 0.5
         batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
         loss = F.cross_entropy(net(batch), y[idx])
