@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from gen import config as config_lib
 from gen.config import ExperimentConfig
-from gen.data import ResumableSampler, collate
+from gen.data import ResumableSampler, build_paired, collate
 
 
 from . import checkpoint, faults
+from .builders import adam
 
 
 def probe_writable(run_dir: Path) -> None:
@@ -91,7 +92,10 @@ class Trainer:
 
     # ---- hooks for methods -------------------------------------------------------------------
     def build_data(self) -> None:
-        raise NotImplementedError
+        """Paired train/val splits (pix2pix, segmentation, rotation); unpaired methods override."""
+        d = self.cfg.data
+        self.train_set = build_paired(d, "train", train=True, seed=self.cfg.run.seed)
+        self.val_set = build_paired(d, "val", train=False) if d.val else None
 
     def build(self) -> None:
         raise NotImplementedError
@@ -121,6 +125,15 @@ class Trainer:
         pass
 
     # ---- helpers -----------------------------------------------------------------------------
+    def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        t = self.cfg.train
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay(t.max_steps, t.lr_decay_start))
+
+    def use_single_model(self, name: str, net: nn.Module) -> None:
+        """One network, one Adam, one schedule: the single-loss methods."""
+        opt = adam(self.cfg, net)
+        self.models, self.optimizers, self.schedulers = {name: net}, {name: opt}, {name: self.lr_schedule(opt)}
+
     @property
     def device(self) -> torch.device:
         return self.accelerator.device

@@ -25,7 +25,7 @@ from gen.pipelines import CycleGANPipeline, TranslationPipeline
 
 from gen.visualize import image_grid
 
-from .base import Trainer, linear_decay
+from .base import Trainer
 from .builders import build_discriminator, build_generator
 from .pix2pix import set_requires_grad
 
@@ -56,8 +56,7 @@ class CycleGANTrainer(Trainer):
                                            betas=(t.beta1, t.beta2)),
             "discriminators": torch.optim.Adam(itertools.chain(d_a.parameters(), d_b.parameters()), lr=t.lr,
                                                betas=(t.beta1, t.beta2))}
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(t.max_steps, t.lr_decay_start))
-                           for k, o in self.optimizers.items()}
+        self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
         self.gan_loss = GANLoss(c.gan_mode)
         seed = self.cfg.run.seed * 1000 + self.accelerator.process_index
         self.pools = {"fake_A": ImagePool(c.pool_size, seed), "fake_B": ImagePool(c.pool_size, seed + 500)}

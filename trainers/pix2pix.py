@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gen.data import build_paired, channels
+from gen.data import channels
 from gen.losses import GANLoss
 from gen.metrics import l1, psnr
 from gen.models.inference import inference_mode
@@ -19,7 +19,7 @@ from gen.pipelines import TranslationPipeline
 
 from gen.visualize import image_grid
 
-from .base import Trainer, linear_decay
+from .base import Trainer
 from .builders import adam, build_discriminator, build_generator
 
 
@@ -31,13 +31,8 @@ def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
 class Pix2PixTrainer(Trainer):
     method = "pix2pix"
 
-    def build_data(self) -> None:
-        d = self.cfg.data
-        self.train_set = build_paired(d, "train", train=True, seed=self.cfg.run.seed)
-        self.val_set = build_paired(d, "val", train=False) if d.val else None
-
     def build(self) -> None:
-        p, t = self.cfg.pix2pix, self.cfg.train
+        p = self.cfg.pix2pix
         self.in_c, self.out_c = channels(self.cfg.data)
         g = build_generator(self.cfg, self.in_c, self.out_c)
         self.models = {"generator": g}
@@ -48,8 +43,7 @@ class Pix2PixTrainer(Trainer):
             self.models["discriminator"] = d
             self.optimizers["discriminator"] = adam(self.cfg, d)
             self.gan_loss = GANLoss(p.gan_mode)
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(t.max_steps, t.lr_decay_start))
-                           for k, o in self.optimizers.items()}
+        self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
 
     def generate(self, net, x: torch.Tensor) -> torch.Tensor:
         # preprocess=none trains on any size: pad to the U-Net's multiple and crop back.

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from gen.data import build_paired
 from gen.models import UNet
 
-from .base import Trainer, linear_decay
-from .builders import adam, build_generator
+from .base import Trainer
+from .builders import build_generator
 
 
 class RotationNet(nn.Module):
@@ -44,19 +43,9 @@ def four_rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class RotationTrainer(Trainer):
     method = "rotation"
 
-    def build_data(self) -> None:
-        d = self.cfg.data
-        self.train_set = build_paired(d, "train", train=True, seed=self.cfg.run.seed)
-        self.val_set = build_paired(d, "val", train=False) if d.val else None
-
     def build(self) -> None:
-        t = self.cfg.train
         self.unet = build_generator(self.cfg, 3, 3)
-        net = RotationNet(self.unet)
-        self.models = {"rotation": net}
-        self.optimizers = {"rotation": adam(self.cfg, net)}
-        self.schedulers = {"rotation": torch.optim.lr_scheduler.LambdaLR(
-            self.optimizers["rotation"], linear_decay(t.max_steps, t.lr_decay_start))}
+        self.use_single_model("rotation", RotationNet(self.unet))
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         x, y = four_rotations(batch["input"])

@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gen.data import IGNORE_INDEX, build_paired, label_to_rgb
+from gen.data import IGNORE_INDEX, label_to_rgb
 from gen.metrics.segmentation import ConfusionMatrix
 from gen.models.inference import inference_mode
 from gen.pipelines import SegmentationPipeline
 from gen.visualize import image_grid
 
-from .base import Trainer, linear_decay
-from .builders import adam, build_generator
+from .base import Trainer
+from .builders import build_generator
 
 
 def render(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -27,22 +27,13 @@ def render(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
 class SegmentationTrainer(Trainer):
     method = "segmentation"
 
-    def build_data(self) -> None:
-        d = self.cfg.data
-        self.train_set = build_paired(d, "train", train=True, seed=self.cfg.run.seed)
-        self.val_set = build_paired(d, "val", train=False) if d.val else None
-
     def build(self) -> None:
-        t = self.cfg.train
         net = build_generator(self.cfg, 3, self.cfg.data.num_classes, out_activation="none")
         if self.cfg.model.init_from:
             from .rotation import load_pretrained_encoder
             copied = load_pretrained_encoder(net, self.cfg.model.init_from)
             self.accelerator.print(f"encoder initialised from {self.cfg.model.init_from} ({copied} tensors)")
-        self.models = {"segmenter": net}
-        self.optimizers = {"segmenter": adam(self.cfg, net)}
-        self.schedulers = {"segmenter": torch.optim.lr_scheduler.LambdaLR(
-            self.optimizers["segmenter"], linear_decay(t.max_steps, t.lr_decay_start))}
+        self.use_single_model("segmenter", net)
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         photo, label = batch["input"], batch["label"]  # (B, 3, H, W) in [-1, 1]; (B, H, W) int64
