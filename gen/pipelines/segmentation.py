@@ -18,12 +18,12 @@ from ..data.labels import palette
 from ..models.inference import inference_mode
 from ..models.fcn import FCN
 from ..models.unet import UNet
-from .translation import PIPELINE_FILE
+from .translation import PIPELINE_FILE, NetworkPipeline
 
 SEGMENTER_CLASSES = {"UNet": UNet, "FCN": FCN}
 
 
-class SegmentationPipeline:
+class SegmentationPipeline(NetworkPipeline):
     """x: (B, 3, H, W) in [-1, 1] -> class indices (B, H, W) int64, any H, W."""
 
     kind = "segmentation"
@@ -31,14 +31,6 @@ class SegmentationPipeline:
     def __init__(self, net: UNet | FCN, num_classes: int, first_label: int = 0, method: str = "segmentation"):
         self.net, self.num_classes, self.first_label, self.method = net, num_classes, first_label, method
         self.inference = "eval"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device) -> "SegmentationPipeline":
-        self.net.to(device)
-        return self
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

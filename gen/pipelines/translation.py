@@ -1,4 +1,4 @@
-"""Image-to-image translation with an exported generator (pix2pix; CycleGAN later).
+"""Image-to-image translation with an exported generator (pix2pix, each direction of CycleGAN).
 
 Export layout (`run_dir/export/`): `generator/` in diffusers save_pretrained form (config.json +
 diffusion_pytorch_model.safetensors) and `pipeline.json` with the method and inference settings.
@@ -24,36 +24,42 @@ GENERATOR_CLASSES = {"UNet": UNet, "ResnetGenerator": ResnetGenerator}
 PIPELINE_FILE = "pipeline.json"
 
 
-class TranslationPipeline:
+class NetworkPipeline:
+    """What every one-network pipeline shares: its network in `self.net`, device placement."""
+
+    net: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device):
+        self.net.to(device)
+        return self
+
+
+class TranslationPipeline(NetworkPipeline):
     """x: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W) in [-1, 1], any H, W."""
 
     kind = "translation"
 
     def __init__(self, generator: UNet | ResnetGenerator, method: str = "pix2pix", inference: str = "paper",
                  direction: str = "AtoB", seed: Optional[int] = 0):
-        self.generator, self.method, self.inference = generator, method, inference
+        self.net, self.method, self.inference = generator, method, inference
         self.direction, self.seed = direction, seed
 
     @property
     def in_channels(self) -> int:
-        return self.generator.config.in_channels
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.generator.parameters()).device
-
-    def to(self, device) -> "TranslationPipeline":
-        self.generator.to(device)
-        return self
+        return self.net.config.in_channels
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Dropout as noise draws from a seeded RNG so the same input gives the same output.
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), inference_mode(self.generator, self.inference):
+        with torch.random.fork_rng(devices=devices), inference_mode(self.net, self.inference):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
-            return self.generator.forward_any_size(x.to(self.device))
+            return self.net.forward_any_size(x.to(self.device))
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         """Any PIL image -> translated PIL image of the same size."""
@@ -64,9 +70,9 @@ class TranslationPipeline:
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
-        self.generator.save_pretrained(path / "generator")
+        self.net.save_pretrained(path / "generator")
         meta = {"kind": self.kind, "method": self.method, "inference": self.inference,
-                "direction": self.direction, "seed": self.seed, "generator_class": type(self.generator).__name__}
+                "direction": self.direction, "seed": self.seed, "generator_class": type(self.net).__name__}
         (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
