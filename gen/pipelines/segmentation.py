@@ -18,7 +18,7 @@ from ..data.labels import palette
 from ..models.inference import inference_mode
 from ..models.fcn import FCN
 from ..models.unet import UNet
-from .translation import PIPELINE_FILE, NetworkPipeline
+from .translation import PIPELINE_FILE, NetworkPipeline, read_export
 
 SEGMENTER_CLASSES = {"UNet": UNet, "FCN": FCN}
 
@@ -61,10 +61,5 @@ class SegmentationPipeline(NetworkPipeline):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "SegmentationPipeline":
-        path = Path(path)
-        meta = json.loads((path / PIPELINE_FILE).read_text())
-        cls_name = meta.get("model_class", "UNet")
-        if cls_name not in SEGMENTER_CLASSES:
-            raise ValueError(f"{path / PIPELINE_FILE}: unknown segmenter class {cls_name!r}")
-        net = SEGMENTER_CLASSES[cls_name].from_pretrained(path / "segmenter")
+        meta, net = read_export(Path(path), "segmenter", "model_class", SEGMENTER_CLASSES)
         return cls(net, meta["num_classes"], meta.get("first_label", 0), meta.get("method", "segmentation"))

@@ -24,6 +24,15 @@ GENERATOR_CLASSES = {"UNet": UNet, "ResnetGenerator": ResnetGenerator}
 PIPELINE_FILE = "pipeline.json"
 
 
+def read_export(path: Path, subfolder: str, class_key: str, classes: dict) -> tuple[dict, torch.nn.Module]:
+    """(pipeline.json contents, the network in `subfolder`, of the class the JSON names under `class_key`)."""
+    meta = json.loads((path / PIPELINE_FILE).read_text())
+    cls_name = meta.get(class_key, "UNet")
+    if cls_name not in classes:
+        raise ValueError(f"{path / PIPELINE_FILE}: unknown {class_key} {cls_name!r}; known: {sorted(classes)}")
+    return meta, classes[cls_name].from_pretrained(path / subfolder)
+
+
 class NetworkPipeline:
     """What every one-network pipeline shares: its network in `self.net`, device placement."""
 
@@ -77,12 +86,7 @@ class TranslationPipeline(NetworkPipeline):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "TranslationPipeline":
-        path = Path(path)
-        meta = json.loads((path / PIPELINE_FILE).read_text())
-        cls_name = meta.get("generator_class", "UNet")
-        if cls_name not in GENERATOR_CLASSES:
-            raise ValueError(f"{path / PIPELINE_FILE}: unknown generator class {cls_name!r}")
-        generator = GENERATOR_CLASSES[cls_name].from_pretrained(path / "generator")
+        meta, generator = read_export(Path(path), "generator", "generator_class", GENERATOR_CLASSES)
         return cls(generator, meta["method"], inference or meta["inference"], meta.get("direction", "AtoB"),
                    meta.get("seed", 0))
 
