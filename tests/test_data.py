@@ -1,6 +1,5 @@
 """Paired layouts, joint geometry, conversions of odd image modes, segmentation pairs, sampler."""
 import itertools
-import warnings
 
 import numpy as np
 import pytest

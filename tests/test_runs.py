@@ -1,6 +1,5 @@
 """Whole runs through train.py: crash + resume equals an uninterrupted run, export round trip,
 sample.py on odd sizes, and the offline wandb run read back from disk."""
-import json
 import os
 import subprocess
 import sys

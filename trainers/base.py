@@ -13,7 +13,7 @@ import time
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from accelerate import Accelerator
