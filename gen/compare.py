@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import pipelines
 from .config import ExperimentConfig
 from .data import build_paired
-from .data.labels import label_to_rgb
+from .data.labels import label_to_tensor
 from .metrics import l1, psnr, ssim
 from .metrics.perceptual import try_lpips
 from .metrics.segmentation import ConfusionMatrix
@@ -42,10 +42,6 @@ class Comparison:
         for row in self.table:
             names += [k for k in row if k not in ("run", "method") and k not in names]
         return names
-
-
-def _rgb(classes: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.from_numpy(label_to_rgb(classes.cpu().numpy(), k)).permute(2, 0, 1).float() / 127.5 - 1
 
 
 def _mean(values: list[float]) -> float:
@@ -78,7 +74,7 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
                     raise ValueError(f"run {name} is a segmenter but the data has no labels")
                 pred = pipe(x)[0].cpu()
                 cms[name].update(pred.numpy(), item["label"].numpy())
-                row.append(_rgb(pred, k))
+                row.append(label_to_tensor(pred, k))
                 continue
             out = pipe(x).cpu().float()
             s = scores[name]

@@ -17,8 +17,7 @@ from . import pipelines
 from .config import ExperimentConfig
 from .data import build_paired, list_images
 from .data.build import geometry
-from .data.transforms import Geometry, apply_image, plan
-from .data.image_io import load_image
+from .data.transforms import Geometry, load_images
 from .metrics import l1, psnr, ssim
 from .metrics.perceptual import try_lpips
 from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
@@ -69,11 +68,6 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
     return result, image_grid(rows)
 
 
-def _images(folder: Path, geo: Geometry, channels: int) -> torch.Tensor:
-    return torch.stack([apply_image(img, plan(geo, *img.size, train=False, gen=None, name=str(p)))
-                        for p in list_images(folder) for img in [load_image(p, channels)]])
-
-
 def domain_classifier(cfg: ExperimentConfig, run_dir: Path) -> DomainClassifier:
     """Trained once on the run's real training images, cached in the run directory."""
     cache = run_dir / "domain_classifier.safetensors"
@@ -92,8 +86,8 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
     g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference)
     g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference)
     geo = Geometry(d.preprocess, d.load_size, d.crop_size, False) if d.preprocess != "none" else geometry(d)
-    real = {"A": _images(Path(d.root) / f"{split}A", geo, d.channels_a),
-            "B": _images(Path(d.root) / f"{split}B", geo, d.channels_b)}
+    real = {"A": load_images(list_images(Path(d.root) / f"{split}A"), geo, d.channels_a),
+            "B": load_images(list_images(Path(d.root) / f"{split}B"), geo, d.channels_b)}
     fake, rec, rows = {}, {}, []
     for src, fwd, back in (("A", g_ab, g_ba), ("B", g_ba, g_ab)):
         outs = [fwd(x[None]).cpu() for x in tqdm(real[src], desc=f"translate {split}{src}", dynamic_ncols=True)]
@@ -117,17 +111,17 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
 def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
     """Pixel accuracy, mean accuracy, mean IU, f.w. IU from one confusion matrix over the split."""
     from .metrics.segmentation import ConfusionMatrix
-    from .data.labels import label_to_rgb
+    from .data.labels import label_to_tensor
 
     pipe = pipelines.load(run_dir)
     data = build_paired(cfg.data, split, train=False)
     cm, rows = ConfusionMatrix(cfg.data.num_classes), []
-    to_rgb = lambda c: torch.from_numpy(label_to_rgb(c.numpy(), cfg.data.num_classes)).permute(2, 0, 1) / 127.5 - 1  # noqa: E731
     for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
         item = data[i]
         pred = pipe(item["input"][None])[0].cpu()
         cm.update(pred.numpy(), item["label"].numpy())
         if len(rows) < grid_rows:
-            rows.append([item["input"], to_rgb(pred), to_rgb(item["label"])])
+            k = cfg.data.num_classes
+            rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
     result = dict(cm.scores(), split=split, images=len(data))
     return result, image_grid(rows)

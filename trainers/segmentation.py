@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gen.data import IGNORE_INDEX, label_to_rgb
+from gen.data import IGNORE_INDEX
+from gen.data.labels import label_to_tensor
 from gen.metrics.segmentation import ConfusionMatrix
 from gen.models.inference import inference_mode
 from gen.pipelines import SegmentationPipeline
@@ -16,12 +17,6 @@ from gen.visualize import image_grid
 
 from .base import Trainer
 from .builders import build_generator
-
-
-def render(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(H, W) class indices -> (3, H, W) in [-1, 1] with the dataset palette (ignored pixels black)."""
-    rgb = torch.from_numpy(label_to_rgb(classes.cpu().numpy(), num_classes)).permute(2, 0, 1)
-    return rgb.float() / 127.5 - 1.0
 
 
 class SegmentationTrainer(Trainer):
@@ -56,7 +51,7 @@ class SegmentationTrainer(Trainer):
                 item = self.val_set[i]
                 pred = net.forward_any_size(item["input"][None].to(self.device)).argmax(1)[0].cpu()
                 cm.update(pred.numpy(), item["label"].numpy())
-                rows.append([item["input"], render(pred, k), render(item["label"], k)])
+                rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
         return dict(cm.scores(), grid=image_grid(rows))
 
     def export(self, path: Path) -> None:

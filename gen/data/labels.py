@@ -43,3 +43,10 @@ def label_to_rgb(label: np.ndarray, num_classes: int) -> np.ndarray:
     valid = label >= 0
     out[valid] = palette(num_classes)[label[valid]]
     return out
+
+
+def label_to_tensor(label, num_classes: int):
+    """(H, W) class indices (tensor or array) -> (3, H, W) float tensor in [-1, 1]; ignored pixels black."""
+    import torch
+    arr = label.cpu().numpy() if hasattr(label, "cpu") else np.asarray(label)
+    return torch.from_numpy(label_to_rgb(arr, num_classes)).permute(2, 0, 1).float() / 127.5 - 1.0

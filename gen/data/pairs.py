@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .image_io import convert_image, is_image_file, list_images, load_image, load_label, open_image
-from .labels import label_to_rgb, to_class_indices
+from .labels import label_to_tensor, to_class_indices
 from .transforms import Geometry, apply_image, apply_label, plan, sample_generator
 
 _SPLIT = re.compile(r"^(?P<folder>[^\[\]]+?)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
@@ -58,8 +58,7 @@ class PairDataset(Dataset):
         if label is not None:
             label = apply_label(label, p)
             # Rendered after the nearest-neighbour geometry so class colours never blend.
-            a_t = torch.from_numpy(label_to_rgb(label.numpy(), self.num_classes)).permute(2, 0, 1)
-            a_t = a_t.float() / 127.5 - 1.0
+            a_t = label_to_tensor(label, self.num_classes)
         else:
             a_t = apply_image(a, p)
         inp, tgt = (a_t, b_t) if self.direction == "AtoB" else (b_t, a_t)

@@ -88,3 +88,10 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     if arr.shape[0] == 1:
         return Image.fromarray(arr[0].numpy(), "L")
     return Image.fromarray(arr[:3].permute(1, 2, 0).numpy(), "RGB")
+
+
+def load_images(paths, geometry: Geometry, channels: int = 3) -> torch.Tensor:
+    """Evaluation batch: every file converted, resized/cropped deterministically -> (N, C, h, w) in [-1, 1]."""
+    from .image_io import load_image
+    return torch.stack([apply_image(img, plan(geometry, *img.size, train=False, gen=None, name=str(p)))
+                        for p in paths for img in [load_image(p, channels)]])

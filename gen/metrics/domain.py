@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.image_io import load_image
-from ..data.transforms import Geometry, apply_image, plan, sample_generator
+from ..data.transforms import Geometry, load_images, sample_generator
 
 
 class DomainClassifier(nn.Module):
@@ -34,9 +33,7 @@ class DomainClassifier(nn.Module):
 
 def _load_all(files: Sequence[Path], size: int = 72) -> torch.Tensor:
     """Every image resized to size x size: (N, 3, size, size) in [-1, 1]."""
-    geo = Geometry("resize_and_crop", size, size, False)
-    return torch.stack([apply_image(img, plan(geo, *img.size, train=False, gen=None, name=str(p)))
-                        for p in files for img in [load_image(p, 3)]])
+    return load_images(files, Geometry("resize_and_crop", size, size, False), 3)
 
 
 def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], epochs: int = 40,
