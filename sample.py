@@ -1,6 +1,9 @@
 """Use a trained run without the training code.
 
   python sample.py RUN_DIR --input DIR --output DIR      translate every image of a folder (any size)
+  python sample.py DDPM_RUN --num N --steps K --scheduler ddpm|ddim|dpm --seed S --output DIR
+                                                        diffusion samples as PNGs + grid.png; a conditional
+                                                        DDPM takes --input DIR [--samples-per-input k]
   python sample.py compare RUN_DIR [RUN_DIR ...] --data CONFIG_OR_RUN --output DIR [--segmenter RUN]
   python sample.py evaluate RUN_DIR [--split test]       score a run on a split of its data: L1 / PSNR /
                                                         SSIM (paired), cycle PSNR + domain classifier (CycleGAN)
@@ -13,6 +16,49 @@ import sys
 from pathlib import Path
 
 
+def sample_diffusion(pipe, args) -> int:
+    import math
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from gen.data.image_io import list_images, open_image
+    from gen.data.transforms import to_pil
+    from gen.visualize import image_grid
+
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe.set_progress_bar_config(leave=False, dynamic_ncols=True)
+    gen = torch.Generator(pipe.unet.device).manual_seed(args.seed)
+    rows = []
+    if pipe.condition_channels:
+        if not args.input:
+            raise ValueError(f"{args.run_dir} is an image-conditioned DDPM: pass --input DIR of condition images")
+        files = list_images(Path(args.input), "condition images")
+        for path in tqdm(files, desc="sample", dynamic_ncols=True):
+            cond = pipe.condition_from_image(open_image(path))
+            x = pipe(num_inference_steps=args.steps, scheduler=args.scheduler, generator=gen,
+                     condition=cond.expand(args.samples_per_input, -1, -1, -1))
+            for k, im in enumerate(x):
+                to_pil(im).save(out_dir / (f"{path.stem}.png" if args.samples_per_input == 1 else f"{path.stem}_{k}.png"))
+            rows.append([cond[0]] + list(x))
+        count = len(files) * args.samples_per_input
+    else:
+        if args.input:
+            raise ValueError(f"{args.run_dir} is an unconditional DDPM: it takes no --input (use --num)")
+        images = []
+        for start in tqdm(range(0, args.num, args.batch_size), desc="sample", dynamic_ncols=True):
+            images += list(pipe(min(args.batch_size, args.num - start), args.steps, args.scheduler, gen))
+        for i, im in enumerate(images):
+            to_pil(im).save(out_dir / f"sample_{i:05d}.png")
+        side = math.ceil(math.sqrt(len(images)))
+        rows = [images[i:i + side] for i in range(0, len(images), side)]
+        count = len(images)
+    image_grid(rows[:64]).save(out_dir / "grid.png")
+    print(f"wrote {count} samples and grid.png to {out_dir} ({args.scheduler}, {args.steps} steps, seed {args.seed})")
+    return 0
+
+
 def translate_folder(args) -> int:
     from tqdm.auto import tqdm
 
@@ -22,6 +68,10 @@ def translate_folder(args) -> int:
     pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference)
     if args.device:
         pipe.to(args.device)
+    if getattr(pipe, "kind", None) == "diffusion":
+        return sample_diffusion(pipe, args)
+    if args.input is None:
+        raise ValueError(f"{args.run_dir} translates images: pass --input DIR")
     files = list_images(Path(args.input), "input images")
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,11 +153,17 @@ def main(argv: list[str]) -> int:
         p = argparse.ArgumentParser(prog="sample.py", description=__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("run_dir", help="a run directory (or its export/ folder)")
-        p.add_argument("--input", required=True, help="folder of input images (any size)")
-        p.add_argument("--output", required=True, help="folder for the translated PNGs")
+        p.add_argument("--input", help="folder of input images (any size); condition images for a conditional DDPM")
+        p.add_argument("--output", required=True, help="folder for the translated PNGs / samples")
         p.add_argument("--direction", choices=["AtoB", "BtoA"], help="CycleGAN: which generator (default AtoB)")
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
         p.add_argument("--device", help="e.g. cuda; default cpu")
+        p.add_argument("--num", type=int, default=64, help="DDPM: number of unconditional samples")
+        p.add_argument("--steps", type=int, default=50, help="DDPM: sampling steps (1000 for the full DDPM chain)")
+        p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM: sampler")
+        p.add_argument("--seed", type=int, default=0, help="DDPM: seed of the sampling noise")
+        p.add_argument("--samples-per-input", type=int, default=1, help="conditional DDPM: samples per input")
+        p.add_argument("--batch-size", type=int, default=16, help="DDPM: unconditional samples per batch")
         args, run = p.parse_args(argv), translate_folder
     try:
         return run(args)

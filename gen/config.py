@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("pix2pix", "cyclegan", "segmentation", "rotation")
+METHODS = ("pix2pix", "cyclegan", "segmentation", "rotation", "ddpm")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: str = "paired"  # paired | segmentation | builtin | unpaired (CycleGAN trainA/trainB/testA/testB)
+    kind: str = "paired"  # paired | segmentation | builtin | unpaired (CycleGAN trainA/trainB/testA/testB) | images
+    pattern: str = "**/*"  # images: glob under root/<split> (recursive by default; "*.jpg" for facades photos)
     root: Optional[str] = None
     layout: str = "aligned"  # paired only: aligned (A|B in one file) | folders (A/ and B/ subfolders)
     train: str = "train"  # split = folder under root, optionally sliced: "extended[:100]"
@@ -81,6 +82,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_batches: int = 4  # val batches scored at each sample step (L1, PSNR)
     time_budget_minutes: Optional[float] = None  # stop (checkpoint + export) after this much wall time
+    warmup_steps: int = 0  # linear LR warm-up from 0 (DDPM: 5000 in Ho et al.)
+    max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,21 @@ class CycleGANConfig:
 
 
 @dataclass(frozen=True)
+class DDPMConfig:
+    prediction_type: str = "epsilon"  # epsilon | v_prediction
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"  # linear | scaled_linear | squaredcos_cap_v2 (diffusers' names)
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    ema_decay: float = 0.9999  # diffusers' EMAModel; its decay warms up as (1 + step) / (10 + step)
+    sample_scheduler: str = "ddim"  # ddpm | ddim | dpm: the scheduler of the sample grids during training
+    sample_steps: int = 50
+    num_samples: int = 16  # images in an unconditional sample grid
+    dropout: float = 0.1  # in every residual block (Ho et al.: 0.1 on CIFAR-10)
+    ngf: Optional[int] = None  # base width; None keeps the preset's (ddpm_small 32, ddpm_cifar10 128)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     wandb: Optional[str] = None  # offline | online | disabled; None: online if WANDB_API_KEY is set
     project: str = "gen"
@@ -117,12 +135,13 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
     cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
 CHOICES = {
     "method": METHODS,
-    "data.kind": ("paired", "segmentation", "builtin", "unpaired"),
+    "data.kind": ("paired", "segmentation", "builtin", "unpaired", "images"),
     "data.layout": ("aligned", "folders"),
     "data.direction": ("AtoB", "BtoA"),
     "data.preprocess": ("resize_and_crop", "crop", "scale_width", "none"),
@@ -137,17 +156,22 @@ CHOICES = {
     "pix2pix.inference": ("paper", "eval"),
     "cyclegan.gan_mode": ("vanilla", "lsgan"),
     "cyclegan.inference": ("paper", "eval"),
+    "ddpm.prediction_type": ("epsilon", "v_prediction"),
+    "ddpm.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
+    "ddpm.sample_scheduler": ("ddpm", "ddim", "dpm"),
     "log.wandb": (None, "offline", "online", "disabled"),
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.builtin_count",
             "model.ngf", "model.ndf", "model.d_layers", "train.max_steps", "train.batch_size",
             "train.lr", "train.grad_accum", "train.log_every", "train.sample_every",
-            "train.ckpt_every", "train.keep_checkpoints")
+            "train.ckpt_every", "train.keep_checkpoints", "ddpm.num_train_timesteps", "ddpm.beta_start",
+            "ddpm.beta_end", "ddpm.sample_steps", "ddpm.num_samples")
 NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "pix2pix.lambda_l1",
                 "pix2pix.lambda_gan", "model.init_gain", "cyclegan.lambda_a", "cyclegan.lambda_b",
-                "cyclegan.lambda_identity", "cyclegan.pool_size")
-POSITIVE_OR_NONE = ("train.time_budget_minutes",)
-UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2")
+                "cyclegan.lambda_identity", "cyclegan.pool_size", "train.warmup_steps")
+POSITIVE_OR_NONE = ("train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
+UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2", "ddpm.ema_decay",
+                 "ddpm.dropout")
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -180,6 +204,10 @@ def validate(cfg: ExperimentConfig) -> None:
                          f"data.load_size={cfg.data.load_size}; the crop must fit in the resized image")
     if cfg.data.kind == "segmentation" and cfg.data.num_classes < 1:
         raise ValueError("config key data.num_classes must be >= 1 for data.kind=segmentation")
+    if cfg.data.kind == "images" and cfg.method != "ddpm":
+        raise ValueError(f"data.kind=images (photos without targets) is read by method=ddpm, not {cfg.method!r}")
+    if cfg.method == "ddpm" and cfg.ddpm.beta_start >= cfg.ddpm.beta_end:
+        raise ValueError(f"config key ddpm.beta_start={cfg.ddpm.beta_start} must be below ddpm.beta_end={cfg.ddpm.beta_end}")
     if (cfg.method == "cyclegan") != (cfg.data.kind == "unpaired"):
         raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}; CycleGAN reads "
                          "data.kind=unpaired and the paired methods read paired, segmentation or builtin")

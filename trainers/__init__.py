@@ -1,11 +1,12 @@
 """Training: the Accelerate loop (base.py) and one trainer per method."""
 from .base import Trainer
 from .cyclegan import CycleGANTrainer
+from .ddpm import DDPMTrainer
 from .pix2pix import Pix2PixTrainer
 from .rotation import RotationTrainer
 from .segmentation import SegmentationTrainer
 
 TRAINERS = {"pix2pix": Pix2PixTrainer, "cyclegan": CycleGANTrainer, "segmentation": SegmentationTrainer,
-            "rotation": RotationTrainer}
+            "rotation": RotationTrainer, "ddpm": DDPMTrainer}
 
-__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "RotationTrainer", "TRAINERS"]
+__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "RotationTrainer", "DDPMTrainer", "TRAINERS"]

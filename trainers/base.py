@@ -45,11 +45,14 @@ def probe_writable(run_dir: Path) -> None:
                               "writable folder") from None
 
 
-def linear_decay(max_steps: int, decay_start: float):
-    """LR factor: 1 until decay_start * max_steps, then linear to 0 at max_steps (Isola et al.)."""
+def linear_decay(max_steps: int, decay_start: float, warmup_steps: int = 0):
+    """LR factor: linear from 0 over warmup_steps, 1 until decay_start * max_steps, then linear to 0
+    at max_steps (Isola et al.)."""
     start = int(max_steps * decay_start)
 
     def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
         if step < start:
             return 1.0
         return max(0.0, (max_steps - step) / max(1, max_steps - start))
@@ -117,6 +120,10 @@ class Trainer:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def log_extras(self) -> dict[str, float]:
+        """Extra scalars read (and reset) at log cadence, e.g. DDPM's loss per timestep quartile."""
+        return {}
+
     def rank_state(self) -> dict[str, Any]:
         """State that differs between processes (image pools), saved per rank."""
         return {}
@@ -127,12 +134,17 @@ class Trainer:
     # ---- helpers -----------------------------------------------------------------------------
     def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         t = self.cfg.train
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay(t.max_steps, t.lr_decay_start))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay(t.max_steps, t.lr_decay_start, t.warmup_steps))
 
     def use_single_model(self, name: str, net: nn.Module) -> None:
         """One network, one Adam, one schedule: the single-loss methods."""
         opt = adam(self.cfg, net)
         self.models, self.optimizers, self.schedulers = {name: net}, {name: opt}, {name: self.lr_schedule(opt)}
+
+    def clip_gradients(self, net: nn.Module) -> None:
+        """train.max_grad_norm, when set: between backward and the optimizer step."""
+        if self.cfg.train.max_grad_norm and self.accelerator.sync_gradients:
+            self.accelerator.clip_grad_norm_(net.parameters(), self.cfg.train.max_grad_norm)
 
     @property
     def device(self) -> torch.device:
@@ -147,8 +159,11 @@ class Trainer:
         sampler = ResumableSampler(len(dataset), seed=self.cfg.run.seed, rank=self.accelerator.process_index,
                                    world_size=self.accelerator.num_processes, start=start_step * per_step)
         workers = self.cfg.data.num_workers
+        # Its own generator: starting an iterator draws a seed, which must not shift the global RNG
+        # stream a resumed run restores (noise, timesteps, dropout).
+        seeds = torch.Generator().manual_seed(self.cfg.run.seed + self.accelerator.process_index)
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=workers, persistent_workers=workers > 0,
+                          num_workers=workers, persistent_workers=workers > 0, generator=seeds,
                           pin_memory=self.device.type == "cuda", drop_last=True)
 
     def to_device(self, batch: dict) -> dict:
@@ -280,6 +295,7 @@ class Trainer:
                 end = self.step  # the budget is spent: finish this step like the last one
             if self.step % cfg.log_every == 0 or self.step == end:
                 logged = self.check_finite({k: float(v) / pending_steps for k, v in pending.items()})
+                logged.update(self.log_extras())
                 logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
                 acc.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})

@@ -5,12 +5,24 @@ from pathlib import Path
 
 from ..config import DataConfig
 from .builtin import edges2photos
+from .folder import ImageFolder
 from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, PairDataset, SegmentationPairs, resolve_split
 from .transforms import Geometry
 
 
 def geometry(cfg: DataConfig) -> Geometry:
     return Geometry(cfg.preprocess, cfg.load_size, cfg.crop_size, cfg.flip)
+
+
+def build_images(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> ImageFolder:
+    """data.kind=images: every image under root/<split> matching data.pattern, as channels_b."""
+    spec = getattr(cfg, split)
+    if spec is None:
+        raise ValueError(f"config key data.{split} is not set; it names the folder of the {split} split")
+    folder, subset = resolve_split(Path(cfg.root).expanduser(), spec)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.{split}={spec!r}: folder {folder} not found (data.root={cfg.root})")
+    return ImageFolder(folder, geometry(cfg), subset, cfg.pattern, cfg.channels_b, train=train, seed=seed)
 
 
 def build_paired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> PairDataset:

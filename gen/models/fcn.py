@@ -67,7 +67,7 @@ class FCN(AnySize, ModelMixin, ConfigMixin):
         self.fuse_up = nn.ModuleList(learned_upsample(num_classes, 2) for _ in range(fused))
         self.final_up = learned_upsample(num_classes, 32 // 2 ** fused)
 
-    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x)
         feats = []
         for stage in self.stages:

@@ -52,10 +52,10 @@ class AnySize:
             raise ValueError(f"input size {h}x{w} is not a multiple of {self.multiple} (the network's "
                              "stride-2 levels); crop or pad it, or use forward_any_size")
 
-    def forward_any_size(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_any_size(self, x: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Replicate-pad H, W up to the next multiple, run, crop back to (H, W)."""
         h, w = x.shape[-2:]
         ph, pw = -h % self.multiple, -w % self.multiple
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return self.forward(x, emb)[..., :h, :w]
+        return (self.forward(x) if timesteps is None else self.forward(x, timesteps))[..., :h, :w]

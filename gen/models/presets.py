@@ -87,3 +87,36 @@ def fcn16s(**kw) -> FCN:
 def fcn8s(**kw) -> FCN:
     """FCN-8s: fused with pool4 and pool3 scores; the finest of Long et al.'s nets."""
     return _fcn("fcn8s", **kw)
+
+
+@register_model
+def ddpm_unet(in_channels: int = 3, out_channels: int = 3, ngf: int = 128, channel_mult: tuple = (1, 2, 2, 2),
+              layers_per_level: int = 2, attention_levels: tuple = (1,), dropout: float = 0.1,
+              attention_head_dim=None, norm_groups: int = 32) -> UNet:
+    """The U-Net in its `ddpm` block style; widths ngf * channel_mult, attention at the listed levels
+    (level i works at 1/2**i of the input size). Predicts noise (or v): no output activation."""
+    return UNet(in_channels=in_channels, out_channels=out_channels, channels=tuple(ngf * m for m in channel_mult),
+                block_style="ddpm", norm="group", dropout=dropout, dropout_levels=(), out_activation="none",
+                layers_per_level=layers_per_level, attention_levels=tuple(attention_levels),
+                attention_head_dim=attention_head_dim, norm_groups=norm_groups)
+
+
+@register_model
+def ddpm_cifar10(**kw) -> UNet:
+    """Ho et al.'s CIFAR-10 model: ch 128, mult 1,2,2,2, 2 blocks per level, attention at 16x16,
+    dropout 0.1; 35,746,307 parameters, the same as diffusers' UNet2DModel of this configuration."""
+    return ddpm_unet(**{"ngf": 128, "channel_mult": (1, 2, 2, 2), "attention_levels": (1,), **kw})
+
+
+@register_model
+def ddpm_small(**kw) -> UNet:
+    """A CPU-sized DDPM U-Net: Ho et al.'s layout at a quarter of the width (ch 32, mult 1,2,2,2,
+    attention at level 2, i.e. 8x8 for 32x32 inputs); 2,245,763 parameters."""
+    return ddpm_unet(**{"ngf": 32, "channel_mult": (1, 2, 2, 2), "attention_levels": (2,), **kw})
+
+
+@register_model
+def ddpm_tiny(**kw) -> UNet:
+    """For tests and toy data: ch 16, mult 1,2, one block per level, attention at level 1."""
+    return ddpm_unet(**{"ngf": 16, "channel_mult": (1, 2), "layers_per_level": 1, "attention_levels": (1,),
+                        "norm_groups": 8, **kw})

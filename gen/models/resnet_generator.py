@@ -51,6 +51,6 @@ class ResnetGenerator(AnySize, ModelMixin, ConfigMixin):
         self.body = nn.Sequential(*layers)
         self.multiple = 4
 
-    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x)
         return self.body(x)

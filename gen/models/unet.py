@@ -7,8 +7,10 @@ it and concatenates the encoder's activation of the same level (the skip). With 
 4x4 stride-2 conv down, LeakyReLU(0.2), ReLU + 4x4 transposed conv up, no norm on the outermost
 down conv nor on the innermost one, dropout after the up norm of the chosen levels.
 
-Room for the other methods' knobs: `block_style`, `norm`, `out_activation` and `upsample` are data,
-and blocks take `(x, emb=None)` so a time embedding can be threaded through later.
+With block style `ddpm` (Ho et al. 2020) a level is `layers_per_level` residual blocks with
+GroupNorm, each fed the sinusoidal time embedding, optional self-attention (`attention_levels`),
+and a stride-2 conv down / nearest + conv up between levels; every block output is a skip, and the
+bottom is ResBlock-attention-ResBlock (see diffusion_blocks.py). `forward(x, timesteps)`.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .diffusion_blocks import DiffusionLevel, MiddleBlock, TimeEmbedding
 from .layers import AnySize, conv_bias, norm_layer
 
-BLOCK_STYLES = ("pix2pix",)
+BLOCK_STYLES = ("pix2pix", "ddpm")
 UPSAMPLERS = ("transposed", "bilinear", "unpool")
 OUT_ACTIVATIONS = ("tanh", "none")
 
@@ -61,7 +64,7 @@ class DownLevel(nn.Module):
         self.body = nn.Sequential(*layers)
         self.pool = nn.MaxPool2d(2, return_indices=True) if upsample == "unpool" else None
 
-    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor):
         x = self.body(x)
         return self.pool(x) if self.pool is not None else (x, None)
 
@@ -91,8 +94,7 @@ class UpLevel(nn.Module):
         self.body = nn.Sequential(*layers)
         self.unpool = nn.MaxUnpool2d(2) if upsample == "unpool" else None
 
-    def forward(self, x: torch.Tensor, switches: Optional[torch.Tensor] = None,
-                emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, switches: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.unpool is not None:
             # The concatenated skip and decoder halves are both unpooled at this level's switches.
             x = self.unpool(F.relu(x), switches.repeat(1, x.shape[1] // switches.shape[1], 1, 1))
@@ -102,8 +104,9 @@ class UpLevel(nn.Module):
 class UNet(AnySize, ModelMixin, ConfigMixin):
     """Encoder-decoder with skips. x: (B, in_channels, H, W) -> (B, out_channels, H, W).
 
-    H and W must be multiples of `self.multiple` (2 ** levels) in training; `forward_any_size`
-    pads and crops back for inference on any size.
+    H and W must be multiples of `self.multiple` (2 ** stride-2 steps) in training;
+    `forward_any_size` pads and crops back for inference on any size. The `ddpm` style also takes
+    `timesteps`: (B,) or a scalar, integer or float.
     """
 
     @register_to_config
@@ -118,6 +121,10 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         dropout_levels: Sequence[int] = (4, 5, 6),
         upsample: str = "transposed",
         out_activation: str = "tanh",
+        layers_per_level: int = 2,
+        attention_levels: Sequence[int] = (),
+        attention_head_dim: Optional[int] = None,
+        norm_groups: int = 32,
     ):
         super().__init__()
         if block_style not in BLOCK_STYLES:
@@ -129,10 +136,18 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         if len(channels) < 2:
             raise ValueError(f"a U-Net needs at least 2 levels, got channels={list(channels)}")
         levels = len(channels)
-        bad = [i for i in dropout_levels if not 0 <= i < levels]
-        if bad:
-            raise ValueError(f"dropout_levels {bad} are outside 0..{levels - 1}")
+        per_level = {"pix2pix": ("dropout_levels", dropout_levels), "ddpm": ("attention_levels", attention_levels)}
+        for name, chosen in (per_level[block_style],):
+            bad = [i for i in chosen if not 0 <= i < levels]
+            if bad:
+                raise ValueError(f"{name} {bad} are outside 0..{levels - 1}")
         self.levels = levels
+        self.block_style = block_style
+        if block_style == "ddpm":
+            self._build_ddpm(in_channels, out_channels, list(channels), dropout, layers_per_level,
+                             set(attention_levels), attention_head_dim, norm_groups)
+            self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
+            return
         self.multiple = 2 ** levels
         self.downs = nn.ModuleList()
         self.ups = nn.ModuleList()
@@ -146,15 +161,61 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
                                     upsample))
         self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _build_ddpm(self, in_channels: int, out_channels: int, channels: list[int], dropout: float,
+                    layers: int, attention: set[int], head_dim: Optional[int], groups: int) -> None:
+        bad = [c for c in channels if c % groups]
+        if bad:
+            raise ValueError(f"ddpm channels {bad} are not divisible by norm_groups={groups}")
+        self.multiple = 2 ** (self.levels - 1)
+        emb = 4 * channels[0]
+        self.time_embedding = TimeEmbedding(channels[0])
+        self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.downs, self.ups = nn.ModuleList(), nn.ModuleList()
+        skip_channels, c_prev = [channels[0]], channels[0]
+        for i, c in enumerate(channels):
+            last = i == self.levels - 1
+            self.downs.append(DiffusionLevel([c_prev] + [c] * (layers - 1), c, emb, dropout, i in attention,
+                                             None if last else "down", head_dim, groups))
+            skip_channels += [c] * (layers if last else layers + 1)
+            c_prev = c
+        self.middle = MiddleBlock(c_prev, emb, dropout, head_dim, groups)
+        for i in reversed(range(self.levels)):
+            c = channels[i]
+            c_ins = []
+            for _ in range(layers + 1):
+                c_ins.append(c_prev + skip_channels.pop())
+                c_prev = c
+            self.ups.append(DiffusionLevel(c_ins, c, emb, dropout, i in attention, "up" if i else None,
+                                           head_dim, groups))
+        self.norm_out = nn.GroupNorm(groups, channels[0], eps=1e-6)
+        self.conv_out = nn.Conv2d(channels[0], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, timesteps: Optional[torch.Tensor | float] = None) -> torch.Tensor:
         self.check_size(x)
+        if self.block_style == "ddpm":
+            return self._forward_ddpm(x, timesteps)
         skips, switches = [], []
         for down in self.downs:
-            x, idx = down(x, emb)
+            x, idx = down(x)
             skips.append(x)
             switches.append(idx)
         for i in reversed(range(self.levels)):
             if i != self.levels - 1:
                 x = torch.cat([skips[i], x], dim=1)  # (B, 2*c_i, H_i, W_i)
-            x = self.ups[i](x, switches[i], emb)
+            x = self.ups[i](x, switches[i])
         return self.out_act(x)
+
+    def _forward_ddpm(self, x: torch.Tensor, timesteps) -> torch.Tensor:
+        if timesteps is None:
+            raise ValueError("a ddpm-style U-Net needs timesteps: net(x_t, t)")
+        t = torch.as_tensor(timesteps, device=x.device)
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        emb = self.time_embedding(t)
+        x = self.conv_in(x)
+        skips = [x]
+        for level in self.downs:
+            x = level.down(x, emb, skips)
+        x = self.middle(x, emb)
+        for level in self.ups:
+            x = level.up(x, emb, skips)
+        return self.out_act(self.conv_out(F.silu(self.norm_out(x))))

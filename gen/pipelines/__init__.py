@@ -6,10 +6,12 @@ from pathlib import Path
 
 from typing import Optional
 
+from .diffusion import DiffusionSamplingPipeline
 from .segmentation import SegmentationPipeline
 from .translation import PIPELINE_FILE, CycleGANPipeline, TranslationPipeline
 
-PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline, "segmentation": SegmentationPipeline}
+PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline, "segmentation": SegmentationPipeline,
+             "diffusion": DiffusionSamplingPipeline}
 
 
 def load(path: str | Path, direction: Optional[str] = None, **kw):
@@ -29,7 +31,8 @@ def load(path: str | Path, direction: Optional[str] = None, **kw):
     kind = json.loads(meta_file.read_text()).get("kind")
     if kind not in PIPELINES:
         raise ValueError(f"{meta_file}: unknown pipeline kind {kind!r}; known: {sorted(PIPELINES)}")
-    pipe = PIPELINES[kind].from_pretrained(path, **kw)
+    cls = PIPELINES[kind]
+    pipe = cls.from_export(path, **kw) if kind == "diffusion" else cls.from_pretrained(path, **kw)
     if kind == "cyclegan":
         direction = direction or "AtoB"
         if direction not in pipe.directions:
@@ -41,4 +44,4 @@ def load(path: str | Path, direction: Optional[str] = None, **kw):
     return pipe
 
 
-__all__ = ["TranslationPipeline", "CycleGANPipeline", "SegmentationPipeline", "load", "PIPELINES"]
+__all__ = ["DiffusionSamplingPipeline", "TranslationPipeline", "CycleGANPipeline", "SegmentationPipeline", "load", "PIPELINES"]

@@ -1,0 +1,117 @@
+"""Sampling a trained DDPM: a diffusers `DiffusionPipeline` around the shared U-Net (EMA weights).
+
+Export layout (`run_dir/export/`): diffusers' `model_index.json`, `unet/` and `scheduler/` (the
+training noise schedule), plus gen's `pipeline.json` (kind diffusion, sample size, condition
+channels). Any step count with DDPM, DDIM or DPM-Solver++; image-conditioned models (Palette-style,
+condition concatenated to x_t) take `condition`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from ..data.image_io import convert_image
+from ..data.transforms import to_pil
+from ..models.unet import UNet
+from .translation import PIPELINE_FILE
+
+SCHEDULERS = ("ddpm", "ddim", "dpm")
+
+
+def make_scheduler(name: str, config) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler:
+    """The sampler `name` on the noise schedule `config` the model was trained with."""
+    if name == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "dpm":
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+    raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
+
+
+class DiffusionSamplingPipeline(DiffusionPipeline):
+    """unet: a ddpm-style UNet with in_channels = out_channels + condition channels."""
+
+    kind = "diffusion"
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: UNet, scheduler: DDPMScheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.sample_size = 32
+
+    @property
+    def condition_channels(self) -> int:
+        return self.unet.config.in_channels - self.unet.config.out_channels
+
+    @torch.no_grad()
+    def __call__(self, batch_size: int = 1, num_inference_steps: int = 50, scheduler: str = "ddim",
+                 generator: Optional[torch.Generator | list[torch.Generator]] = None,
+                 condition: Optional[torch.Tensor] = None, size: Optional[tuple[int, int]] = None,
+                 progress: bool = True) -> torch.Tensor:
+        """-> (B, out_channels, H, W) in [-1, 1]. condition: (B, Cc, H, W) in [-1, 1], any H, W (the
+        batch size then follows the condition); otherwise `size` (default sample_size square)."""
+        sampler = make_scheduler(scheduler, self.scheduler.config)
+        device, dtype = self.unet.device, self.unet.dtype
+        if self.condition_channels:
+            if condition is None or condition.shape[1] != self.condition_channels:
+                got = None if condition is None else tuple(condition.shape)
+                raise ValueError(f"this model is conditioned on a {self.condition_channels}-channel image; "
+                                 f"pass condition of shape (B, {self.condition_channels}, H, W), got {got}")
+            batch_size, (h, w) = condition.shape[0], condition.shape[-2:]
+        elif condition is not None:
+            raise ValueError("this model is unconditional: it takes no condition image")
+        else:
+            h, w = size or (self.sample_size, self.sample_size)
+        m = self.unet.multiple
+        ph, pw = -h % m, -w % m  # any size: replicate-pad to the U-Net's multiple, crop back at the end
+        if condition is not None:
+            condition = F.pad(condition.to(device, dtype), (0, pw, 0, ph), mode="replicate")
+        shape = (batch_size, self.unet.config.out_channels, h + ph, w + pw)
+        x = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * sampler.init_noise_sigma
+        sampler.set_timesteps(num_inference_steps, device=device)
+        for t in self.progress_bar(sampler.timesteps) if progress else sampler.timesteps:
+            model_in = sampler.scale_model_input(x, t)
+            if condition is not None:
+                model_in = torch.cat([model_in, condition], dim=1)
+            x = sampler.step(self.unet(model_in, t), t, x, generator=generator).prev_sample
+        return x[..., :h, :w].clamp(-1, 1)
+
+    def condition_from_image(self, img: Image.Image) -> torch.Tensor:
+        """PIL image -> (1, Cc, H, W) condition in [-1, 1]."""
+        img = convert_image(img, self.condition_channels)
+        t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
+        return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+
+    def sample_images(self, num: int, steps: int, scheduler: str = "ddim", seed: int = 0,
+                      batch_size: int = 16, progress: bool = True) -> list[Image.Image]:
+        """`num` unconditional samples, batch by batch, from one seeded generator."""
+        gen = torch.Generator(self.unet.device).manual_seed(seed)
+        out: list[Image.Image] = []
+        while len(out) < num:
+            x = self(min(batch_size, num - len(out)), steps, scheduler, gen, progress=progress)
+            out += [to_pil(im) for im in x]
+        return out
+
+    def save_export(self, path: str | Path, method: str = "ddpm", sample_size: int = 32, seed: int = 0) -> None:
+        path = Path(path)
+        self.save_pretrained(path)
+        meta = {"kind": self.kind, "method": method, "sample_size": sample_size,
+                "condition_channels": self.condition_channels, "seed": seed}
+        (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def from_export(cls, path: str | Path, **_) -> "DiffusionSamplingPipeline":
+        path = Path(path)
+        meta = json.loads((path / PIPELINE_FILE).read_text())
+        pipe = cls(UNet.from_pretrained(path / "unet"), DDPMScheduler.from_pretrained(path / "scheduler"))
+        pipe.sample_size, pipe.method = meta.get("sample_size", 32), meta.get("method", "ddpm")
+        return pipe

@@ -1,0 +1,144 @@
+"""DDPM (Ho et al. 2020) on the shared U-Net, unconditional or image-conditioned (Palette-style).
+
+data.kind=images: unconditional, x0 is the image. Any paired kind (paired, segmentation, builtin):
+x0 is the target and the input image is concatenated to x_t as the condition. diffusers'
+DDPMScheduler adds the noise; the network predicts epsilon (or v); the loss is the MSE. An EMA of
+the weights (diffusers' EMAModel) makes the sample grids and the export.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.training_utils import EMAModel
+
+from gen.data import build_images, channels
+from gen.metrics import l1, psnr
+from gen.models import create_model
+from gen.pipelines.diffusion import DiffusionSamplingPipeline
+from gen.visualize import image_grid
+
+from .base import Trainer
+from .builders import check_size
+
+QUARTILES = 4
+
+
+class DDPMTrainer(Trainer):
+    method = "ddpm"
+
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.data.kind != "images"
+
+    def build_data(self) -> None:
+        if self.conditional:
+            return super().build_data()
+        d = self.cfg.data
+        self.train_set = build_images(d, "train", train=True, seed=self.cfg.run.seed)
+        self.val_set = build_images(d, "val", train=False) if d.val else None
+
+    def build(self) -> None:
+        c = self.cfg.ddpm
+        self.noise = DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                                   beta_start=c.beta_start, beta_end=c.beta_end, prediction_type=c.prediction_type)
+        if self.conditional:
+            self.cond_c, self.out_c = channels(self.cfg.data)
+        else:
+            self.cond_c, self.out_c = 0, self.cfg.data.channels_b
+        m = self.cfg.model
+        if not m.generator.startswith("ddpm"):
+            raise ValueError(f"method=ddpm needs a ddpm-style U-Net (model.generator=ddpm_small, ddpm_cifar10, "
+                             f"ddpm_tiny or ddpm_unet), got {m.generator!r}")
+        width = {"ngf": c.ngf} if c.ngf else {}
+        net = create_model(m.generator, in_channels=self.out_c + self.cond_c, out_channels=self.out_c,
+                           dropout=c.dropout, **width)
+        check_size(self.cfg, net.multiple)
+        self.use_single_model("unet", net)
+        self.ema = EMAModel(net.parameters(), decay=c.ema_decay, foreach=True)
+        self._reset_quartiles()
+
+    def _reset_quartiles(self) -> None:
+        self.q_sum = torch.zeros(QUARTILES, device=self.device)
+        self.q_count = torch.zeros(QUARTILES, device=self.device)
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        x0 = batch["target"] if self.conditional else batch["image"]  # (B, C, H, W) in [-1, 1]
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        x_t = self.noise.add_noise(x0, noise, t)
+        model_in = torch.cat([x_t, batch["input"]], dim=1) if self.conditional else x_t
+        target = noise if self.cfg.ddpm.prediction_type == "epsilon" else self.noise.get_velocity(x0, noise, t)
+        net, opt = self.models["unet"], self.optimizers["unet"]
+        opt.zero_grad(set_to_none=True)
+        per_sample = (net(model_in, t).float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        loss = per_sample.mean()
+        self.accelerator.backward(loss)
+        self.clip_gradients(net)
+        opt.step()
+        if self.accelerator.sync_gradients:
+            self.ema.step(self.unwrap("unet").parameters())
+        q = (t * QUARTILES // self.noise.config.num_train_timesteps).long()
+        self.q_sum.index_add_(0, q, per_sample.detach())
+        self.q_count.index_add_(0, q, torch.ones_like(per_sample))
+        return {"MSE": loss}
+
+    def log_extras(self) -> dict[str, float]:
+        sums, counts = self.q_sum.tolist(), self.q_count.tolist()
+        self._reset_quartiles()
+        return {f"MSE_t_q{i}": s / n for i, (s, n) in enumerate(zip(sums, counts)) if n}
+
+    def ema_unet(self) -> torch.nn.Module:
+        """A copy of the U-Net holding the EMA weights, in eval mode."""
+        net = copy.deepcopy(self.unwrap("unet"))
+        self.ema.copy_to(net.parameters())
+        return net.eval()
+
+    def pipeline(self) -> DiffusionSamplingPipeline:
+        pipe = DiffusionSamplingPipeline(self.ema_unet(), DDPMScheduler.from_config(self.noise.config))
+        pipe.sample_size = self.pipeline_sample_size()
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def sample(self, step: int) -> dict:
+        c = self.cfg.ddpm
+        pipe = self.pipeline()
+        gen = torch.Generator(self.device).manual_seed(self.cfg.run.seed)
+        if not self.conditional:
+            x = pipe(c.num_samples, c.sample_steps, c.sample_scheduler, gen, progress=False)
+            side = max(1, int(math.sqrt(c.num_samples)))
+            rows = [list(x[i:i + side]) for i in range(0, len(x), side)]
+            out = {"grid": image_grid(rows)}
+            for i, (mu, sd) in enumerate(zip(x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist())):
+                out[f"sample_mean_c{i}"], out[f"sample_std_c{i}"] = mu, sd
+            return out
+        if self.val_set is None:
+            return {}
+        rows, l1s, psnrs = [], [], []
+        for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+            item = self.val_set[i]
+            cond, y = item["input"][None].to(self.device), item["target"][None].to(self.device)
+            out = pipe(num_inference_steps=c.sample_steps, scheduler=c.sample_scheduler, generator=gen,
+                       condition=cond, progress=False)
+            l1s.append(l1(out, y))
+            psnrs += psnr(out, y)
+            rows.append([cond[0], out[0], y[0]])
+        return {"grid": image_grid(rows), "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
+
+    def extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+
+    def export(self, path: Path) -> None:
+        self.pipeline().save_export(path, self.method, self.pipeline_sample_size(), self.cfg.run.seed)
+
+    def pipeline_sample_size(self) -> int:
+        d = self.cfg.data
+        return d.builtin_size if d.kind == "builtin" else d.crop_size
