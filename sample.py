@@ -6,7 +6,8 @@
                                                         DDPM takes --input DIR [--samples-per-input k]
   python sample.py compare RUN_DIR [RUN_DIR ...] --data CONFIG_OR_RUN --output DIR [--segmenter RUN]
   python sample.py evaluate RUN_DIR [--split test]       score a run on a split of its data: L1 / PSNR /
-                                                        SSIM (paired), cycle PSNR + domain classifier (CycleGAN)
+                                                        SSIM (paired), cycle PSNR + domain classifier (CycleGAN),
+                                                        AuC / PSNR / colourfulness + gray baseline (colorization)
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def translate_folder(args) -> int:
 
 def evaluate(args) -> int:
     from gen import config
-    from gen.evaluate import evaluate_paired, evaluate_segmentation, evaluate_unpaired
+    from gen.evaluate import evaluate_colorization, evaluate_paired, evaluate_segmentation, evaluate_unpaired
 
     run_dir = Path(args.run_dir)
     cfg_file = run_dir / "config.yaml"
@@ -93,7 +94,11 @@ def evaluate(args) -> int:
     if cfg.method == "pix2pix":
         result, grid = evaluate_paired(cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter)
     else:
-        score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation}[cfg.method]
+        score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
+                 "colorization": evaluate_colorization}.get(cfg.method)
+        if score is None:
+            raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
+                             "sample.py RUN --num N (ddpm) or compare them with sample.py compare")
         result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     out_dir.mkdir(parents=True, exist_ok=True)

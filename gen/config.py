@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("pix2pix", "cyclegan", "segmentation", "rotation", "ddpm")
+METHODS = ("pix2pix", "cyclegan", "segmentation", "rotation", "ddpm", "colorization")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,21 @@ class DDPMConfig:
 
 
 @dataclass(frozen=True)
+class ColorizationConfig:
+    loss: str = "classification"  # classification (Zhang et al.) | l2 | l1 (ab regression) | gan (pix2pix-style L -> ab)
+    bins: str = "zhang313"  # zhang313 (the paper's 313 centres, shipped) | gamut (derived in code at bin_grid)
+    bin_grid: int = 10
+    neighbours: int = 5  # soft-encoding: nearest bins per pixel
+    sigma: float = 5.0  # soft-encoding and prior smoothing Gaussian, in ab units
+    rebalance: bool = True  # class rebalancing (Zhang eq. 4)
+    prior: str = "data"  # data (empirical prior of the training set, cached in run_dir) | imagenet (the paper's)
+    prior_images: int = 2000  # training images read for the empirical prior
+    mix: float = 0.5  # lambda: weight of the uniform distribution mixed into the prior
+    temperature: float = 0.38  # annealed-mean decoding; -> 0 mode, 1 mean
+    lambda_l1: float = 100.0  # loss=gan: L1 weight beside the cGAN term
+
+
+@dataclass(frozen=True)
 class LogConfig:
     wandb: Optional[str] = None  # offline | online | disabled; None: online if WANDB_API_KEY is set
     project: str = "gen"
@@ -136,6 +151,7 @@ class ExperimentConfig:
     pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
     cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
+    colorization: ColorizationConfig = field(default_factory=ColorizationConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -159,19 +175,24 @@ CHOICES = {
     "ddpm.prediction_type": ("epsilon", "v_prediction"),
     "ddpm.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
     "ddpm.sample_scheduler": ("ddpm", "ddim", "dpm"),
+    "colorization.loss": ("classification", "l2", "l1", "gan"),
+    "colorization.bins": ("zhang313", "gamut"),
+    "colorization.prior": ("data", "imagenet"),
     "log.wandb": (None, "offline", "online", "disabled"),
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.builtin_count",
             "model.ngf", "model.ndf", "model.d_layers", "train.max_steps", "train.batch_size",
             "train.lr", "train.grad_accum", "train.log_every", "train.sample_every",
             "train.ckpt_every", "train.keep_checkpoints", "ddpm.num_train_timesteps", "ddpm.beta_start",
-            "ddpm.beta_end", "ddpm.sample_steps", "ddpm.num_samples")
+            "ddpm.beta_end", "ddpm.sample_steps", "ddpm.num_samples", "colorization.bin_grid",
+            "colorization.neighbours", "colorization.sigma", "colorization.prior_images",
+            "colorization.temperature")
 NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "pix2pix.lambda_l1",
                 "pix2pix.lambda_gan", "model.init_gain", "cyclegan.lambda_a", "cyclegan.lambda_b",
-                "cyclegan.lambda_identity", "cyclegan.pool_size", "train.warmup_steps")
+                "cyclegan.lambda_identity", "cyclegan.pool_size", "train.warmup_steps", "colorization.lambda_l1")
 POSITIVE_OR_NONE = ("train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2", "ddpm.ema_decay",
-                 "ddpm.dropout")
+                 "ddpm.dropout", "colorization.mix")
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -204,8 +225,9 @@ def validate(cfg: ExperimentConfig) -> None:
                          f"data.load_size={cfg.data.load_size}; the crop must fit in the resized image")
     if cfg.data.kind == "segmentation" and cfg.data.num_classes < 1:
         raise ValueError("config key data.num_classes must be >= 1 for data.kind=segmentation")
-    if cfg.data.kind == "images" and cfg.method != "ddpm":
-        raise ValueError(f"data.kind=images (photos without targets) is read by method=ddpm, not {cfg.method!r}")
+    if (cfg.data.kind == "images") != (cfg.method == "colorization") and cfg.method != "ddpm":
+        raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}: data.kind=images (photos "
+                         "without targets) is read by method=colorization (always) and method=ddpm (unconditional)")
     if cfg.method == "ddpm" and cfg.ddpm.beta_start >= cfg.ddpm.beta_end:
         raise ValueError(f"config key ddpm.beta_start={cfg.ddpm.beta_start} must be below ddpm.beta_end={cfg.ddpm.beta_end}")
     if (cfg.method == "cyclegan") != (cfg.data.kind == "unpaired"):

@@ -125,3 +125,33 @@ def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, infe
             rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
     result = dict(cm.scores(), split=split, images=len(data))
     return result, image_grid(rows)
+
+
+def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+    """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
+    the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
+    from .color import join_lab, split_lab
+    from .data import build_images
+    from .metrics.colorization import ColorizationScores, colourfulness
+
+    pipe = pipelines.load(run_dir)
+    data = build_images(cfg.data, split, train=False)
+    centres = torch.from_numpy(load_bins_of(pipe, cfg))
+    method, gray = ColorizationScores(centres), ColorizationScores(centres)
+    truth_colour, rows = [], []
+    for start in tqdm(range(0, len(data), 32), desc=f"evaluate {split}", dynamic_ncols=True):
+        images = torch.stack([data[i]["image"] for i in range(start, min(start + 32, len(data)))])
+        l_norm, _ = split_lab(images)
+        out = method.update(images, pipe(l_norm))
+        gray_rgb = gray.update(images, torch.zeros(len(images), 2, *images.shape[-2:]))
+        truth_colour += colourfulness(images)
+        rows += [[gray_rgb[i], out[i], images[i]] for i in range(min(len(images), grid_rows - len(rows)))]
+    result = dict(method.scores(), split=split, images=len(data), grayscale_baseline=gray.scores(),
+                  ground_truth_colourfulness=float(sum(truth_colour) / len(truth_colour)))
+    return result, image_grid(rows)
+
+
+def load_bins_of(pipe, cfg: ExperimentConfig):
+    """The ab bins the metrics' rebalancing uses: the pipeline's own, else the configured ones."""
+    from .color import load_bins
+    return pipe.bins if pipe.bins is not None else load_bins(cfg.colorization.bins, cfg.colorization.bin_grid)

@@ -1,5 +1,6 @@
 """Training: the Accelerate loop (base.py) and one trainer per method."""
 from .base import Trainer
+from .colorization import ColorizationTrainer
 from .cyclegan import CycleGANTrainer
 from .ddpm import DDPMTrainer
 from .pix2pix import Pix2PixTrainer
@@ -7,6 +8,7 @@ from .rotation import RotationTrainer
 from .segmentation import SegmentationTrainer
 
 TRAINERS = {"pix2pix": Pix2PixTrainer, "cyclegan": CycleGANTrainer, "segmentation": SegmentationTrainer,
-            "rotation": RotationTrainer, "ddpm": DDPMTrainer}
+            "rotation": RotationTrainer, "ddpm": DDPMTrainer,
+            "colorization": ColorizationTrainer}
 
-__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "RotationTrainer", "DDPMTrainer", "TRAINERS"]
+__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "RotationTrainer", "DDPMTrainer", "ColorizationTrainer", "TRAINERS"]

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from typing import Optional
 
+from .colorization import ColorizationPipeline
 from .diffusion import DiffusionSamplingPipeline
 from .segmentation import SegmentationPipeline
 from .translation import PIPELINE_FILE, CycleGANPipeline, TranslationPipeline
 
 PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline, "segmentation": SegmentationPipeline,
-             "diffusion": DiffusionSamplingPipeline}
+             "diffusion": DiffusionSamplingPipeline, "colorization": ColorizationPipeline}
 
 
 def load(path: str | Path, direction: Optional[str] = None, **kw):
@@ -44,4 +45,4 @@ def load(path: str | Path, direction: Optional[str] = None, **kw):
     return pipe
 
 
-__all__ = ["DiffusionSamplingPipeline", "TranslationPipeline", "CycleGANPipeline", "SegmentationPipeline", "load", "PIPELINES"]
+__all__ = ["ColorizationPipeline", "DiffusionSamplingPipeline", "TranslationPipeline", "CycleGANPipeline", "SegmentationPipeline", "load", "PIPELINES"]

@@ -1,0 +1,75 @@
+"""Colorization with an exported network: any image -> its L channel -> predicted ab -> RGB at the
+input's size with the input's own L.
+
+Export layout: `network/` (save_pretrained) and `pipeline.json` with the head (classification over
+the stored ab bins, decoded by the annealed mean at `temperature`, or ab regression) and the bins.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..color import annealed_mean, join_lab, split_lab
+from ..data.image_io import convert_image
+from ..data.transforms import to_pil
+from ..models.unet import UNet
+from .translation import PIPELINE_FILE, NetworkPipeline, read_export
+
+AB_SCALE = 110.0  # regression heads predict ab / AB_SCALE
+
+
+class ColorizationPipeline(NetworkPipeline):
+    """x: L channel (B, 1, H, W) normalised to [-1, 1] -> ab (B, 2, H, W) in Lab units, any H, W."""
+
+    kind = "colorization"
+
+    def __init__(self, net: UNet, head: str, bins: Optional[np.ndarray] = None, temperature: float = 0.38,
+                 method: str = "colorization"):
+        if head not in ("classification", "regression"):
+            raise ValueError(f"unknown colorization head {head!r}")
+        if head == "classification" and (bins is None or len(bins) != net.config.out_channels):
+            raise ValueError("a classification head needs one ab bin per output channel")
+        self.net, self.head, self.temperature, self.method = net, head, temperature, method
+        self.bins = None if bins is None else np.asarray(bins, dtype=np.float64)
+        self.inference = "eval"
+
+    @torch.no_grad()
+    def __call__(self, l_norm: torch.Tensor, temperature: Optional[float] = None) -> torch.Tensor:
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            out = self.net.forward_any_size(l_norm.to(self.device)).float()
+        finally:
+            self.net.train(was_training)
+        if self.head == "regression":
+            return out * AB_SCALE
+        centres = torch.from_numpy(self.bins).to(out.device)
+        return annealed_mean(out, centres, self.temperature if temperature is None else temperature)
+
+    def colorize(self, rgb: torch.Tensor) -> torch.Tensor:
+        """RGB (or gray replicated to RGB) in [-1, 1] (B, 3, H, W) -> colorized RGB in [-1, 1]."""
+        l_norm, _ = split_lab(rgb)
+        return join_lab(l_norm, self(l_norm).cpu())
+
+    def translate_image(self, img: Image.Image) -> Image.Image:
+        """Any PIL image (colour is converted to L first) -> colorized RGB of the same size."""
+        rgb = np.asarray(convert_image(img, 3), dtype=np.float32) / 127.5 - 1.0
+        return to_pil(self.colorize(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0])
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        self.net.save_pretrained(path / "network")
+        meta = {"kind": self.kind, "method": self.method, "head": self.head, "temperature": self.temperature,
+                "network_class": type(self.net).__name__,
+                "bins": None if self.bins is None else self.bins.tolist()}
+        (path / PIPELINE_FILE).write_text(json.dumps(meta))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "ColorizationPipeline":
+        meta, net = read_export(Path(path), "network", "network_class", {"UNet": UNet})
+        return cls(net, meta["head"], meta["bins"], meta["temperature"], meta.get("method", "colorization"))

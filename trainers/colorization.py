@@ -1,0 +1,169 @@
+"""Colorization (Zhang, Isola, Efros, ECCV 2016) and its baselines in one harness.
+
+Input: the L channel (normalised to [-1, 1]); target: ab. Heads on the shared U-Net:
+- classification: Q logits per pixel (Q = number of ab bins) at full resolution, trained with
+  cross-entropy against soft-encoded targets, each pixel weighted by the rebalancing weight of its
+  nearest bin (Zhang eq. 2-4); decoded by the annealed mean. Zhang et al. predict at 1/4 resolution
+  because their VGG-style net has no decoder; the U-Net's decoder with skips gives full-resolution
+  logits for the price of its last layer, so we predict there and skip the upsampling step.
+- l2 / l1: ab regression (Zhang's Table 1 dense-prediction baseline).
+- gan: pix2pix-style L -> ab, L1 (x lambda_l1) + conditional PatchGAN on (L, ab).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gen.color import (load_bins, nearest_bin, rebalance_weights, smooth_prior, soft_encode, split_lab, join_lab,
+                       zhang_prior)
+from gen.data import build_images
+from gen.losses import GANLoss
+from gen.metrics.colorization import ColorizationScores
+from gen.pipelines.colorization import AB_SCALE, ColorizationPipeline
+from gen.visualize import image_grid
+
+from .base import Trainer
+from .builders import adam, build_discriminator, build_generator
+from .pix2pix import set_requires_grad
+
+PRIOR_FILE = "color_prior.json"
+
+
+def empirical_prior(dataset, centres: torch.Tensor, max_images: int, sigma: float) -> np.ndarray:
+    """Smoothed distribution of the nearest ab bins over the pixels of up to `max_images` images."""
+    counts = torch.zeros(len(centres), dtype=torch.float64)
+    n = min(max_images, len(dataset))
+    for i in range(n):
+        _, ab = split_lab(dataset[i]["image"][None])
+        counts += torch.bincount(nearest_bin(ab, centres).flatten(), minlength=len(centres)).double()
+    return smooth_prior(counts.numpy(), centres.double().numpy(), sigma)
+
+
+class ColorizationTrainer(Trainer):
+    method = "colorization"
+
+    def build_data(self) -> None:
+        d = self.cfg.data
+        self.train_set = build_images(d, "train", train=True, seed=self.cfg.run.seed)
+        self.val_set = build_images(d, "val", train=False) if d.val else None
+
+    @property
+    def head(self) -> str:
+        return "classification" if self.cfg.colorization.loss == "classification" else "regression"
+
+    def build(self) -> None:
+        c = self.cfg.colorization
+        self.bins = load_bins(c.bins, c.bin_grid)
+        self.centres = torch.from_numpy(self.bins).float().to(self.device)
+        if self.head == "classification":
+            net = build_generator(self.cfg, 1, len(self.bins), out_activation="none")
+            weights = self.class_weights() if c.rebalance else np.ones(len(self.bins))
+            self.weights = torch.from_numpy(weights).float().to(self.device)
+        else:
+            net = build_generator(self.cfg, 1, 2, out_activation="tanh" if c.loss == "gan" else "none")
+        self.models = {"generator": net}
+        self.optimizers = {"generator": adam(self.cfg, net)}
+        if c.loss == "gan":
+            d = build_discriminator(self.cfg, 3)
+            self.models["discriminator"], self.optimizers["discriminator"] = d, adam(self.cfg, d)
+            self.gan_loss = GANLoss("vanilla")
+        self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
+
+    def class_weights(self) -> np.ndarray:
+        """Rebalancing weights from the prior, computed once per run and cached in the run directory."""
+        c = self.cfg.colorization
+        if c.prior == "imagenet":
+            if c.bins != "zhang313":
+                raise ValueError("colorization.prior=imagenet is the prior over the 313 zhang313 bins; "
+                                 f"with colorization.bins={c.bins!r} use prior=data")
+            return rebalance_weights(zhang_prior(), c.mix)
+        cache = self.run_dir / PRIOR_FILE
+        key = {"root": str(self.cfg.data.root), "train": self.cfg.data.train, "pattern": self.cfg.data.pattern,
+               "bins": c.bins, "grid": c.bin_grid, "images": c.prior_images, "sigma": c.sigma}
+        if cache.is_file():
+            stored = json.loads(cache.read_text())
+            if stored.get("key") == key:
+                return rebalance_weights(np.asarray(stored["prior"]), c.mix)
+        prior = np.zeros(len(self.bins))
+        if self.accelerator.is_main_process:
+            prior = empirical_prior(self.train_set, self.centres.cpu(), c.prior_images, c.sigma)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": key, "prior": prior.tolist()}))
+            tmp.replace(cache)
+        self.accelerator.wait_for_everyone()
+        prior = np.asarray(json.loads(cache.read_text())["prior"])
+        return rebalance_weights(prior, c.mix)
+
+    def predict_ab(self, net, l_norm: torch.Tensor) -> torch.Tensor:
+        """Network output -> ab (B, 2, H, W), for the regression heads."""
+        return net(l_norm).float() * AB_SCALE
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        c = self.cfg.colorization
+        with torch.no_grad():
+            l_norm, ab = split_lab(batch["image"])  # (B, 1, H, W) in [-1, 1], (B, 2, H, W)
+        g, opt_g = self.models["generator"], self.optimizers["generator"]
+        if self.head == "classification":
+            opt_g.zero_grad(set_to_none=True)
+            z = soft_encode(ab, self.centres, c.neighbours, c.sigma)  # (B, Q, H, W)
+            log_p = torch.log_softmax(g(l_norm).float(), dim=1)
+            ce = -(z * log_p).sum(dim=1)  # (B, H, W)
+            loss = (ce * self.weights[z.argmax(dim=1)]).mean()
+            self.accelerator.backward(loss)
+            opt_g.step()
+            return {"CE": loss}
+        fake_ab = self.predict_ab(g, l_norm)
+        losses = {}
+        if c.loss == "gan":
+            d, opt_d = self.models["discriminator"], self.optimizers["discriminator"]
+            set_requires_grad(d, True)
+            opt_d.zero_grad(set_to_none=True)
+            fake_pair = torch.cat([l_norm, fake_ab.detach() / AB_SCALE], 1)
+            real_pair = torch.cat([l_norm, ab / AB_SCALE], 1)
+            loss_d = 0.5 * (self.gan_loss(d(fake_pair), False) + self.gan_loss(d(real_pair), True))
+            self.accelerator.backward(loss_d)
+            opt_d.step()
+            set_requires_grad(d, False)
+            losses["D"] = loss_d
+        opt_g.zero_grad(set_to_none=True)
+        diff = (fake_ab - ab) / AB_SCALE
+        if c.loss == "l2":
+            loss = diff.pow(2).mean()
+            losses["L2"] = loss
+        else:
+            loss = diff.abs().mean()
+            losses["L1"] = loss
+            if c.loss == "gan":
+                g_gan = self.gan_loss(self.unwrap("discriminator")(torch.cat([l_norm, fake_ab / AB_SCALE], 1)), True)
+                losses["G_GAN"] = g_gan
+                loss = c.lambda_l1 * loss + g_gan
+        self.accelerator.backward(loss)
+        opt_g.step()
+        losses["G"] = loss
+        return losses
+
+    def pipeline(self) -> ColorizationPipeline:
+        return ColorizationPipeline(self.unwrap("generator"), self.head,
+                                    self.bins if self.head == "classification" else None,
+                                    self.cfg.colorization.temperature)
+
+    @torch.no_grad()
+    def sample(self, step: int) -> dict:
+        if self.val_set is None:
+            return {}
+        pipe = self.pipeline()
+        n = min(self.cfg.train.eval_batches * 4, len(self.val_set))
+        images = torch.stack([self.val_set[i]["image"] for i in range(n)])
+        l_norm, _ = split_lab(images)
+        scores = ColorizationScores(self.centres)
+        out = scores.update(images, pipe(l_norm))
+        gray = join_lab(l_norm, torch.zeros_like(l_norm).expand(-1, 2, -1, -1))
+        rows = [[gray[i], out[i], images[i]] for i in range(min(8, n))]
+        return dict(scores.scores(), grid=image_grid(rows))
+
+    def export(self, path: Path) -> None:
+        self.pipeline().save_pretrained(path)
