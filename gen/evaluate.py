@@ -130,7 +130,7 @@ def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, infe
 def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
     """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
-    from .color import join_lab, split_lab
+    from .color import split_lab
     from .data import build_images
     from .metrics.colorization import ColorizationScores, colourfulness
 

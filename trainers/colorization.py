@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gen.color import (load_bins, nearest_bin, rebalance_weights, smooth_prior, soft_encode, split_lab, join_lab,
                        zhang_prior)

@@ -8,7 +8,6 @@ a deeper-fused net starts as its coarser parent, as in the paper's staged traini
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config

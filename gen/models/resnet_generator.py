@@ -3,7 +3,6 @@ c7s1-ngf, d2ngf, d4ngf, n residual blocks at 4ngf, u2ngf, ungf, c7s1-out, tanh. 
 CycleGAN; the suite's default backbone stays the U-Net."""
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
