@@ -285,6 +285,7 @@ class Trainer:
                     losses = self.train_step(batch)
                 for k, v in losses.items():  # summed on device; read back only at log cadence
                     pending[k] = pending.get(k, 0) + v.detach().float() / cfg.grad_accum
+            faults.maybe_kill("during_step", self.step + 1)  # weights updated, schedules and counters not yet
             self.step += 1
             pending_steps += 1
             for sched in self.schedulers.values():

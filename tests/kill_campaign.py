@@ -1,0 +1,149 @@
+"""Kill campaign: SIGKILL a training run again and again at random moments, restart it each time,
+and check the final weights equal an uninterrupted run's bit for bit.
+
+Two kinds of kill, drawn at random: an injected one (GEN_FAULT at a random point -- during a
+step, after a step, in the middle of writing a checkpoint, after one, during the export -- of a
+random step ahead of the newest checkpoint) and an external one (SIGKILL from outside after a random
+delay, wherever the process happens to be). Used by tests/test_kill_campaign.py; also a script:
+
+    python tests/kill_campaign.py --method ddpm --kills 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from trainers import checkpoint  # noqa: E402
+from trainers.faults import POINTS  # noqa: E402
+
+
+def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
+    """Data for `method` written under `data`, and the tiny config overrides of its run."""
+    common = {"train.max_steps": 8, "train.ckpt_every": 2, "train.sample_every": 4, "train.log_every": 2,
+              "train.keep_checkpoints": 2}
+    if method == "pix2pix":
+        from conftest import tiny_overrides, write_aligned
+        write_aligned(data / "train", 8, seed=0)
+        write_aligned(data / "val", 2, seed=1)
+        return tiny_overrides(run_dir, data, **common)
+    if method == "cyclegan":
+        from test_cyclegan import cyclegan_overrides, write_unpaired
+        write_unpaired(data)
+        return cyclegan_overrides(run_dir, data, **common)
+    if method == "ddpm":
+        from test_ddpm import ddpm_overrides, write_toy
+        write_toy(data / "train", n=16)
+        return ddpm_overrides(run_dir, data, **common)
+    if method == "colorization":
+        from test_colorization import colorization_overrides, write_banded
+        write_banded(data / "train", 8)
+        write_banded(data / "val", 2, seed=1)
+        return colorization_overrides(run_dir, data, **common)
+    raise ValueError(f"no kill campaign for method {method!r}")
+
+
+def launch(args: list[str], fault: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), WANDB_SILENT="true")
+    env.pop("GEN_FAULT", None)
+    if fault:
+        env["GEN_FAULT"] = fault
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def final_weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    newest = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
+    return {p.stem: load_file(str(p)) for p in sorted((newest / "models").glob("*.safetensors"))}
+
+
+def newest_step(run_dir: Path) -> int:
+    dirs = checkpoint.checkpoint_dirs(run_dir / "checkpoints")
+    return int(dirs[0].name.split("_")[1]) if dirs else 0
+
+
+def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    ref_args = method_setup(method, workdir / "data", workdir / "ref")
+    t0 = time.monotonic()
+    ref = launch(ref_args)
+    if ref.wait() != 0:
+        raise RuntimeError(f"reference run failed:\n{ref.stderr.read()[-3000:]}")
+    ref_seconds = time.monotonic() - t0
+    args = [a.replace(str(workdir / "ref"), str(workdir / "run")) for a in ref_args]
+    max_steps = 8
+    log, survived = [], 0
+    while survived < kills:
+        start = newest_step(workdir / "run")
+        if rng.random() < 0.5:
+            point = rng.choice(POINTS)
+            step = max_steps if point == "during_export" else min(max_steps, start + rng.randint(1, 3))
+            if point in ("during_checkpoint", "after_checkpoint") and step % 2 and step != max_steps:
+                step += 1  # checkpoints are written at even steps and at the last one
+            proc, how = launch(args, f"{point}:{step}"), f"{point}:{step}"
+            code = proc.wait()
+        else:
+            delay = rng.uniform(0.3, 1.2) * ref_seconds
+            proc, how = launch(args), f"external after {delay:.1f}s"
+            try:
+                code = proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                code = proc.wait()
+        if code not in (0, -9):
+            raise RuntimeError(f"run failed after kill {how} (exit {code}):\n{proc.stderr.read()[-3000:]}")
+        if code == -9:
+            survived += 1
+            log.append({"kill": survived, "how": how, "resumed_from": start})
+        if code == 0:
+            # The run got to the end before this kill; wipe it and go on killing a new one (same data).
+            log.append({"completed_without_kill": how})
+            final = final_weights(workdir / "run")
+            _compare(final, final_weights(workdir / "ref"), method)
+            import shutil
+            shutil.rmtree(workdir / "run")
+    finish = launch(args)
+    if finish.wait() != 0:
+        raise RuntimeError(f"final resume failed:\n{finish.stderr.read()[-3000:]}")
+    _compare(final_weights(workdir / "run"), final_weights(workdir / "ref"), method)
+    export = workdir / "run" / "export"
+    return {"method": method, "kills": survived, "identical": True, "export_whole": (export / "pipeline.json").is_file(),
+            "log": log}
+
+
+def _compare(got: dict, ref: dict, method: str) -> None:
+    assert got.keys() == ref.keys(), (method, got.keys(), ref.keys())
+    for net in ref:
+        for k in ref[net]:
+            if not torch.equal(ref[net][k], got[net][k]):
+                raise AssertionError(f"{method}: {net}.{k} differs from the uninterrupted run")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="pix2pix", choices=["pix2pix", "cyclegan", "ddpm", "colorization"])
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_campaign(args.method, args.kills, Path(tmp), args.seed)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""The kill campaign (tests/kill_campaign.py): 20 random SIGKILLs per method in the slow run, a short
+one in the default run. Final weights must equal an uninterrupted run's bit for bit."""
+import pytest
+
+from kill_campaign import run_campaign
+
+
+def test_short_kill_campaign_pix2pix(tmp_path):
+    result = run_campaign("pix2pix", kills=2, workdir=tmp_path, seed=1)
+    assert result["kills"] == 2 and result["identical"] and result["export_whole"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pix2pix", "cyclegan", "ddpm", "colorization"])
+def test_twenty_kills(tmp_path, method):
+    result = run_campaign(method, kills=20, workdir=tmp_path, seed=0)
+    assert result["kills"] == 20 and result["identical"] and result["export_whole"]
