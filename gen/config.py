@@ -84,6 +84,7 @@ class TrainConfig:
     time_budget_minutes: Optional[float] = None  # stop (checkpoint + export) after this much wall time
     warmup_steps: int = 0  # linear LR warm-up from 0 (DDPM: 5000 in Ho et al.)
     max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
+    nonfinite: str = "stop"  # stop: a NaN/inf loss ends the run, naming step and term | skip: skip such updates
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ CHOICES = {
     "model.d_norm": ("batch", "instance", "group", "none"),
     "model.discriminator": ("patchgan", "pixelgan"),
     "train.mixed_precision": ("fp32", "bf16", "fp16"),
+    "train.nonfinite": ("stop", "skip"),
     "pix2pix.gan_mode": ("vanilla", "lsgan", "none"),
     "pix2pix.inference": ("paper", "eval"),
     "cyclegan.gan_mode": ("vanilla", "lsgan"),

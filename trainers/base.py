@@ -31,6 +31,7 @@ from gen.data import ResumableSampler, build_paired, collate
 
 from . import checkpoint, faults
 from .builders import adam
+from .nonfinite import LossMonitor, guard_optimizer
 
 
 def probe_writable(run_dir: Path) -> None:
@@ -263,6 +264,26 @@ class Trainer:
             prepared = self.accelerator.prepare(*objects.values())
             return dict(zip(objects, prepared if isinstance(prepared, tuple) else (prepared,)))
         self.models, self.optimizers = wrap(self.models), wrap(self.optimizers)
+        self.skipped_updates = 0
+        if self.cfg.train.nonfinite == "skip":
+            for opt in self.optimizers.values():
+                guard_optimizer(opt, self._count_skip)
+
+    def _count_skip(self) -> None:
+        self.skipped_updates += 1
+
+    def snapshot_buffers(self) -> list[torch.Tensor] | None:
+        """Copies of every model buffer (norm running statistics) in skip mode, else None."""
+        if self.cfg.train.nonfinite != "skip":
+            return None
+        return [b.detach().clone() for name in self.models for b in self.unwrap(name).buffers()]
+
+    def restore_buffers(self, saved: list[torch.Tensor] | None) -> None:
+        if saved is None:
+            return
+        with torch.no_grad():
+            for b, old in zip((b for name in self.models for b in self.unwrap(name).buffers()), saved):
+                b.copy_(old)
 
     def fit(self) -> Path:
         cfg, acc = self.cfg.train, self.accelerator
@@ -274,36 +295,40 @@ class Trainer:
         loader = iter(self.train_loader(self.train_set, start))
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"{self.method}", disable=not acc.is_local_main_process,
                    dynamic_ncols=True)
-        pending: dict[str, torch.Tensor] = {}
-        pending_steps = 0
+        monitor = LossMonitor(self.device)
         deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
         end = cfg.max_steps
         while self.step < end:
+            skipped_before, buffers = self.skipped_updates, self.snapshot_buffers()
             for _ in range(cfg.grad_accum):
                 batch = self.to_device(next(loader))
                 with acc.accumulate(*self.models.values()):
                     losses = self.train_step(batch)
-                for k, v in losses.items():  # summed on device; read back only at log cadence
-                    pending[k] = pending.get(k, 0) + v.detach().float() / cfg.grad_accum
+                monitor.add(losses, self.step + 1, 1 / cfg.grad_accum)  # on device; read at log cadence
+            if self.skipped_updates > skipped_before:  # a skipped step leaves no trace, running stats included
+                self.restore_buffers(buffers)
             faults.maybe_kill("during_step", self.step + 1)  # weights updated, schedules and counters not yet
             self.step += 1
-            pending_steps += 1
             for sched in self.schedulers.values():
                 sched.step()
             faults.maybe_kill("after_step", self.step)
             bar.update(1)
             if self.out_of_time(deadline):
                 end = self.step  # the budget is spent: finish this step like the last one
+            is_ckpt = self.step % cfg.ckpt_every == 0 or self.step == end
+            if self.step % cfg.log_every == 0 or self.step == end or is_ckpt:
+                self.check_finite(monitor)
             if self.step % cfg.log_every == 0 or self.step == end:
-                logged = self.check_finite({k: float(v) / pending_steps for k, v in pending.items()})
+                logged = monitor.means()
                 logged.update(self.log_extras())
+                if cfg.nonfinite == "skip":
+                    logged["skipped_updates"] = self.skipped_updates
                 logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
                 acc.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})
-                pending, pending_steps = {}, 0
             if self.step % cfg.sample_every == 0 or self.step == end:
                 self.run_sample(self.step)
-            if self.step % cfg.ckpt_every == 0 or self.step == end:
+            if is_ckpt:
                 self.save_checkpoint(self.step)
         bar.close()
         export_dir = self.run_dir / "export"
@@ -320,13 +345,17 @@ class Trainer:
         flag = torch.tensor([float(time.monotonic() > deadline)], device=self.device)
         return bool(self.accelerator.reduce(flag, reduction="max").item())
 
-    def check_finite(self, losses: dict[str, float]) -> dict[str, float]:
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if bad:
+    def check_finite(self, monitor: LossMonitor) -> None:
+        """Stop (train.nonfinite=stop) before anything non-finite is logged as fine or checkpointed."""
+        if self.cfg.train.nonfinite == "skip":
+            return
+        bad = monitor.first_bad()
+        if bad is not None:
             last = checkpoint.checkpoint_dirs(self.ckpt_root)
-            raise FloatingPointError(f"non-finite loss at step {self.step}: {bad}; last good checkpoint: "
-                                     f"{last[0] if last else 'none'}. Lower train.lr or try train.mixed_precision=fp32")
-        return losses
+            raise FloatingPointError(
+                f"non-finite loss {', '.join(bad[1])} at step {bad[0]}; last good checkpoint: "
+                f"{last[0] if last else 'none'} (nothing after it was saved). Lower train.lr, try "
+                "train.mixed_precision=fp32, or set train.nonfinite=skip to skip such updates")
 
     def write_export(self, export_dir: Path) -> None:
         """Export atomically: write beside, then swap, so a crash never leaves a half export."""
