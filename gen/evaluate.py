@@ -32,13 +32,13 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
     from .metrics.segmentation import ConfusionMatrix
 
     pipe = pipelines.load(run_dir, inference=inference)
-    data = build_paired(cfg.data, split, train=False)
     seg = pipelines.load(segmenter) if segmenter else None
     if seg is not None and (cfg.data.kind != "segmentation" or seg.kind != "segmentation"):
         raise ValueError("the FCN-score needs a labels -> photo run on segmentation data and a segmentation run "
                          f"as --segmenter (got data.kind={cfg.data.kind!r}, segmenter kind={seg.kind!r})")
     if seg is not None and seg.num_classes != cfg.data.num_classes:
         raise ValueError(f"segmenter predicts {seg.num_classes} classes but the data has {cfg.data.num_classes}")
+    data = build_paired(cfg.data, split, train=False)
     lpips_metric, lpips_missing = try_lpips()
     cm_fake = ConfusionMatrix(cfg.data.num_classes) if seg else None
     cm_real = ConfusionMatrix(cfg.data.num_classes) if seg else None

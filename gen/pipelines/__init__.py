@@ -40,8 +40,9 @@ def load(path: str | Path, direction: Optional[str] = None, **kw):
             raise ValueError(f"direction must be one of {sorted(pipe.directions)}, got {direction!r}")
         return pipe.directions[direction]
     if direction is not None and direction != getattr(pipe, "direction", None):
-        raise ValueError(f"{path} is a {pipe.method} export that translates {pipe.direction} only; "
-                         "--direction chooses between the two generators of a CycleGAN export")
+        what = (f"a {pipe.method} export that translates {pipe.direction} only" if hasattr(pipe, "direction")
+                else f"a {kind} export")
+        raise ValueError(f"{path} is {what}; --direction chooses between the two generators of a CycleGAN export")
     return pipe
 
 
