@@ -84,6 +84,7 @@ class TrainConfig:
     time_budget_minutes: Optional[float] = None  # stop (checkpoint + export) after this much wall time
     warmup_steps: int = 0  # linear LR warm-up from 0 (DDPM: 5000 in Ho et al.)
     max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
+    deterministic: bool = False  # GPU: deterministic kernels (slower); CPU runs are bit-reproducible either way
     nonfinite: str = "stop"  # stop: a NaN/inf loss ends the run, naming step and term | skip: skip such updates
 
 

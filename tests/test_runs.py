@@ -131,3 +131,13 @@ def test_damaged_newest_checkpoint_falls_back(reference_run, tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             checkpoint.load_latest(root)
+
+
+def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not(reference_run, tmp_path):
+    ref = final_weights(reference_run / "run")
+    for name, extra in (("same", {}), ("deterministic", {"train.deterministic": "true"}), ("other", {"run.seed": 1})):
+        Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / name, reference_run / "data", **extra))).fit()
+        got = final_weights(tmp_path / name)
+        same = all(torch.equal(ref[n][k], got[n][k]) for n in ref for k in ref[n])
+        assert same == (name != "other"), name
+    torch.use_deterministic_algorithms(False)

@@ -73,6 +73,11 @@ class Trainer:
         self.wandb_mode = config_lib.wandb_mode(cfg)
         if self.wandb_mode != "disabled":
             os.environ.setdefault("WANDB_MODE", self.wandb_mode)
+        if cfg.train.deterministic:
+            # cuBLAS needs a fixed workspace to be deterministic; set before the first CUDA matmul.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         # Accelerate keeps process-wide state; a second trainer in one process (a notebook, the tests)
         # may ask for another precision. The distributed part (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
