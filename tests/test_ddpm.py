@@ -234,3 +234,24 @@ def test_sample_cli_writes_samples_and_grid(toy_run, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(run_dir), "--input", str(tmp_path),
                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert bad.returncode == 2 and "unconditional" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sample_cli_conditional_k_samples_per_input_at_input_size(tmp_path):
+    torch.manual_seed(0)
+    pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny", in_channels=6, out_channels=3).eval(), DDPMScheduler())
+    pipe.save_export(tmp_path / "export", sample_size=16)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (13, 19, 3), dtype=np.uint8)).save(inputs / "odd.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(inputs / "gray.png")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(tmp_path / "export"), "--input", str(inputs),
+                           "--samples-per-input", "3", "--steps", "2", "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(
+        ["grid.png"] + [f"{s}_{k}.png" for s in ("odd", "gray") for k in range(3)])
+    assert Image.open(out / "odd_0.png").size == (19, 13)
+    a, b = (np.asarray(Image.open(out / f"odd_{k}.png")) for k in (0, 1))
+    assert not np.array_equal(a, b)  # k samples of one input differ
