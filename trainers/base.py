@@ -173,7 +173,14 @@ class Trainer:
                           pin_memory=self.device.type == "cuda", drop_last=True)
 
     def to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        fmt = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+
+        def move(v):
+            if not torch.is_tensor(v):
+                return v
+            v = v.to(self.device, non_blocking=True)
+            return v.contiguous(memory_format=fmt) if v.ndim == 4 else v
+        return {k: move(v) for k, v in batch.items()}
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> None:
@@ -268,6 +275,12 @@ class Trainer:
         def wrap(objects: dict) -> dict:
             prepared = self.accelerator.prepare(*objects.values())
             return dict(zip(objects, prepared if isinstance(prepared, tuple) else (prepared,)))
+        t = self.cfg.train
+        for net in self.models.values():
+            if t.channels_last:
+                net.to(memory_format=torch.channels_last)
+            if t.compile:
+                net.compile()  # in place: state_dict keys (checkpoints, exports) stay unchanged
         self.models, self.optimizers = wrap(self.models), wrap(self.optimizers)
         self.skipped_updates = 0
         if self.cfg.train.nonfinite == "skip":

@@ -48,6 +48,10 @@ def build_discriminator(cfg: ExperimentConfig, in_channels: int) -> nn.Module:
     return init_weights(create_model(m.discriminator, **kw), m.init_gain)
 
 
-def adam(cfg: ExperimentConfig, net: nn.Module) -> torch.optim.Optimizer:
+def adam(cfg: ExperimentConfig, *nets: nn.Module) -> torch.optim.Optimizer:
+    """Adam over the parameters of `nets`; train.optimizer_impl picks the for-loop, foreach
+    (multi-tensor) or fused kernel -- the same update, computed differently."""
     t = cfg.train
-    return torch.optim.Adam(net.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    impl = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": True}, "for_loop": {"foreach": False}}
+    params = [p for net in nets for p in net.parameters()]
+    return torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2), **impl[t.optimizer_impl])

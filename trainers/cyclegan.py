@@ -7,7 +7,6 @@ fakes with each D loss halved.
 """
 from __future__ import annotations
 
-import itertools
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from gen.pipelines import CycleGANPipeline, TranslationPipeline
 from gen.visualize import image_grid
 
 from .base import Trainer
-from .builders import build_discriminator, build_generator
+from .builders import adam, build_discriminator, build_generator
 from .pix2pix import set_requires_grad
 
 
@@ -46,16 +45,13 @@ class CycleGANTrainer(Trainer):
             self.val_set = None
 
     def build(self) -> None:
-        c, t, d = self.cfg.cyclegan, self.cfg.train, self.cfg.data
+        c, d = self.cfg.cyclegan, self.cfg.data
         g_a = build_generator(self.cfg, d.channels_a, d.channels_b)
         g_b = build_generator(self.cfg, d.channels_b, d.channels_a)
         d_a, d_b = build_discriminator(self.cfg, d.channels_b), build_discriminator(self.cfg, d.channels_a)
         self.models = {"G_A": g_a, "G_B": g_b, "D_A": d_a, "D_B": d_b}
         self.optimizers = {
-            "generators": torch.optim.Adam(itertools.chain(g_a.parameters(), g_b.parameters()), lr=t.lr,
-                                           betas=(t.beta1, t.beta2)),
-            "discriminators": torch.optim.Adam(itertools.chain(d_a.parameters(), d_b.parameters()), lr=t.lr,
-                                               betas=(t.beta1, t.beta2))}
+            "generators": adam(self.cfg, g_a, g_b), "discriminators": adam(self.cfg, d_a, d_b)}
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
         self.gan_loss = GANLoss(c.gan_mode)
         seed = self.cfg.run.seed * 1000 + self.accelerator.process_index
