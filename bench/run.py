@@ -1,0 +1,194 @@
+"""One benchmark table: a training step of pix2pix, CycleGAN, colorization and DDPM at the sizes
+users train at, under each speed option, plus data loading, all measured in this run.
+
+Per row: seconds per step (median), images per second, achieved GFLOP/s (FLOPs counted by
+torch.utils.flop_counter over one real step of the method's trainer) and its fraction of the peak
+measured in the same run (a compute-bound 3x3 convolution in the same precision), and the peak
+memory (RSS of a fresh process per row on CPU, max allocated on GPU). Data rows: images per second
+the DataLoader delivers (decode + augment) against images per second the fp32 step consumes.
+`bench/ddpm.py` adds the DDPM comparison with diffusers' UNet2DModel. JSON in bench/results/run.json.
+
+    python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options fp32 bf16 channels_last
+                        foreach fused compile] [--steps 3] [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# method -> (config, overrides giving the size users train at, batch)
+METHODS = {
+    "pix2pix": ("configs/pix2pix/facades.yaml", ["model.generator=unet_256", "data.crop_size=256"], 1),
+    "cyclegan": ("configs/cyclegan/horse2zebra.yaml", [], 1),
+    "colorization": ("configs/colorization/cifar10.yaml", [], 32),
+    "ddpm": ("configs/ddpm/cifar10.yaml", [], 32),
+}
+OPTIONS = {
+    "fp32": [],
+    "bf16": ["train.mixed_precision=bf16"],
+    "channels_last": ["train.channels_last=true"],
+    "foreach": ["train.optimizer_impl=foreach"],
+    "fused": ["train.optimizer_impl=fused"],
+    "compile": ["train.compile=true"],
+}
+
+
+def conv_peak(precision: str, device: str, repeats: int = 5) -> float:
+    """GFLOP/s of a compute-bound 3x3 conv (256 -> 256 channels, 64x64, batch 4)."""
+    import torch
+    x = torch.randn(4, 256, 64, 64, device=device)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device)
+    flops = 2 * 4 * 256 * 256 * 9 * 64 * 64
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=precision == "bf16"):
+        for _ in range(2):
+            conv(x)
+        best = float("inf")
+        for _ in range(repeats):
+            sync(device)
+            t = time.perf_counter()
+            conv(x)
+            sync(device)
+            best = min(best, time.perf_counter() - t)
+    return flops / best / 1e9
+
+
+def sync(device: str) -> None:
+    import torch
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def synthetic_batch(method: str, cfg, batch: int, device: str):
+    import torch
+    size = cfg.data.crop_size
+    g = torch.Generator().manual_seed(0)
+    img = lambda c: (torch.rand(batch, c, size, size, generator=g) * 2 - 1).to(device)  # noqa: E731
+    if method == "cyclegan":
+        return {"A": img(3), "B": img(3)}
+    if method == "colorization" or (method == "ddpm" and cfg.data.kind == "images"):
+        return {"image": img(3)}
+    return {"input": img(3), "target": img(3)}
+
+
+def one(method: str, option: str, steps: int, device: str) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gen import config
+    from trainers import TRAINERS
+
+    cfg_file, size_overrides, batch = METHODS[method]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
+                                            "colorization.prior=imagenet", *size_overrides, *OPTIONS[option]])
+        trainer = TRAINERS[method](cfg)
+        trainer.build()
+        trainer.prepare()
+        data = trainer.to_device(synthetic_batch(method, cfg, batch, device))
+        torch.manual_seed(0)
+
+        def step():
+            losses = trainer.train_step(data)
+            float(next(iter(losses.values())))  # the step is complete when a loss is on the host
+
+        for _ in range(2):
+            step()
+        flops = 0.0
+        if option != "compile":  # the counter cannot see inside compiled graphs: use the eager count
+            with FlopCounterMode(display=False) as counter:
+                step()
+            flops = counter.get_total_flops()
+        times = []
+        for _ in range(steps):
+            sync(device)
+            t = time.perf_counter()
+            step()
+            sync(device)
+            times.append(time.perf_counter() - t)
+    sec = statistics.median(times)
+    precision = "bf16" if option == "bf16" else "fp32"
+    peak = conv_peak(precision, device)
+    mem = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
+           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"method": method, "option": option, "size": cfg.data.crop_size, "batch": batch, "device": device,
+            "sec_per_step": sec, "images_per_sec": batch / sec, "gflop_per_step": flops / 1e9,
+            "gflops": flops / sec / 1e9, "peak_gflops": peak, "fraction_of_peak": flops / sec / 1e9 / peak,
+            "peak_memory_mb": mem, "threads": torch.get_num_threads()}
+
+
+def data_rate(method: str, workers: int, batches: int = 10) -> dict:
+    """Images per second the method's training DataLoader delivers from the real files."""
+    from gen import config
+    from trainers import TRAINERS
+
+    cfg_file, size_overrides, batch = METHODS[method]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
+                                            f"data.num_workers={workers}", *size_overrides])
+        trainer = TRAINERS[method](cfg)
+        trainer.build_data()
+        loader = iter(trainer.train_loader(trainer.train_set, 0))
+        next(loader)  # workers started
+        t = time.perf_counter()
+        for _ in range(batches):
+            next(loader)
+        sec = time.perf_counter() - t
+    return {"method": method, "workers": workers, "images_per_sec": batches * batch / sec}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--options", nargs="+", default=["fp32", "bf16", "channels_last", "foreach", "fused"],
+                   choices=list(OPTIONS))
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], args.one[1], args.steps, args.device)))
+        return
+    rows, data_rows = [], []
+    print(f"{'method':>12} {'option':>13} {'s/step':>8} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8} {'mem MB':>8}  vs fp32")
+    for method in args.methods:
+        base = None
+        for option in args.options:
+            # A fresh process per row so its peak memory belongs to that row alone.
+            out = subprocess.run([sys.executable, __file__, "--one", method, option, "--steps", str(args.steps),
+                                  "--device", args.device], capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{method:>12} {option:>13} failed: {out.stderr.strip().splitlines()[-1][:100]}", flush=True)
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            base = r["sec_per_step"] if option == "fp32" else base
+            speedup = f"{base / r['sec_per_step']:.2f}x" if base else ""
+            print(f"{method:>12} {option:>13} {r['sec_per_step']:>8.3f} {r['images_per_sec']:>8.2f} {r['gflops']:>8.1f} "
+                  f"{100 * r['fraction_of_peak']:>7.0f}% {r['peak_memory_mb']:>8.0f}  {speedup}", flush=True)
+        for w in args.workers:
+            d = data_rate(method, w)
+            consumed = next((r["images_per_sec"] for r in rows if r["method"] == method and r["option"] == "fp32"), None)
+            d["step_images_per_sec"] = consumed
+            data_rows.append(d)
+            ratio = f" = {d['images_per_sec'] / consumed:.1f}x what the fp32 step consumes" if consumed else ""
+            print(f"{method:>12} data, {w} workers: {d['images_per_sec']:.0f} img/s{ratio}", flush=True)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "run.json").write_text(json.dumps({"steps": rows, "data": data_rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
