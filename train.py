@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         export = TRAINERS[cfg.method](cfg).fit()
-    except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError) as err:
         message = str(err)
         if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the last line
             message = message.strip().splitlines()[-1]

@@ -141,3 +141,22 @@ def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not(referen
         same = all(torch.equal(ref[n][k], got[n][k]) for n in ref for k in ref[n])
         assert same == (name != "other"), name
     torch.use_deterministic_algorithms(False)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(reference_run, tmp_path, monkeypatch):
+    """A full disk at the second checkpoint: a clear error, no partial folder, the first one whole."""
+    import errno
+    real = checkpoint.write_models_and_state
+
+    def full_disk(tmp, models, state):
+        if state["step"] == 6:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tmp, models, state)
+
+    monkeypatch.setattr(checkpoint, "write_models_and_state", full_disk)
+    cfg = config.load(None, tiny_overrides(tmp_path / "run", reference_run / "data"))
+    with pytest.raises(OSError, match=r"could not write checkpoint step 6 .*No space left on device.*step_00000003"):
+        Pix2PixTrainer(cfg).fit()
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000003"]
+    assert checkpoint.load_latest(root, 0).step == 3

@@ -184,6 +184,18 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> None:
+        """Write checkpoint `step`; a failed write (disk full, permissions) removes the partial copy
+        and raises an OSError that names the checkpoint and the whole one it leaves in place."""
+        try:
+            self._write_checkpoint(step)
+        except OSError as err:
+            shutil.rmtree(checkpoint.tmp_dir(self.ckpt_root, step), ignore_errors=True)
+            last = checkpoint.checkpoint_dirs(self.ckpt_root)
+            raise OSError(f"could not write checkpoint step {step} in {self.ckpt_root} ({err.strerror or err}); "
+                          f"the newest whole checkpoint is {last[0] if last else 'none'} and training can resume "
+                          "from it once there is space") from None
+
+    def _write_checkpoint(self, step: int) -> None:
         acc = self.accelerator
         tmp = checkpoint.tmp_dir(self.ckpt_root, step)
         if acc.is_main_process:
