@@ -17,7 +17,7 @@ from trainers import DDPMTrainer, checkpoint
 from conftest import ROOT
 from test_runs import train_cli
 
-# Toy distribution: solid-colour 16x16 images, R = +0.6, G = -0.6, B uniform in [-0.5, 0.5] per image.
+# Toy distribution: solid-colour 8x8 images, R = +0.6, G = -0.6, B uniform in [-0.5, 0.5] per image.
 TOY_MEAN = np.array([0.6, -0.6, 0.0])
 TOY_STD = np.array([0.0, 0.0, 1 / np.sqrt(12)])
 
@@ -28,13 +28,13 @@ def write_toy(folder, n=48, seed=0):
     for i in range(n):
         rgb = np.array([0.6, -0.6, rng.uniform(-0.5, 0.5)])
         pixel = np.round((rgb + 1) * 127.5).astype(np.uint8)
-        Image.fromarray(np.broadcast_to(pixel, (16, 16, 3)).copy()).save(folder / f"{i:03d}.png")
+        Image.fromarray(np.broadcast_to(pixel, (8, 8, 3)).copy()).save(folder / f"{i:03d}.png")
     return folder
 
 
 def ddpm_overrides(run_dir, root, **extra):
     items = {"method": "ddpm", "run.dir": run_dir, "data.kind": "images", "data.root": root, "data.val": "null",
-             "data.test": "null", "data.preprocess": "crop", "data.load_size": 16, "data.crop_size": 16,
+             "data.test": "null", "data.preprocess": "crop", "data.load_size": 8, "data.crop_size": 8,
              "model.generator": "ddpm_tiny", "train.batch_size": 16, "train.max_steps": 6, "train.lr": 2e-3,
              "train.beta1": 0.9, "train.lr_decay_start": 1.0, "train.log_every": 2, "train.sample_every": 1000,
              "train.ckpt_every": 3, "ddpm.sample_steps": 5, "ddpm.num_samples": 4, "ddpm.ema_decay": 0.99,
@@ -91,12 +91,12 @@ def test_scheduler_wiring_add_noise_and_one_reverse_step():
 def test_pipeline_is_deterministic_under_a_seed_for_every_scheduler():
     torch.manual_seed(0)
     pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny").eval(), DDPMScheduler())
-    pipe.sample_size = 16
+    pipe.sample_size = 8
     for name, steps in (("ddpm", 10), ("ddim", 5), ("dpm", 5)):
         a = pipe(2, steps, name, torch.Generator().manual_seed(3), progress=False)
         b = pipe(2, steps, name, torch.Generator().manual_seed(3), progress=False)
         c = pipe(2, steps, name, torch.Generator().manual_seed(4), progress=False)
-        assert a.shape == (2, 3, 16, 16) and torch.equal(a, b) and not torch.equal(a, c), name
+        assert a.shape == (2, 3, 8, 8) and torch.equal(a, b) and not torch.equal(a, c), name
     with pytest.raises(ValueError, match="unconditional"):
         pipe(condition=torch.zeros(1, 1, 16, 16))
 
@@ -120,7 +120,7 @@ def test_ddpm_learns_the_toy_distribution(toy_run):
     trained = pipelines.load(tmp / "run")(32, 20, "ddim", gen, progress=False)
     torch.manual_seed(0)
     untrained_pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny").eval(), DDPMScheduler())
-    untrained_pipe.sample_size = 16
+    untrained_pipe.sample_size = 8
     untrained = untrained_pipe(32, 20, "ddim", torch.Generator().manual_seed(0), progress=False)
     err_trained, err_untrained = stat_error(trained), stat_error(untrained)
     assert err_trained < 0.5 * err_untrained, (err_trained, err_untrained)
@@ -130,7 +130,7 @@ def test_ddpm_learns_the_toy_distribution(toy_run):
 def test_export_round_trip_holds_the_ema_weights(toy_run):
     tmp, trainer = toy_run
     pipe = pipelines.load(tmp / "run")
-    assert isinstance(pipe, DiffusionSamplingPipeline) and pipe.sample_size == 16
+    assert isinstance(pipe, DiffusionSamplingPipeline) and pipe.sample_size == 8
     ema = trainer.ema_unet().state_dict()
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, ema[k]), k
@@ -138,7 +138,7 @@ def test_export_round_trip_holds_the_ema_weights(toy_run):
     assert any(not torch.equal(live[k], ema[k]) for k in live)  # the export is the EMA, not the live weights
     # diffusers' own loader reads the same export
     again = DiffusionSamplingPipeline.from_pretrained(tmp / "run" / "export")
-    x = again(2, 5, "ddim", torch.Generator().manual_seed(1), size=(16, 16), progress=False)
+    x = again(2, 5, "ddim", torch.Generator().manual_seed(1), size=(8, 8), progress=False)
     assert torch.equal(x, pipe(2, 5, "ddim", torch.Generator().manual_seed(1), progress=False))
 
 
@@ -150,8 +150,8 @@ def write_conditional(root, n=32, seed=0):
     for i in range(n):
         light = i % 2 == 0
         level = rng.uniform(190, 250) if light else rng.uniform(5, 65)
-        a = np.full((16, 16, 3), level, np.uint8)
-        b = np.zeros((16, 16, 3), np.uint8)
+        a = np.full((8, 8, 3), level, np.uint8)
+        b = np.zeros((8, 8, 3), np.uint8)
         b[..., 0 if light else 2] = 220
         Image.fromarray(a).save(root / "train" / "A" / f"{i:03d}.png")
         Image.fromarray(b).save(root / "train" / "B" / f"{i:03d}.png")
@@ -166,7 +166,7 @@ def test_conditional_ddpm_uses_its_condition(tmp_path):
     DDPMTrainer(cfg).fit()
     pipe = pipelines.load(tmp_path / "run")
     assert pipe.condition_channels == 3
-    light, dark = torch.full((4, 3, 16, 16), 0.8), torch.full((4, 3, 16, 16), -0.8)
+    light, dark = torch.full((4, 3, 8, 8), 0.8), torch.full((4, 3, 8, 8), -0.8)
     out_light = pipe(num_inference_steps=20, generator=torch.Generator().manual_seed(0), condition=light, progress=False)
     out_dark = pipe(num_inference_steps=20, generator=torch.Generator().manual_seed(0), condition=dark, progress=False)
     red_minus_blue = lambda x: float((x[:, 0] - x[:, 2]).mean())  # noqa: E731
@@ -230,7 +230,7 @@ def test_sample_cli_writes_samples_and_grid(toy_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     files = sorted(p.name for p in out.glob("*.png"))
     assert files == ["grid.png", "sample_00000.png", "sample_00001.png", "sample_00002.png"]
-    assert Image.open(out / "sample_00000.png").size == (16, 16)
+    assert Image.open(out / "sample_00000.png").size == (8, 8)
     bad = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(run_dir), "--input", str(tmp_path),
                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert bad.returncode == 2 and "unconditional" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,10 +1,12 @@
-"""The kill campaign (tests/kill_campaign.py): 20 random SIGKILLs per method in the slow run, a short
-one in the default run. Final weights must equal an uninterrupted run's bit for bit."""
+"""The kill campaign (tests/kill_campaign.py): 20 random SIGKILLs per method, and a short
+one as a quick check of the campaign itself. The default run's fast kill tests are in test_runs.py,
+test_cyclegan.py and test_ddpm.py. Final weights must equal an uninterrupted run's bit for bit."""
 import pytest
 
 from kill_campaign import run_campaign
 
 
+@pytest.mark.slow
 def test_short_kill_campaign_pix2pix(tmp_path):
     result = run_campaign("pix2pix", kills=2, workdir=tmp_path, seed=1)
     assert result["kills"] == 2 and result["identical"] and result["export_whole"]
