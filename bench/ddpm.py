@@ -3,7 +3,7 @@ and the wall time of DDPM-1000 vs DDIM-50 sampling through the exported pipeline
 
 Per network: forward+backward of a training step (MSE to a random target) and the forward of a
 sampling step (no grad), at batch 16, 32x32 by default; medians over interleaved repeats (ours,
-theirs, ours, ...) so a noisy neighbour hurts both alike; achieved GFLOP/s from
+theirs, theirs, ours, ...) so a noisy neighbour and warm caches favour neither; achieved GFLOP/s from
 torch.utils.flop_counter. Results also go to bench/results/ddpm.json.
 
     python bench/ddpm.py [--preset ddpm_cifar10] [--batch 16] [--size 32] [--repeats 5]
@@ -82,8 +82,8 @@ def compare_networks(preset: str, batch: int, size: int, repeats: int) -> dict:
                 fn(name)
             result[f"{kind}_gflop_{name}"] = counter.get_total_flops() / 1e9
         times = {name: [] for name in nets}
-        for _ in range(repeats):  # interleaved
-            for name in nets:
+        for r in range(repeats):  # interleaved, the order alternating (ABBA) so neither always goes first
+            for name in (list(nets) if r % 2 == 0 else list(reversed(nets))):
                 times[name] += timed(lambda: fn(name), 1)
         for name in nets:
             sec = statistics.median(times[name])
