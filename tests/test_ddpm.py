@@ -239,7 +239,8 @@ def test_sample_cli_writes_samples_and_grid(toy_run, tmp_path):
 def test_sample_cli_conditional_k_samples_per_input_at_input_size(tmp_path):
     torch.manual_seed(0)
     pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny", in_channels=6, out_channels=3).eval(), DDPMScheduler())
-    pipe.save_export(tmp_path / "export", sample_size=16)
+    pipe.sample_size = 16
+    pipe.save_export(tmp_path / "export")
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.default_rng(0)

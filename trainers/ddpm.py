@@ -137,7 +137,7 @@ class DDPMTrainer(Trainer):
             self.ema.load_state_dict(state["ema"])
 
     def export(self, path: Path) -> None:
-        self.pipeline().save_export(path, self.method, self.pipeline_sample_size(), self.cfg.run.seed)
+        self.pipeline().save_export(path, self.method, self.cfg.run.seed)
 
     def pipeline_sample_size(self) -> int:
         d = self.cfg.data

@@ -165,7 +165,7 @@ def main(argv: list[str]) -> int:
     try:
         target = download(args.name, Path(args.root), args.sha256, args.base_url, args.allow_unverified,
                           args.keep_archive)
-    except (ValueError, FileExistsError, OSError) as err:
+    except (ValueError, OSError) as err:  # OSError covers FileExistsError and failed downloads
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.name} ({DATASETS[args.name].layout}) in {target}")

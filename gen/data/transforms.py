@@ -90,6 +90,14 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr[:3].permute(1, 2, 0).numpy(), "RGB")
 
 
+def from_pil(img: Image.Image, channels: int) -> torch.Tensor:
+    """Any PIL image, converted to `channels` (1 or 3) -> (1, C, H, W) float in [-1, 1]."""
+    from .image_io import convert_image
+    arr = np.asarray(convert_image(img, channels), dtype=np.float32) / 127.5 - 1.0
+    t = torch.from_numpy(arr)
+    return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+
+
 def load_images(paths, geometry: Geometry, channels: int = 3) -> torch.Tensor:
     """Evaluation batch: every file converted, resized/cropped deterministically -> (N, C, h, w) in [-1, 1]."""
     from .image_io import load_image

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from ..color import annealed_mean, join_lab, split_lab
-from ..data.image_io import convert_image
-from ..data.transforms import to_pil
+from ..data.transforms import from_pil, to_pil
 from ..models.unet import UNet
 from .translation import PIPELINE_FILE, NetworkPipeline, read_export
 
@@ -58,8 +57,7 @@ class ColorizationPipeline(NetworkPipeline):
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         """Any PIL image (colour is converted to L first) -> colorized RGB of the same size."""
-        rgb = np.asarray(convert_image(img, 3), dtype=np.float32) / 127.5 - 1.0
-        return to_pil(self.colorize(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0])
+        return to_pil(self.colorize(from_pil(img, 3))[0])
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)

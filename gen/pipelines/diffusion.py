@@ -11,15 +11,13 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from ..data.image_io import convert_image
-from ..data.transforms import to_pil
+from ..data.transforms import from_pil
 from ..models.unet import UNet
 from .translation import PIPELINE_FILE
 
@@ -87,24 +85,12 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
 
     def condition_from_image(self, img: Image.Image) -> torch.Tensor:
         """PIL image -> (1, Cc, H, W) condition in [-1, 1]."""
-        img = convert_image(img, self.condition_channels)
-        t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
-        return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+        return from_pil(img, self.condition_channels)
 
-    def sample_images(self, num: int, steps: int, scheduler: str = "ddim", seed: int = 0,
-                      batch_size: int = 16, progress: bool = True) -> list[Image.Image]:
-        """`num` unconditional samples, batch by batch, from one seeded generator."""
-        gen = torch.Generator(self.unet.device).manual_seed(seed)
-        out: list[Image.Image] = []
-        while len(out) < num:
-            x = self(min(batch_size, num - len(out)), steps, scheduler, gen, progress=progress)
-            out += [to_pil(im) for im in x]
-        return out
-
-    def save_export(self, path: str | Path, method: str = "ddpm", sample_size: int = 32, seed: int = 0) -> None:
+    def save_export(self, path: str | Path, method: str = "ddpm", seed: int = 0) -> None:
         path = Path(path)
         self.save_pretrained(path)
-        meta = {"kind": self.kind, "method": method, "sample_size": sample_size,
+        meta = {"kind": self.kind, "method": method, "sample_size": self.sample_size,
                 "condition_channels": self.condition_channels, "seed": seed}
         (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
 

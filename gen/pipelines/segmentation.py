@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.image_io import convert_image
 from ..data.labels import palette
+from ..data.transforms import from_pil
 from ..models.inference import inference_mode
 from ..models.fcn import FCN
 from ..models.unet import UNet
@@ -42,8 +42,7 @@ class SegmentationPipeline(NetworkPipeline):
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         """Any PIL photo -> palette PNG of the same size whose pixel values are the raw label ids."""
-        arr = np.asarray(convert_image(img, 3), dtype=np.float32) / 127.5 - 1.0
-        classes = self(torch.from_numpy(arr).permute(2, 0, 1)[None])[0].cpu().numpy()
+        classes = self(from_pil(img, 3))[0].cpu().numpy()
         raw = (classes + self.first_label).astype(np.uint8)
         out = Image.fromarray(raw, "P")
         colours = np.zeros((256, 3), np.uint8)

@@ -9,12 +9,10 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from PIL import Image
 
-from ..data.image_io import convert_image
-from ..data.transforms import to_pil
+from ..data.transforms import from_pil, to_pil
 from ..models.inference import inference_mode
 from ..models.resnet_generator import ResnetGenerator
 from ..models.unet import UNet
@@ -72,10 +70,7 @@ class TranslationPipeline(NetworkPipeline):
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         """Any PIL image -> translated PIL image of the same size."""
-        img = convert_image(img, self.in_channels)
-        t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
-        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]  # (1, C, H, W)
-        return to_pil(self(t)[0])
+        return to_pil(self(from_pil(img, self.in_channels))[0])
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
