@@ -1,7 +1,5 @@
 """Zhang-style colorization: Lab, bins, soft-encoding, rebalancing, annealed mean, metrics, learning,
 export and sample.py on a folder."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from gen.color import (annealed_mean, gamut_bins, join_lab, lab_to_rgb, rebalanc
                        soft_encode, split_lab, zhang_bins, zhang_prior)
 from gen.metrics.colorization import AuCAccumulator, colourfulness
 from trainers import ColorizationTrainer
-from conftest import ROOT
+from conftest import run_sample
 
 
 def test_default_bins_are_the_papers_313(shared_data):
@@ -206,8 +204,7 @@ def test_sample_cli_colorizes_any_size_keeping_l(banded_root, tmp_path):
     Image.fromarray(rng.integers(0, 255, (21, 37, 3), dtype=np.uint8)).save(inputs / "colour.png")
     Image.fromarray(rng.integers(0, 255, (50, 19), dtype=np.uint8)).save(inputs / "gray.png")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(run), "--input", str(inputs),
-                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = run_sample(run, "--input", inputs, "--output", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("colour.png", "gray.png"):
         src, got = Image.open(inputs / name).convert("RGB"), Image.open(out / name)

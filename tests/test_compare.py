@@ -2,15 +2,13 @@
 Tables read back from the offline run."""
 import csv
 import json
-import subprocess
-import sys
 
 import torch
 from PIL import Image
 
 from gen import config
 from trainers import Pix2PixTrainer, SegmentationTrainer
-from conftest import ROOT
+from conftest import run_sample
 from test_segmentation import overrides, write_colour_classes
 from wandb_records import read_history
 
@@ -26,10 +24,8 @@ def test_compare_writes_report_and_wandb_tables(tmp_path):
     Pix2PixTrainer(config.load(None, overrides(tmp_path, **short, **{"run.dir": tmp_path / "l1only",
                                                                        "pix2pix.gan_mode": "none"}))).fit()
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), "compare", str(tmp_path / "p2p"),
-                           str(tmp_path / "l1only"), "--data", str(tmp_path / "p2p"), "--output", str(out),
-                           "--segmenter", str(tmp_path / "seg"), "--grid-rows", "2", "--wandb", "offline"],
-                          capture_output=True, text=True, timeout=240)
+    proc = run_sample("compare", tmp_path / "p2p", tmp_path / "l1only", "--data", tmp_path / "p2p", "--output", out,
+                      "--segmenter", tmp_path / "seg", "--grid-rows", 2, "--wandb", "offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     rows = list(csv.DictReader(open(out / "metrics.csv")))

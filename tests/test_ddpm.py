@@ -1,7 +1,5 @@
 """DDPM: the ddpm-style U-Net against diffusers' UNet2DModel, scheduler wiring, the sampling pipeline,
 learning a toy distribution, conditioning, kill/resume with the EMA, and sample.py."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from gen import config, pipelines
 from gen.models import create_model
 from gen.pipelines.diffusion import DiffusionSamplingPipeline
 from trainers import DDPMTrainer, checkpoint
-from conftest import ROOT
+from conftest import run_sample
 from test_runs import train_cli
 
 # Toy distribution: solid-colour 8x8 images, R = +0.6, G = -0.6, B uniform in [-0.5, 0.5] per image.
@@ -224,15 +222,12 @@ def test_killed_ddpm_run_resumes_to_identical_weights_and_ema(ddpm_reference, tm
 def test_sample_cli_writes_samples_and_grid(toy_run, tmp_path):
     run_dir = toy_run[0] / "run"
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(run_dir), "--num", "3", "--steps", "4",
-                           "--scheduler", "dpm", "--seed", "1", "--output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = run_sample(run_dir, "--num", 3, "--steps", 4, "--scheduler", "dpm", "--seed", 1, "--output", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     files = sorted(p.name for p in out.glob("*.png"))
     assert files == ["grid.png", "sample_00000.png", "sample_00001.png", "sample_00002.png"]
     assert Image.open(out / "sample_00000.png").size == (8, 8)
-    bad = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(run_dir), "--input", str(tmp_path),
-                          "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    bad = run_sample(run_dir, "--input", tmp_path, "--output", out)
     assert bad.returncode == 2 and "unconditional" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -247,9 +242,7 @@ def test_sample_cli_conditional_k_samples_per_input_at_input_size(tmp_path):
     Image.fromarray(rng.integers(0, 255, (13, 19, 3), dtype=np.uint8)).save(inputs / "odd.png")
     Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(inputs / "gray.png")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(tmp_path / "export"), "--input", str(inputs),
-                           "--samples-per-input", "3", "--steps", "2", "--output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = run_sample(tmp_path / "export", "--input", inputs, "--samples-per-input", 3, "--steps", 2, "--output", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in out.glob("*.png")) == sorted(
         ["grid.png"] + [f"{s}_{k}.png" for s in ("odd", "gray") for k in range(3)])

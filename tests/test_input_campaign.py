@@ -2,8 +2,6 @@
 skipped with a warning, or a clear error that names the file or key. Datasets are built and read
 directly (no training) so the whole table runs in seconds; whole runs are covered in test_bad_input.py."""
 import io
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -16,7 +14,7 @@ from gen.data import FolderPairs, Geometry, ImageFolder
 from gen.data.pairs import SegmentationPairs, collate
 from gen.models import create_model
 from gen.pipelines import SegmentationPipeline, TranslationPipeline
-from conftest import ROOT
+from conftest import run_sample
 
 GEO = Geometry("resize_and_crop", 36, 32, flip=False)
 
@@ -179,11 +177,6 @@ def test_config_values_name_the_key(override, message):
     base = ["method=ddpm", "data.kind=images", "data.root=/tmp", "model.generator=ddpm_tiny"]
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         config.load(None, [*base, override])
-
-
-def run_sample(*args):
-    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
 
 
 def test_sample_cli_missing_run_dir_and_wrong_export(tmp_path):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from gen import config, pipelines
 from gen.models import UNet
 from trainers import Pix2PixTrainer, checkpoint
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, run_sample, tiny_overrides
 from wandb_records import read_history
 
 
@@ -81,8 +81,7 @@ def test_export_round_trip_and_sample_cli(reference_run, tmp_path):
     for name, size in sizes.items():
         Image.new("L" if name == "gray" else "RGB", size, 90).save(inputs / f"{name}.png")
     (inputs / "notes.txt").write_text("skipped")
-    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(run_dir), "--input", str(inputs),
-                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    proc = run_sample(run_dir, "--input", inputs, "--output", tmp_path / "out", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name, size in sizes.items():
         out = Image.open(tmp_path / "out" / f"{name}.png")
@@ -91,8 +90,7 @@ def test_export_round_trip_and_sample_cli(reference_run, tmp_path):
 
 
 def test_sample_cli_errors_are_clear(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(tmp_path / "missing"), "--input", ".",
-                           "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    proc = run_sample(tmp_path / "missing", "--input", ".", "--output", tmp_path / "o", timeout=60)
     assert proc.returncode == 2 and "run directory or export not found" in proc.stderr
     assert "Traceback" not in proc.stderr
 
