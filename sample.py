@@ -111,15 +111,16 @@ def evaluate(args) -> int:
 
 def compare(args) -> int:
     from gen import config
-    from gen.compare import compare_runs, write_report
+    from gen.compare import Sampling, compare_runs, write_report
 
     data = Path(args.data)
     cfg_file = data / "config.yaml" if data.is_dir() else data
     if not cfg_file.is_file():
         raise FileNotFoundError(f"--data {data}: expected a config YAML or a run directory with config.yaml")
     cfg = config.load(cfg_file, args.overrides)
+    sampling = Sampling(args.samples_per_input, args.steps, args.scheduler, args.seed)
     result = compare_runs(cfg, [Path(r) for r in args.run_dirs], args.split, args.segmenter, args.grid_rows,
-                          args.max_images)
+                          args.max_images, sampling)
     out_dir = Path(args.output)
     paths = write_report(result, out_dir)
     print(paths["markdown"].read_text())
@@ -134,13 +135,19 @@ def compare(args) -> int:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["compare"]:
         p = argparse.ArgumentParser(prog="sample.py compare", description="run every run on the same test inputs")
-        p.add_argument("run_dirs", nargs="+", help="runs to compare (translation or segmentation)")
+        p.add_argument("run_dirs", nargs="+",
+                       help="runs to compare: translation, segmentation, colorization, conditional DDPM")
         p.add_argument("--data", required=True, help="a config YAML or a run directory whose data to use")
         p.add_argument("--output", required=True, help="folder for grid.png, metrics.csv/md/json, index.html")
         p.add_argument("--split", default="test", choices=["train", "val", "test"])
         p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score (real-photo row first)")
         p.add_argument("--grid-rows", type=int, default=6)
         p.add_argument("--max-images", type=int, help="score only the first N images of the split")
+        p.add_argument("--samples-per-input", type=int, default=1,
+                       help="DDPM runs: k samples per input; k > 1 adds the diversity columns")
+        p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
+        p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM runs: sampler")
+        p.add_argument("--seed", type=int, default=0, help="DDPM runs: input i is sampled with seed + i")
         p.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default: offline without an API key")
         p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
         args, run = p.parse_args(argv[1:]), compare

@@ -1,21 +1,25 @@
 """Side-by-side comparison of runs on the same test inputs: a grid, a metrics table (CSV, markdown),
 and a static HTML report. `trainers.wandb_report` puts the same table into wandb.
 
-Translation runs (pix2pix, L1-only, ...) are scored by L1 / PSNR / SSIM / LPIPS against the target
-and, with a segmenter on labelled data, by FCN-score; segmentation runs by pixel accuracy, mean
-accuracy and mean IU against the labels. The FCN-score of the real photos comes first, as the
-ground-truth row.
+Every run that makes images (pix2pix, L1-only, CycleGAN, colorization, conditional DDPM) is scored by
+L1 / PSNR / SSIM / LPIPS against the target and, with a segmenter on labelled data, by FCN-score;
+segmentation runs by pixel accuracy, mean accuracy and mean IU against the labels. Each method adds its
+own metrics: AuC and colourfulness for colorization (which colours the target photo's L channel),
+diversity (mean pairwise L1, and LPIPS when available, between the k samples of one input) for a
+diffusion sampler with k > 1. The FCN-score of the real photos comes first, as the ground-truth row.
 """
 from __future__ import annotations
 
 import csv
 import html
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -31,7 +35,7 @@ from .visualize import image_grid
 
 @dataclass
 class Comparison:
-    columns: list[str]  # grid columns: input, ground truth, one per run
+    columns: list[str]  # grid columns: input, ground truth, one per run (more for k > 1 samples)
     grid_rows: list[list[torch.Tensor]]
     table: list[dict] = field(default_factory=list)  # one dict per row: run, method, metrics
     notes: list[str] = field(default_factory=list)
@@ -44,67 +48,173 @@ class Comparison:
         return names
 
 
+@dataclass
+class Sampling:
+    """How diffusion runs are sampled: k samples per input, sampler and steps, seed of input i = seed + i."""
+    samples_per_input: int = 1
+    steps: int = 50
+    scheduler: str = "ddim"
+    seed: int = 0
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _evaluation_items(cfg: ExperimentConfig, split: str):
+    """Paired data as is; an image folder (data.kind=images) as grayscale input -> colour target."""
+    if cfg.data.kind != "images":
+        return build_paired(cfg.data, split, train=False)
+    from .data import build_images
+    images = build_images(cfg.data, split, train=False)
+
+    class GrayToColour:
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            rgb = images[i]["image"]
+            gray = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).expand(3, -1, -1)
+            return {"input": gray, "target": rgb}
+    return GrayToColour()
+
+
+def _diffusion_outputs(pipe, x: torch.Tensor, sampling: Sampling, index: int) -> torch.Tensor:
+    """(1, C, H, W) condition -> (k, C_out, H, W). A model trained at another size samples at its own
+    size (condition resized with nearest neighbours, which keeps label colours pure) and is resized back."""
+    if not pipe.condition_channels:
+        raise ValueError("an unconditional DDPM has no input to compare on; sample it with sample.py RUN --num N")
+    h, w = x.shape[-2:]
+    size = pipe.sample_size
+    cond = x if (h, w) == (size, size) else F.interpolate(x, size=(size, size), mode="nearest-exact")
+    gen = torch.Generator(pipe.unet.device).manual_seed(sampling.seed + index)
+    out = pipe(condition=cond.expand(sampling.samples_per_input, -1, -1, -1), generator=gen,
+               num_inference_steps=sampling.steps, scheduler=sampling.scheduler, progress=False).cpu().float()
+    if out.shape[-2:] != (h, w):
+        out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+    return out
+
+
+class RunScores:
+    """One image-making run's accumulators over the evaluation set."""
+
+    def __init__(self, name: str, pipe, num_classes: int, lpips_metric, with_fcn: bool, centres=None):
+        from .metrics.colorization import ColorizationScores
+        self.name, self.pipe, self.lpips = name, pipe, lpips_metric
+        self.values: dict[str, list[float]] = {"L1": [], "PSNR": [], "SSIM": [], "LPIPS": [],
+                                               "diversity L1": [], "diversity LPIPS": []}
+        self.cm = ConfusionMatrix(num_classes) if with_fcn else None
+        self.colour = ColorizationScores(centres) if centres is not None else None
+
+    def outputs(self, x: torch.Tensor, y: torch.Tensor, sampling: Sampling, index: int) -> torch.Tensor:
+        """(k, C, H, W) in [-1, 1]: k = 1 except for diffusion samplers."""
+        if self.pipe.kind == "diffusion":
+            return _diffusion_outputs(self.pipe, x, sampling, index)
+        if self.pipe.kind == "colorization":  # colours the target photo's own L channel; AuC recorded here
+            from .color import split_lab
+            return self.colour.update(y, self.pipe(split_lab(y)[0]))
+        return self.pipe(x).cpu().float()
+
+    def update(self, outs: torch.Tensor, y: torch.Tensor, label: Optional[torch.Tensor], seg) -> None:
+        v = self.values
+        for out in outs.split(1):
+            v["L1"].append(l1(out, y))
+            v["PSNR"] += psnr(out, y)
+            v["SSIM"] += ssim(out, y)
+            if self.lpips is not None and out.shape[1] == 3:
+                v["LPIPS"] += self.lpips(out, y)
+            if self.cm is not None:
+                self.cm.update(seg(out)[0].numpy(), label.numpy())
+        for a, b in itertools.combinations(outs.split(1), 2):
+            v["diversity L1"].append(l1(a, b))
+            if self.lpips is not None and a.shape[1] == 3:
+                v["diversity LPIPS"] += self.lpips(a, b)
+
+    def row(self) -> dict:
+        row = {"run": self.name, "method": self.pipe.method}
+        row.update({m: _mean(vals) for m, vals in self.values.items() if vals and not m.startswith("diversity")})
+        if self.lpips is None:
+            row["LPIPS"] = "unavailable"
+        if self.colour is not None:
+            scores = self.colour.scores()
+            row.update({"AuC": scores["AuC"], "AuC rebalanced": scores["AuC_rebalanced"],
+                        "colourfulness": scores["colourfulness"]})
+        if self.cm is not None:
+            row.update({f"FCN {m}": v for m, v in self.cm.scores().items()})
+        if self.values["diversity L1"]:
+            row["diversity L1"] = _mean(self.values["diversity L1"])
+            row["diversity LPIPS"] = _mean(self.values["diversity LPIPS"]) if self.lpips else "unavailable"
+        return row
+
+
 def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test", segmenter: Optional[Path] = None,
-                 grid_rows: int = 6, max_images: Optional[int] = None) -> Comparison:
-    data = build_paired(cfg.data, split, train=False)
+                 grid_rows: int = 6, max_images: Optional[int] = None,
+                 sampling: Optional[Sampling] = None) -> Comparison:
+    sampling = sampling or Sampling()
+    if sampling.samples_per_input < 1:
+        raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
+    data = _evaluation_items(cfg, split)
     n = len(data) if max_images is None else min(max_images, len(data))
     labelled, k = cfg.data.kind == "segmentation", cfg.data.num_classes
     pipes = {Path(r).name: pipelines.load(r) for r in run_dirs}
     seg = pipelines.load(segmenter) if segmenter else None
     if seg is not None and not labelled:
         raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
+    for name, pipe in pipes.items():
+        if pipe.kind == "segmentation" and not labelled:
+            raise ValueError(f"run {name} is a segmenter but the data has no labels (data.kind={cfg.data.kind})")
+        if cfg.data.kind == "images" and pipe.kind not in ("colorization", "diffusion"):
+            raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
+                             "grayscale -> colour inputs, for colorization runs")
     lpips_metric, lpips_missing = try_lpips()
-    scores = {name: {"L1": [], "PSNR": [], "SSIM": [], "LPIPS": []} for name in pipes}
-    cms = {name: ConfusionMatrix(k) for name in pipes} if labelled else {}
+    from .evaluate import load_bins_of
+    makers = {name: RunScores(name, pipe, k, lpips_metric, seg is not None,
+                              torch.from_numpy(load_bins_of(pipe, cfg)) if pipe.kind == "colorization" else None)
+              for name, pipe in pipes.items() if pipe.kind != "segmentation"}
+    cms = {name: ConfusionMatrix(k) for name, pipe in pipes.items() if pipe.kind == "segmentation"}
     truth_cm = ConfusionMatrix(k) if seg else None
+    columns = ["input", "ground truth"]
+    for name, pipe in pipes.items():
+        extra = sampling.samples_per_input if pipe.kind == "diffusion" else 1
+        columns += [name] + [f"{name} ({j + 1})" for j in range(1, extra)]
     rows = []
     for i in tqdm(range(n), desc=f"compare {split}", dynamic_ncols=True):
         item = data[i]
         x, y = item["input"][None], item["target"][None]
+        label = item.get("label")
         row = [item["input"], item["target"]]
         if seg is not None:
-            truth_cm.update(seg(y)[0].numpy(), item["label"].numpy())
+            truth_cm.update(seg(y)[0].numpy(), label.numpy())
         for name, pipe in pipes.items():
-            if pipe.kind == "segmentation":
-                if not labelled:
-                    raise ValueError(f"run {name} is a segmenter but the data has no labels")
+            if name in cms:
                 pred = pipe(x)[0].cpu()
-                cms[name].update(pred.numpy(), item["label"].numpy())
+                cms[name].update(pred.numpy(), label.numpy())
                 row.append(label_to_tensor(pred, k))
                 continue
-            out = pipe(x).cpu().float()
-            s = scores[name]
-            s["L1"].append(l1(out, y))
-            s["PSNR"] += psnr(out, y)
-            s["SSIM"] += ssim(out, y)
-            if lpips_metric is not None and out.shape[1] == 3:
-                s["LPIPS"] += lpips_metric(out, y)
-            if seg is not None:
-                cms[name].update(seg(out)[0].numpy(), item["label"].numpy())
-            row.append(out[0])
+            outs = makers[name].outputs(x, y, sampling, i)
+            makers[name].update(outs, y, label, seg)
+            row += list(outs)
         if len(rows) < grid_rows:
             rows.append(row)
-    result = Comparison(["input", "ground truth"] + list(pipes), rows)
+    result = Comparison(columns, rows)
     if seg is not None:
         result.table.append({"run": "ground truth (real photos)", "method": "real",
                              **{f"FCN {m}": v for m, v in truth_cm.scores().items()}})
     for name, pipe in pipes.items():
-        row = {"run": name, "method": pipe.method}
-        if pipe.kind == "segmentation":
-            row.update(cms[name].scores())
-        else:
-            row.update({m: _mean(v) for m, v in scores[name].items() if v})
-            if lpips_metric is None:
-                row["LPIPS"] = "unavailable"
-            if seg is not None:
-                row.update({f"FCN {m}": v for m, v in cms[name].scores().items()})
-        result.table.append(row)
+        result.table.append({"run": name, "method": pipe.method, **cms[name].scores()} if name in cms
+                            else makers[name].row())
     if lpips_metric is None:
         result.notes.append(lpips_missing)
+    for name, pipe in pipes.items():
+        if pipe.kind == "diffusion":
+            h, w = data[0]["input"].shape[-2:]
+            how = "" if (h, w) == (pipe.sample_size,) * 2 else (
+                f", at its training size {pipe.sample_size}x{pipe.sample_size} and resized to {h}x{w}")
+            result.notes.append(f"{name}: {sampling.samples_per_input} sample(s) per input, {sampling.scheduler} "
+                                f"{sampling.steps} steps, seed {sampling.seed} + input index{how}")
+        if pipe.kind == "colorization":
+            result.notes.append(f"{name}: colorizes the L channel of the ground-truth photo (its input column "
+                                "is not used)")
     return result
 
 

@@ -1,14 +1,18 @@
 """`sample.py compare`: grid, CSV, markdown, HTML with the right rows and columns, and the wandb
-Tables read back from the offline run."""
+Tables read back from the offline run; colorization and conditional-DDPM runs with their own metrics."""
 import csv
 import json
 
+import pytest
 import torch
 from PIL import Image
 
 from gen import config
-from trainers import Pix2PixTrainer, SegmentationTrainer
+from gen.compare import Sampling, compare_runs
+from trainers import ColorizationTrainer, DDPMTrainer, Pix2PixTrainer, SegmentationTrainer
 from conftest import run_sample
+from test_colorization import colorization_overrides
+from test_ddpm import ddpm_overrides
 from test_segmentation import overrides, write_colour_classes
 from wandb_records import read_history
 
@@ -50,3 +54,47 @@ def test_compare_writes_report_and_wandb_tables(tmp_path):
     metrics = json.loads((files / logged["comparison/metrics"]["path"]).read_text())
     assert [r[0] for r in metrics["data"]] == ["ground truth (real photos)", "p2p", "l1only"]
     assert "comparison/bar/FCN mean_iu_table" in logged  # one bar chart per metric
+
+
+def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_path):
+    write_colour_classes(tmp_path / "data" / "train", 8)
+    write_colour_classes(tmp_path / "data" / "val", 3, seed=1)
+    torch.manual_seed(0)
+    SegmentationTrainer(config.load(None, overrides(tmp_path, **{"run.dir": tmp_path / "seg", "train.max_steps": 20,
+                                                                  "train.sample_every": 20}))).fit()
+    ddpm = ddpm_overrides(tmp_path / "ddpm", tmp_path / "data", **{
+        "data.kind": "segmentation", "data.train": "train", "data.val": "val", "data.test": "val",
+        "data.num_classes": 3, "data.first_label": 1, "data.direction": "AtoB", "data.load_size": 32,
+        "data.crop_size": 32, "train.max_steps": 2, "train.ckpt_every": 2})
+    DDPMTrainer(config.load(None, ddpm)).fit()
+    colour = colorization_overrides(tmp_path / "colour", tmp_path / "data", **{
+        "data.pattern": "'*.jpg'", "train.max_steps": 2, "train.sample_every": 2, "train.ckpt_every": 2})
+    ColorizationTrainer(config.load(None, colour)).fit()
+
+    out = tmp_path / "report"
+    proc = run_sample("compare", tmp_path / "ddpm", tmp_path / "colour", "--data", tmp_path / "ddpm",
+                      "--output", out, "--segmenter", tmp_path / "seg", "--samples-per-input", 2, "--steps", 3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
+    assert list(rows) == ["ground truth (real photos)", "ddpm", "colour"]
+    assert float(rows["ddpm"]["diversity L1"]) > 0 and rows["colour"]["diversity L1"] == "—"
+    assert 0 < float(rows["colour"]["AuC"]) <= 1 and rows["ddpm"]["AuC"] == "—"
+    assert float(rows["colour"]["colourfulness"]) >= 0 and float(rows["ddpm"]["FCN pixel_acc"]) >= 0
+    # input | truth | ddpm sample 1 | ddpm sample 2 | colour; 3 test images
+    assert Image.open(out / "grid.png").size == (5 * 32, 3 * 32)
+    assert json.loads((out / "metrics.json").read_text())["columns"] == [
+        "input", "ground truth", "ddpm", "ddpm (2)", "colour"]
+
+    # Two samples of one input differ; the same seed gives the same samples again.
+    cfg = config.load(tmp_path / "ddpm" / "config.yaml")
+    first = compare_runs(cfg, [tmp_path / "ddpm"], "test", None, 1, 1, Sampling(2, 3))
+    again = compare_runs(cfg, [tmp_path / "ddpm"], "test", None, 1, 1, Sampling(2, 3))
+    a, b = first.grid_rows[0][2:]
+    assert not torch.equal(a, b) and torch.equal(first.grid_rows[0][2], again.grid_rows[0][2])
+
+    # An image folder compares colorization runs (gray input, colour target); a segmenter needs labels.
+    images = config.load(tmp_path / "colour" / "config.yaml")
+    result = compare_runs(images, [tmp_path / "colour"], "test", None, 2)
+    assert [r["run"] for r in result.table] == ["colour"] and "AuC rebalanced" in result.table[0]
+    with pytest.raises(ValueError, match="segmenter but the data has no labels"):
+        compare_runs(images, [tmp_path / "seg"], "test")
