@@ -75,3 +75,27 @@ def test_fcn_variants_fuse_more_skips():
         assert net.eval()(x).shape == (1, 5, 64, 64)
     with pytest.raises(ValueError, match="multiple of 32"):
         nets["fcn8s"](torch.randn(1, 3, 48, 48))
+
+
+def test_fcn_built_from_config_keeps_its_bilinear_and_zero_skip_init():
+    """The trainers' init (N(0, 0.02) for every conv) must leave FCN's own init alone; upsample=bilinear
+    freezes the interpolation and the optimizer then never moves it."""
+    from gen import config
+    from gen.models.fcn import bilinear_kernel
+    from trainers.builders import adam, build_generator
+    for upsample in ("transposed", "bilinear"):
+        cfg = config.load(None, ["model.generator=fcn8s", "model.ngf=4", f"model.upsample={upsample}",
+                                 "data.kind=builtin", "data.builtin_size=64"])
+        net = build_generator(cfg, 3, 5, out_activation="none")
+        assert torch.equal(net.final_up.weight, bilinear_kernel(5, 8))
+        assert all(torch.equal(u.weight, bilinear_kernel(5, 2)) for u in net.fuse_up)
+        assert all(not c.weight.any() and not c.bias.any() for c in net.skip_scores)
+        assert net.final_up.weight.requires_grad == (upsample == "transposed")
+        opt = adam(cfg, net)
+        loss = net(torch.randn(2, 3, 64, 64)).square().mean()
+        loss.backward()
+        opt.step()
+        assert torch.equal(net.final_up.weight, bilinear_kernel(5, 8)) == (upsample == "bilinear")
+    with pytest.raises(ValueError, match="model.upsample='unpool'"):
+        build_generator(config.load(None, ["model.generator=fcn8s", "model.upsample=unpool", "data.kind=builtin"]), 3, 5,
+                        out_activation="none")

@@ -14,8 +14,10 @@ def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, 
     kw = dict(in_channels=in_channels, out_channels=out_channels, ngf=m.ngf, norm=m.norm, dropout=m.dropout,
               **overrides)
     if m.upsample != "transposed":
-        if not m.generator.startswith("unet"):
-            raise ValueError(f"config key model.upsample={m.upsample!r} applies to U-Net generators, not {m.generator!r}")
+        fcn = m.generator.startswith("fcn")
+        if not (m.generator.startswith("unet") or (fcn and m.upsample == "bilinear")):
+            raise ValueError(f"config key model.upsample={m.upsample!r} applies to U-Net generators (and "
+                             f"'bilinear' to FCN heads), not {m.generator!r}")
         kw["upsample"] = m.upsample
     if m.num_downs is not None:
         if m.generator != "unet":

@@ -1,6 +1,7 @@
 """FCN-style segmentation baseline after Long, Shelhamer and Darrell (2015): a fully convolutional
 encoder (VGG-like stages, no pretrained weights here), a 1x1 classifier, and learned upsampling
-(transposed convs initialised to bilinear interpolation) with skip fusion.
+(transposed convs initialised to bilinear interpolation; `upsample="bilinear"` keeps them fixed) with
+skip fusion.
 
 FCN-32s upsamples the stride-32 scores once by 32. FCN-16s first fuses them (x2) with scores from
 the stride-16 features; FCN-8s also with the stride-8 features. Skip classifiers start at zero so
@@ -16,6 +17,8 @@ from torch import nn
 
 from .layers import AnySize, conv_bias, norm_layer
 
+FCN_UPSAMPLERS = ("transposed", "bilinear")
+
 
 def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
     """(C, C, 2f, 2f) weights that make ConvTranspose2d(stride f, padding f/2) bilinear x f (per channel)."""
@@ -27,10 +30,13 @@ def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
     return kernel.float()
 
 
-def learned_upsample(channels: int, factor: int) -> nn.ConvTranspose2d:
+def learned_upsample(channels: int, factor: int, learned: bool = True) -> nn.ConvTranspose2d:
+    """Bilinear x factor as a transposed conv; `learned=False` freezes it (fixed interpolation)."""
     up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
     with torch.no_grad():
         up.weight.copy_(bilinear_kernel(channels, factor))
+    up.keep_init = True  # init_weights must not redraw it
+    up.weight.requires_grad_(learned)
     return up
 
 
@@ -39,10 +45,13 @@ class FCN(AnySize, ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, in_channels: int = 3, num_classes: int = 21, ngf: int = 64, variant: str = "fcn8s",
-                 norm: str = "batch", dropout: float = 0.5):
+                 norm: str = "batch", dropout: float = 0.5, upsample: str = "transposed"):
         super().__init__()
         if variant not in ("fcn32s", "fcn16s", "fcn8s"):
             raise ValueError(f"unknown FCN variant {variant!r}; choose fcn32s, fcn16s or fcn8s")
+        if upsample not in FCN_UPSAMPLERS:
+            raise ValueError(f"an FCN head upsamples with one of {FCN_UPSAMPLERS} (learned from bilinear, or "
+                             f"fixed bilinear), got {upsample!r}; unpooling needs the U-Net's mirrored decoder")
         widths = [ngf, ngf * 2, ngf * 4, ngf * 8, ngf * 8]
         self.stages = nn.ModuleList()
         c = in_channels
@@ -63,8 +72,10 @@ class FCN(AnySize, ModelMixin, ConfigMixin):
         for conv in self.skip_scores:
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
-        self.fuse_up = nn.ModuleList(learned_upsample(num_classes, 2) for _ in range(fused))
-        self.final_up = learned_upsample(num_classes, 32 // 2 ** fused)
+            conv.keep_init = True
+        learned = upsample == "transposed"
+        self.fuse_up = nn.ModuleList(learned_upsample(num_classes, 2, learned) for _ in range(fused))
+        self.final_up = learned_upsample(num_classes, 32 // 2 ** fused, learned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x)

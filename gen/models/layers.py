@@ -29,8 +29,11 @@ def conv_bias(norm: str) -> bool:
 
 
 def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
-    """Isola et al.: conv weights ~ N(0, gain), norm scales ~ N(1, gain), biases 0."""
+    """Isola et al.: conv weights ~ N(0, gain), norm scales ~ N(1, gain), biases 0. Layers marked
+    with `keep_init = True` (FCN's bilinear upsampling, its zero skip scores) keep their own init."""
     for m in net.modules():
+        if getattr(m, "keep_init", False):
+            continue
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:

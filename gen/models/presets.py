@@ -65,10 +65,10 @@ def resnet_6blocks(in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n
 
 
 def _fcn(variant: str, in_channels: int = 3, out_channels: int = 21, ngf: int = 64, norm: str = "batch",
-         dropout: float = 0.5, out_activation: str = "none") -> FCN:
+         dropout: float = 0.5, out_activation: str = "none", upsample: str = "transposed") -> FCN:
     if out_activation != "none":
         raise ValueError("FCN predicts class logits: out_activation must be 'none'")
-    return FCN(in_channels, out_channels, ngf, variant, norm, dropout)
+    return FCN(in_channels, out_channels, ngf, variant, norm, dropout, upsample)
 
 
 @register_model
