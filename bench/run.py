@@ -1,12 +1,13 @@
 """One benchmark table: a training step of pix2pix, CycleGAN, colorization and DDPM at the sizes
 users train at, under each speed option, plus data loading, all measured in this run.
 
-Per row: seconds per step (median), images per second, achieved GFLOP/s (FLOPs counted by
+Per row: seconds per step (median; for DDPM also a sampling step, `ddpm-sample`), images per second, achieved GFLOP/s (FLOPs counted by
 torch.utils.flop_counter over one real step of the method's trainer) and its fraction of the peak
 measured in the same run (a compute-bound 3x3 convolution in the same precision), and the peak
 memory (RSS of a fresh process per row on CPU, max allocated on GPU). Data rows: images per second
 the DataLoader delivers (decode + augment) against images per second the fp32 step consumes.
-`bench/ddpm.py` adds the DDPM comparison with diffusers' UNet2DModel. JSON in bench/results/run.json.
+Then Ho et al.'s CIFAR-10 U-Net against diffusers' UNet2DModel of the same configuration (from
+`bench/ddpm.py`, which also times DDPM-1000 vs DDIM-50). JSON in bench/results/run.json.
 
     python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options fp32 bf16 channels_last
                         foreach fused compile] [--steps 3] [--device cpu|cuda]
@@ -109,22 +110,62 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
             with FlopCounterMode(display=False) as counter:
                 step()
             flops = counter.get_total_flops()
-        times = []
-        for _ in range(steps):
-            sync(device)
-            t = time.perf_counter()
-            step()
-            sync(device)
-            times.append(time.perf_counter() - t)
-    sec = statistics.median(times)
+        times = timed(step, steps, device)
+        sampling = ddpm_sampling_step(trainer, data, steps, device) if method == "ddpm" else None
     precision = "bf16" if option == "bf16" else "fp32"
     peak = conv_peak(precision, device)
     mem = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"method": method, "option": option, "size": cfg.data.crop_size, "batch": batch, "device": device,
-            "sec_per_step": sec, "images_per_sec": batch / sec, "gflop_per_step": flops / 1e9,
-            "gflops": flops / sec / 1e9, "peak_gflops": peak, "fraction_of_peak": flops / sec / 1e9 / peak,
-            "peak_memory_mb": mem, "threads": torch.get_num_threads()}
+    common = {"option": option, "size": cfg.data.crop_size, "batch": batch, "device": device,
+              "peak_gflops": peak, "peak_memory_mb": mem, "threads": torch.get_num_threads()}
+    rows = [row(method, statistics.median(times), flops, batch, common)]
+    if sampling is not None:
+        rows.append(row("ddpm-sample", *sampling, batch, common))
+    return rows
+
+
+def row(name: str, sec: float, flops: float, batch: int, common: dict) -> dict:
+    return {"method": name, **common, "sec_per_step": sec, "images_per_sec": batch / sec,
+            "gflop_per_step": flops / 1e9, "gflops": flops / sec / 1e9,
+            "fraction_of_peak": flops / sec / 1e9 / common["peak_gflops"]}
+
+
+def timed(fn, steps: int, device: str) -> list[float]:
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def ddpm_sampling_step(trainer, data: dict, steps: int, device: str) -> tuple[float, float]:
+    """(median seconds, FLOPs) of one reverse step: the prepared network's forward without grad,
+    in the row's precision and memory format, on a noisy batch at a mid timestep."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = trainer.models["unet"]
+    x = data["target"] if trainer.conditional else data["image"]
+    model_in = torch.cat([x, data["input"]], dim=1) if trainer.conditional else x
+    t = torch.full((x.shape[0],), 500, device=x.device)
+    net.eval()
+
+    def step():
+        with torch.no_grad():
+            float(net(model_in, t).float().mean())
+
+    step()
+    flops = 0.0
+    if not trainer.cfg.train.compile:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    times = timed(step, steps, device)
+    net.train()
+    return statistics.median(times), flops
 
 
 def data_rate(method: str, workers: int, batches: int = 10) -> dict:
@@ -155,6 +196,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--diffusers-repeats", type=int, default=3,
+                   help="ddpm_cifar10 vs diffusers' UNet2DModel, train and sampling step (0 skips it)")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -172,12 +215,13 @@ def main() -> None:
             if out.returncode != 0:
                 print(f"{method:>12} {option:>13} failed: {out.stderr.strip().splitlines()[-1][:100]}", flush=True)
                 continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(r)
-            base = r["sec_per_step"] if option == "fp32" else base
-            speedup = f"{base / r['sec_per_step']:.2f}x" if base else ""
-            print(f"{method:>12} {option:>13} {r['sec_per_step']:>8.3f} {r['images_per_sec']:>8.2f} {r['gflops']:>8.1f} "
-                  f"{100 * r['fraction_of_peak']:>7.0f}% {r['peak_memory_mb']:>8.0f}  {speedup}", flush=True)
+            for r in json.loads(out.stdout.strip().splitlines()[-1]):
+                rows.append(r)
+                fp32 = next((b for b in rows if b["method"] == r["method"] and b["option"] == "fp32"), None)
+                speedup = f"{fp32['sec_per_step'] / r['sec_per_step']:.2f}x" if fp32 else ""
+                print(f"{r['method']:>12} {option:>13} {r['sec_per_step']:>8.3f} {r['images_per_sec']:>8.2f} "
+                      f"{r['gflops']:>8.1f} {100 * r['fraction_of_peak']:>7.0f}% {r['peak_memory_mb']:>8.0f}  {speedup}",
+                      flush=True)
         for w in args.workers:
             d = data_rate(method, w)
             consumed = next((r["images_per_sec"] for r in rows if r["method"] == method and r["option"] == "fp32"), None)
@@ -185,9 +229,18 @@ def main() -> None:
             data_rows.append(d)
             ratio = f" = {d['images_per_sec'] / consumed:.1f}x what the fp32 step consumes" if consumed else ""
             print(f"{method:>12} data, {w} workers: {d['images_per_sec']:.0f} img/s{ratio}", flush=True)
+    versus = None
+    if "ddpm" in args.methods and args.diffusers_repeats > 0:
+        from ddpm import compare_networks  # bench/ddpm.py: same-config UNet2DModel, interleaved repeats
+        versus = compare_networks("ddpm_cifar10", 16, 32, args.diffusers_repeats)
+        for kind in ("train_fwd_bwd", "sample_fwd"):
+            print(f"ddpm_cifar10 {kind} (batch 16, 32x32): ours {versus[f'{kind}_sec_ours']:.3f} s, UNet2DModel "
+                  f"{versus[f'{kind}_sec_diffusers']:.3f} s = {versus[f'{kind}_ratio_ours_over_diffusers']:.3f} "
+                  "(ours / theirs, < 1 is faster)", flush=True)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "run.json").write_text(json.dumps({"steps": rows, "data": data_rows}, indent=1))
+    (out_dir / "run.json").write_text(json.dumps({"steps": rows, "data": data_rows, "ddpm_vs_diffusers": versus},
+                                                 indent=1))
 
 
 if __name__ == "__main__":
