@@ -10,7 +10,7 @@ Then Ho et al.'s CIFAR-10 U-Net against diffusers' UNet2DModel of the same confi
 `bench/ddpm.py`, which also times DDPM-1000 vs DDIM-50). JSON in bench/results/run.json.
 
     python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options fp32 bf16 channels_last
-                        foreach fused compile] [--steps 3] [--device cpu|cuda]
+                        foreach fused compile channels_last+fused batch_x4] [--steps 3] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ OPTIONS = {
     "foreach": ["train.optimizer_impl=foreach"],
     "fused": ["train.optimizer_impl=fused"],
     "compile": ["train.compile=true"],
+    "channels_last+fused": ["train.channels_last=true", "train.optimizer_impl=fused"],
+    "batch_x4": [],  # 4x the method's batch: fewer, larger steps (img/s is the figure to compare)
 }
 
 
@@ -90,6 +92,7 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
     from trainers import TRAINERS
 
     cfg_file, size_overrides, batch = METHODS[method]
+    batch *= 4 if option == "batch_x4" else 1
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
                                             "colorization.prior=imagenet", *size_overrides, *OPTIONS[option]])
@@ -112,7 +115,7 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
             flops = counter.get_total_flops()
         times = timed(step, steps, device)
         sampling = ddpm_sampling_step(trainer, data, steps, device) if method == "ddpm" else None
-    precision = "bf16" if option == "bf16" else "fp32"
+    precision = "bf16" if option == "bf16" else "fp32"  # the peak in the row's own precision
     peak = conv_peak(precision, device)
     mem = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -191,7 +194,7 @@ def data_rate(method: str, workers: int, batches: int = 10) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--options", nargs="+", default=["fp32", "bf16", "channels_last", "foreach", "fused"],
+    p.add_argument("--options", nargs="+", default=["fp32", "bf16", "channels_last", "foreach", "fused", "channels_last+fused", "batch_x4"],
                    choices=list(OPTIONS))
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
