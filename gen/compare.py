@@ -171,6 +171,12 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
     makers = {name: RunScores(name, pipe, k, lpips_metric, seg is not None,
                               torch.from_numpy(load_bins_of(pipe, cfg)) if pipe.kind == "colorization" else None)
               for name, pipe in pipes.items() if pipe.kind != "segmentation"}
+    colorizers = [name for name, pipe in pipes.items() if pipe.kind == "colorization"]
+    gray = None
+    if colorizers:  # the baseline every colorization table needs, scored by the same code (table only)
+        baseline = GrayBaseline()
+        gray = RunScores(baseline.method, baseline, k, lpips_metric, seg is not None,
+                         torch.from_numpy(load_bins_of(baseline, cfg)))
     cms = {name: ConfusionMatrix(k) for name, pipe in pipes.items() if pipe.kind == "segmentation"}
     truth_cm = ConfusionMatrix(k) if seg else None
     columns = ["input", "ground truth"]
@@ -194,6 +200,8 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
             outs = makers[name].outputs(x, y, sampling, i)
             makers[name].update(outs, y, label, seg)
             row += list(outs)
+        if gray is not None:
+            gray.update(gray.outputs(x, y, sampling, i), y, label, seg)
         if len(rows) < grid_rows:
             rows.append(row)
     result = Comparison(columns, rows)
@@ -203,6 +211,8 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
     for name, pipe in pipes.items():
         result.table.append({"run": name, "method": pipe.method, **cms[name].scores()} if name in cms
                             else makers[name].row())
+    if gray is not None:
+        result.table.append(gray.row())
     if lpips_metric is None:
         result.notes.append(lpips_missing)
     for name, pipe in pipes.items():
@@ -212,10 +222,19 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
                 f", at its training size {pipe.sample_size}x{pipe.sample_size} and resized to {h}x{w}")
             result.notes.append(f"{name}: {sampling.samples_per_input} sample(s) per input, {sampling.scheduler} "
                                 f"{sampling.steps} steps, seed {sampling.seed} + input index{how}")
-        if pipe.kind == "colorization":
-            result.notes.append(f"{name}: colorizes the L channel of the ground-truth photo (its input column "
-                                "is not used)")
+    if colorizers:
+        source = "the gray input" if cfg.data.kind == "images" else "the ground-truth photo (not the input column)"
+        result.notes.append(f"colorization runs ({', '.join(colorizers)}) colour the L channel of {source}; the "
+                            "grayscale baseline row (ab = 0) is scored by the same code")
     return result
+
+
+class GrayBaseline:
+    """Predicts ab = 0 everywhere: the grayscale row of a colorization comparison."""
+    kind, method, bins = "colorization", "grayscale baseline", None
+
+    def __call__(self, l_norm: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(l_norm.shape[0], 2, *l_norm.shape[-2:])
 
 
 def _cell(value) -> str:

@@ -76,7 +76,8 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
                       "--output", out, "--segmenter", tmp_path / "seg", "--samples-per-input", 2, "--steps", 3)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["run"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
-    assert list(rows) == ["ground truth (real photos)", "ddpm", "colour"]
+    assert list(rows) == ["ground truth (real photos)", "ddpm", "colour", "grayscale baseline"]
+    assert float(rows["grayscale baseline"]["colourfulness"]) < 0.01  # ab = 0 through the same scoring
     assert float(rows["ddpm"]["diversity L1"]) > 0 and rows["colour"]["diversity L1"] == "—"
     assert 0 < float(rows["colour"]["AuC"]) <= 1 and rows["ddpm"]["AuC"] == "—"
     assert float(rows["colour"]["colourfulness"]) >= 0 and float(rows["ddpm"]["FCN pixel_acc"]) >= 0
@@ -95,6 +96,7 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
     # An image folder compares colorization runs (gray input, colour target); a segmenter needs labels.
     images = config.load(tmp_path / "colour" / "config.yaml")
     result = compare_runs(images, [tmp_path / "colour"], "test", None, 2)
-    assert [r["run"] for r in result.table] == ["colour"] and "AuC rebalanced" in result.table[0]
+    assert [r["run"] for r in result.table] == ["colour", "grayscale baseline"]
+    assert "AuC rebalanced" in result.table[0] and any("gray input" in note for note in result.notes)
     with pytest.raises(ValueError, match="segmenter but the data has no labels"):
         compare_runs(images, [tmp_path / "seg"], "test")
