@@ -34,7 +34,7 @@ def test_compare_writes_report_and_wandb_tables(tmp_path):
 
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [r["run"] for r in rows] == ["ground truth (real photos)", "p2p", "l1only"]  # real photos first
-    assert [r["method"] for r in rows] == ["real", "pix2pix", "pix2pix"]
+    assert [r["method"] for r in rows] == ["real", "pix2pix", "pix2pix (L1 only)"]
     for col in ("PSNR", "SSIM", "L1", "LPIPS", "FCN pixel_acc", "FCN mean_acc", "FCN mean_iu"):
         assert col in rows[0], col
     assert rows[0]["PSNR"] == "—" and float(rows[1]["PSNR"]) > 0

@@ -99,6 +99,9 @@ class Pix2PixTrainer(Trainer):
         return {"grid": image_grid(rows), "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
 
     def export(self, path: Path) -> None:
-        pipe = TranslationPipeline(self.unwrap("generator"), self.method, self.cfg.pix2pix.inference,
+        c = self.cfg.pix2pix
+        # The label comparisons and reports show: which loss this generator was trained with.
+        label = "pix2pix (L1 only)" if c.gan_mode == "none" else "pix2pix (cGAN only)" if c.lambda_l1 == 0 else "pix2pix"
+        pipe = TranslationPipeline(self.unwrap("generator"), label, self.cfg.pix2pix.inference,
                                    self.cfg.data.direction, seed=self.cfg.run.seed)
         pipe.save_pretrained(path)
