@@ -10,7 +10,7 @@ Then Ho et al.'s CIFAR-10 U-Net against diffusers' UNet2DModel of the same confi
 `bench/ddpm.py`, which also times DDPM-1000 vs DDIM-50). JSON in bench/results/run.json.
 
     python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options fp32 bf16 channels_last
-                        foreach fused compile channels_last+fused batch_x4] [--steps 3] [--device cpu|cuda]
+                        for_loop foreach fused compile channels_last+fused batch_x4] [--steps 3] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ METHODS = {
     "ddpm": ("configs/ddpm/cifar10.yaml", [], 32),
 }
 OPTIONS = {
-    "fp32": [],
+    "fp32": [],  # the defaults: fp32, contiguous, fused Adam (train.optimizer_impl=auto)
+    "for_loop": ["train.optimizer_impl=for_loop"],  # torch's CPU default Adam, gen's default before
     "bf16": ["train.mixed_precision=bf16"],
     "channels_last": ["train.channels_last=true"],
     "foreach": ["train.optimizer_impl=foreach"],
@@ -194,7 +195,7 @@ def data_rate(method: str, workers: int, batches: int = 10) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--options", nargs="+", default=["fp32", "bf16", "channels_last", "foreach", "fused", "channels_last+fused", "batch_x4"],
+    p.add_argument("--options", nargs="+", default=["fp32", "for_loop", "bf16", "channels_last", "foreach", "channels_last+fused", "batch_x4"],
                    choices=list(OPTIONS))
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -84,7 +84,7 @@ class TrainConfig:
     time_budget_minutes: Optional[float] = None  # stop (checkpoint + export) after this much wall time
     warmup_steps: int = 0  # linear LR warm-up from 0 (DDPM: 5000 in Ho et al.)
     max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
-    optimizer_impl: str = "auto"  # Adam kernel: auto (torch's choice) | for_loop | foreach | fused
+    optimizer_impl: str = "auto"  # Adam kernel: auto (= fused) | for_loop | foreach | fused
     channels_last: bool = False  # NHWC memory format for models and batches
     compile: bool = False  # torch.compile the networks
     deterministic: bool = False  # GPU: deterministic kernels (slower); CPU runs are bit-reproducible either way
