@@ -7,7 +7,9 @@ measured in the same run (a compute-bound 3x3 convolution in the same precision)
 memory (RSS of a fresh process per row on CPU, max allocated on GPU). Data rows: images per second
 the DataLoader delivers (decode + augment) against images per second the fp32 step consumes.
 Then Ho et al.'s CIFAR-10 U-Net against diffusers' UNet2DModel of the same configuration (from
-`bench/ddpm.py`, which also times DDPM-1000 vs DDIM-50). JSON in bench/results/run.json.
+`bench/ddpm.py`, which also times DDPM-1000 vs DDIM-50), and the Adam kernels alone, interleaved.
+Rows run one after another, so a noisy machine moves them: compare options with the interleaved
+figures or repeat the run. JSON in bench/results/run.json.
 
     python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options fp32 bf16 channels_last
                         for_loop foreach fused compile channels_last+fused batch_x4] [--steps 3] [--device cpu|cuda]
@@ -172,6 +174,27 @@ def ddpm_sampling_step(trainer, data: dict, steps: int, device: str) -> tuple[fl
     return statistics.median(times), flops
 
 
+def adam_kernels(rounds: int = 6) -> dict:
+    """Seconds per Adam step over the pix2pix 256 generator + PatchGAN parameters (57.2M) for each
+    kernel, interleaved (order alternating each round) so machine noise favours none; medians
+    after the first round."""
+    import torch
+
+    from gen.models import create_model
+    params = [p for net in (create_model("unet_256"), create_model("patchgan")) for p in net.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    kinds = {"for_loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    opts = {k: torch.optim.Adam(params, lr=2e-4, **kw) for k, kw in kinds.items()}
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    for r in range(rounds):
+        for k in (list(opts) if r % 2 == 0 else list(reversed(opts))):
+            t = time.perf_counter()
+            opts[k].step()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v[1:]) for k, v in times.items()}
+
+
 def data_rate(method: str, workers: int, batches: int = 10) -> dict:
     """Images per second the method's training DataLoader delivers from the real files."""
     from gen import config
@@ -243,10 +266,13 @@ def main() -> None:
             print(f"ddpm_cifar10 {kind} (batch 16, 32x32): ours {versus[f'{kind}_sec_ours']:.3f} s, UNet2DModel "
                   f"{versus[f'{kind}_sec_diffusers']:.3f} s = {versus[f'{kind}_ratio_ours_over_diffusers']:.3f} "
                   "(ours / theirs, < 1 is faster)", flush=True)
+    adam = adam_kernels()
+    print("Adam step, pix2pix 256 G + D (57.2M params): " + ", ".join(
+        f"{k} {v:.3f} s ({adam['for_loop'] / v:.1f}x)" for k, v in adam.items()), flush=True)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "run.json").write_text(json.dumps({"steps": rows, "data": data_rows, "ddpm_vs_diffusers": versus},
-                                                 indent=1))
+    (out_dir / "run.json").write_text(json.dumps({"steps": rows, "data": data_rows, "ddpm_vs_diffusers": versus,
+                                                  "adam_step_sec": adam}, indent=1))
 
 
 if __name__ == "__main__":
