@@ -58,7 +58,9 @@ class ModelConfig:
     dropout: float = 0.5
     num_downs: Optional[int] = None  # only for generator "unet": number of stride-2 levels
     init_from: Optional[str] = None  # a rotation run (or its export): start the U-Net encoder from its weights
-    upsample: str = "transposed"  # U-Net decoder: transposed | bilinear (fixed, + learned conv) | unpool (switches); FCN head: transposed (learned, bilinear init) | bilinear (fixed)
+    # U-Net decoder: transposed | bilinear (fixed, + learned conv) | unpool (switches);
+    # FCN head: transposed (learned, bilinear init) | bilinear (fixed)
+    upsample: str = "transposed"
     discriminator: str = "patchgan"  # patchgan | pixelgan
     ndf: int = 64
     d_layers: int = 3
