@@ -1,11 +1,12 @@
 """One benchmark table: a training step of pix2pix, CycleGAN, colorization and DDPM at the sizes
 users train at, under each speed option, plus data loading, all measured in this run.
 
-Per row: seconds per step (median; for DDPM also a sampling step, `ddpm-sample`), images per
-second, achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter over one real step of the method's trainer) and its fraction of the peak
-measured in the same run (a compute-bound 3x3 convolution in the same precision), and the peak
-memory (RSS of a fresh process per row on CPU, max allocated on GPU). Data rows: images per second
-the DataLoader delivers (decode + augment) against images per second the fp32 step consumes.
+Per row: seconds per step (median; for DDPM also a sampling step, `ddpm-sample`), images per second,
+achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter over one real step of the method's
+trainer) and its fraction of the peak measured in the same run (a compute-bound 3x3 convolution in
+the same precision), and the peak memory (RSS of a fresh process per row on CPU, max allocated on
+GPU). Data rows: images per second the DataLoader delivers (decode + augment) against images per
+second the fp32 step consumes.
 Then Ho et al.'s CIFAR-10 U-Net against diffusers' UNet2DModel of the same configuration (from
 `bench/ddpm.py`, which also times DDPM-1000 vs DDIM-50), and the Adam kernels alone, interleaved.
 Rows run one after another, so a noisy machine moves them: compare options with the interleaved
