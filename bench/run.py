@@ -9,11 +9,12 @@ GPU). Data rows: images per second the DataLoader delivers (decode + augment) ag
 second the fp32 step consumes.
 Then Ho et al.'s CIFAR-10 U-Net against diffusers' UNet2DModel of the same configuration (from
 `bench/ddpm.py`, which also times DDPM-1000 vs DDIM-50), and the Adam kernels alone, interleaved.
-Rows run one after another, so a noisy machine moves them: compare options with the interleaved
-figures or repeat the run. JSON in bench/results/run.json.
+Rows run one after another, so a drifting machine moves them: `--rounds R` measures every option R
+times in alternating order and reports medians. JSON in bench/results/run.json.
 
     python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options fp32 bf16 channels_last
-                        for_loop foreach fused compile channels_last+fused batch_x4] [--steps 3] [--device cpu|cuda]
+                        for_loop foreach fused compile channels_last+fused batch_x4] [--steps 3] [--rounds 1]
+                        [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -216,6 +217,29 @@ def data_rate(method: str, workers: int, batches: int = 10) -> dict:
     return {"method": method, "workers": workers, "images_per_sec": batches * batch / sec}
 
 
+def measure(method: str, option: str, args) -> list[dict] | None:
+    """One row (two for DDPM) in a fresh process, so its peak memory belongs to that row alone."""
+    out = subprocess.run([sys.executable, __file__, "--one", method, option, "--steps", str(args.steps),
+                          "--device", args.device], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{method:>12} {option:>13} failed: {out.stderr.strip().splitlines()[-1][:100]}", flush=True)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """Rows of the same option over rounds -> median seconds and peak, largest memory."""
+    merged = []
+    for same in zip(*rounds):
+        first = same[0]
+        common = {k: v for k, v in first.items() if k in ("option", "size", "batch", "device", "threads")}
+        common.update(peak_gflops=statistics.median(r["peak_gflops"] for r in same),
+                      peak_memory_mb=max(r["peak_memory_mb"] for r in same), rounds=len(same))
+        merged.append(row(first["method"], statistics.median(r["sec_per_step"] for r in same),
+                          first["gflop_per_step"] * 1e9, first["batch"], common))
+    return merged
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -224,6 +248,8 @@ def main() -> None:
     p.add_argument("--options", nargs="+", choices=list(OPTIONS),
                    default=["fp32", "for_loop", "channels_last", "foreach", "channels_last+fused", "batch_x4"])
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every option this many times, alternating the order; medians per row")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--diffusers-repeats", type=int, default=3,
@@ -237,14 +263,16 @@ def main() -> None:
     rows, data_rows = [], []
     print(f"{'method':>12} {'option':>13} {'s/step':>8} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8} {'mem MB':>8}  vs fp32")
     for method in args.methods:
+        samples: dict[str, list[list[dict]]] = {o: [] for o in args.options}
+        for r in range(args.rounds):  # the order alternates each round so drift favours no option
+            for option in (args.options if r % 2 == 0 else list(reversed(args.options))):
+                got = measure(method, option, args)
+                if got is not None:
+                    samples[option].append(got)
         for option in args.options:
-            # A fresh process per row so its peak memory belongs to that row alone.
-            out = subprocess.run([sys.executable, __file__, "--one", method, option, "--steps", str(args.steps),
-                                  "--device", args.device], capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"{method:>12} {option:>13} failed: {out.stderr.strip().splitlines()[-1][:100]}", flush=True)
+            if not samples[option]:
                 continue
-            for r in json.loads(out.stdout.strip().splitlines()[-1]):
+            for r in merge_rounds(samples[option]):
                 fp32 = next((b for b in rows if b["method"] == r["method"] and b["option"] == "fp32"), None)
                 if r["gflop_per_step"] == 0 and fp32:  # compiled: the same work as the eager step
                     r.update(row(r["method"], r["sec_per_step"], fp32["gflop_per_step"] * 1e9, r["batch"], r))
