@@ -73,17 +73,16 @@ def _evaluation_items(cfg: ExperimentConfig, split: str):
             return len(images)
 
         def __getitem__(self, i):
+            from .color import join_lab, split_lab
             rgb = images[i]["image"]
-            gray = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).expand(3, -1, -1)
-            return {"input": gray, "target": rgb}
+            l_norm, ab = split_lab(rgb[None])  # the input shown is the L that colorizers see
+            return {"input": join_lab(l_norm, torch.zeros_like(ab))[0], "target": rgb}
     return GrayToColour()
 
 
 def _diffusion_outputs(pipe, x: torch.Tensor, sampling: Sampling, index: int) -> torch.Tensor:
     """(1, C, H, W) condition -> (k, C_out, H, W). A model trained at another size samples at its own
     size (condition resized with nearest neighbours, which keeps label colours pure) and is resized back."""
-    if not pipe.condition_channels:
-        raise ValueError("an unconditional DDPM has no input to compare on; sample it with sample.py RUN --num N")
     h, w = x.shape[-2:]
     size = pipe.sample_size
     cond = x if (h, w) == (size, size) else F.interpolate(x, size=(size, size), mode="nearest-exact")
@@ -163,6 +162,9 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
     for name, pipe in pipes.items():
         if pipe.kind == "segmentation" and not labelled:
             raise ValueError(f"run {name} is a segmenter but the data has no labels (data.kind={cfg.data.kind})")
+        if pipe.kind == "diffusion" and not pipe.condition_channels:
+            raise ValueError(f"run {name} is an unconditional DDPM: it has no input to compare on; sample it with "
+                             f"sample.py {name} --num N")
         if cfg.data.kind == "images" and pipe.kind not in ("colorization", "diffusion"):
             raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
                              "grayscale -> colour inputs, for colorization runs")
