@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from gen.models import create_model
+from gen.models.layers import max_unpool2x2
 from gen.models.unet import BilinearUpsample
 
 
@@ -28,7 +29,7 @@ def test_unpooling_restores_values_at_argmax_positions():
     x = torch.tensor([[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 6.0], [0.0, 2.0, 1.0, 1.0], [9.0, 1.0, 3.0, 7.0]])
     pooled, switches = down.pool(x[None, None])
     assert pooled[0, 0].tolist() == [[5.0, 8.0], [9.0, 7.0]]
-    restored = up.unpool(pooled, switches)[0, 0]
+    restored = max_unpool2x2(pooled, switches)[0, 0]
     expected = torch.zeros(4, 4)
     for r, c in [(0, 1), (1, 2), (3, 0), (3, 3)]:  # where the maxima were
         expected[r, c] = x[r, c]

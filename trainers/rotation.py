@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from gen.losses.dense import cross_entropy
 from gen.models import UNet
+from gen.models.layers import GlobalAvgPool
 
 from .base import Trainer
 from .builders import build_generator
@@ -24,7 +25,7 @@ class RotationNet(nn.Module):
     def __init__(self, unet: UNet):
         super().__init__()
         self.downs = unet.downs  # shared with the U-Net, which is what gets exported
-        self.head = nn.Sequential(nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        self.head = nn.Sequential(nn.LeakyReLU(0.2), GlobalAvgPool(), nn.Flatten(),
                                   nn.Linear(unet.config.channels[-1], 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,9 +53,9 @@ class RotationTrainer(Trainer):
         opt = self.optimizers["rotation"]
         opt.zero_grad(set_to_none=True)
         logits = self.models["rotation"](x)
-        loss = F.cross_entropy(logits.float(), y)
-        self.accelerator.backward(loss)
-        opt.step()
+        loss = cross_entropy(logits, y)
+        self.backward(loss, "rotation")
+        self.step_optimizer("rotation")
         return {"CE": loss, "acc": (logits.argmax(1) == y).float().mean()}
 
     @torch.no_grad()

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from gen.data import IGNORE_INDEX
 from gen.data.labels import label_to_tensor
+from gen.losses.dense import cross_entropy
 from gen.metrics.segmentation import ConfusionMatrix
 from gen.models.inference import inference_mode
 from gen.pipelines import SegmentationPipeline
@@ -35,9 +35,9 @@ class SegmentationTrainer(Trainer):
         opt = self.optimizers["segmenter"]
         opt.zero_grad(set_to_none=True)
         logits = self.models["segmenter"](photo)  # (B, K, H, W)
-        loss = F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX)
-        self.accelerator.backward(loss)
-        opt.step()
+        loss = cross_entropy(logits, label, IGNORE_INDEX)
+        self.backward(loss, "segmenter")
+        self.step_optimizer("segmenter")
         return {"CE": loss}
 
     @torch.no_grad()

@@ -44,6 +44,55 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     return net
 
 
+# The padding and pooling below are written with cat / flip / expand / where: same values as
+# nn.ReflectionPad2d, F.pad(mode="replicate"), nn.MaxUnpool2d and nn.AdaptiveAvgPool2d(1), but their
+# backward passes have deterministic CUDA kernels, so train.deterministic=true works on a GPU
+# (tests/test_device_audit.py lists the aten ops a training step may not use).
+
+
+class ReflectionPad2d(nn.Module):
+    """Reflection padding by `p` on every side. (B, C, H, W) -> (B, C, H + 2p, W + 2p); p < H, W."""
+
+    def __init__(self, p: int):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        x = torch.cat([x[..., 1:p + 1].flip(-1), x, x[..., -p - 1:-1].flip(-1)], dim=-1)
+        return torch.cat([x[..., 1:p + 1, :].flip(-2), x, x[..., -p - 1:-1, :].flip(-2)], dim=-2)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate the last row / column until H and W are multiples of `multiple`.
+    (B, C, H, W) -> ((B, C, H', W'), (H, W)): crop the network's output back with [..., :H, :W]."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph:
+        x = torch.cat([x, x[..., -1:, :].expand(*x.shape[:-2], ph, x.shape[-1])], dim=-2)
+    if pw:
+        x = torch.cat([x, x[..., -1:].expand(*x.shape[:-1], pw)], dim=-1)
+    return x, (h, w)
+
+
+def max_unpool2x2(x: torch.Tensor, switches: torch.Tensor) -> torch.Tensor:
+    """nn.MaxUnpool2d(2): each value goes back to the position its 2x2 max pooling took it from,
+    zeros elsewhere. x, switches (flat indices into 2H x 2W): (B, C, H, W) -> (B, C, 2H, 2W)."""
+    b, c, h, w = x.shape
+
+    def up(t: torch.Tensor) -> torch.Tensor:  # nearest x2: (B, C, H, W) -> (B, C, 2H, 2W)
+        return t[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+    positions = torch.arange(4 * h * w, device=x.device).view(2 * h, 2 * w)
+    return torch.where(up(switches) == positions, up(x), 0)
+
+
+class GlobalAvgPool(nn.Module):
+    """nn.AdaptiveAvgPool2d(1): (B, C, H, W) -> (B, C, 1, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 class AnySize:
     """Mixin for networks whose input must be a multiple of `self.multiple` in each spatial dim."""
 
@@ -57,8 +106,5 @@ class AnySize:
 
     def forward_any_size(self, x: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Replicate-pad H, W up to the next multiple, run, crop back to (H, W)."""
-        h, w = x.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x, (h, w) = pad_to_multiple(x, self.multiple)
         return (self.forward(x) if timesteps is None else self.forward(x, timesteps))[..., :h, :w]

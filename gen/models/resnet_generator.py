@@ -9,7 +9,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .layers import AnySize, conv_bias, norm_layer
+from .layers import AnySize, ReflectionPad2d, conv_bias, norm_layer
 
 
 class ResidualBlock(nn.Module):
@@ -18,11 +18,11 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, norm: str, dropout: float):
         super().__init__()
         bias = conv_bias(norm)
-        layers = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels),
+        layers = [ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels),
                   nn.ReLU(True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels)]
+        layers += [ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ class ResnetGenerator(AnySize, ModelMixin, ConfigMixin):
                  norm: str = "instance", dropout: float = 0.0):
         super().__init__()
         bias = conv_bias(norm)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
+        layers: list[nn.Module] = [ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
                                    norm_layer(norm, ngf), nn.ReLU(True)]
         for mult in (1, 2):  # two stride-2 downsamplings
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
@@ -46,7 +46,7 @@ class ResnetGenerator(AnySize, ModelMixin, ConfigMixin):
         for mult in (4, 2):
             layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
                                           bias=bias), norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.body = nn.Sequential(*layers)
         self.multiple = 4
 

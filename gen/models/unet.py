@@ -23,7 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .diffusion_blocks import DiffusionLevel, MiddleBlock, TimeEmbedding
-from .layers import AnySize, conv_bias, norm_layer
+from .layers import AnySize, conv_bias, max_unpool2x2, norm_layer
 
 BLOCK_STYLES = ("pix2pix", "ddpm")
 UPSAMPLERS = ("transposed", "bilinear", "unpool")
@@ -92,12 +92,12 @@ class UpLevel(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         self.body = nn.Sequential(*layers)
-        self.unpool = nn.MaxUnpool2d(2) if upsample == "unpool" else None
+        self.unpool = upsample == "unpool"
 
     def forward(self, x: torch.Tensor, switches: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.unpool is not None:
+        if self.unpool:
             # The concatenated skip and decoder halves are both unpooled at this level's switches.
-            x = self.unpool(F.relu(x), switches.repeat(1, x.shape[1] // switches.shape[1], 1, 1))
+            x = max_unpool2x2(F.relu(x), switches.repeat(1, x.shape[1] // switches.shape[1], 1, 1))
         return self.body(x)
 
 
