@@ -14,19 +14,30 @@ _RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
                             [0.212671, 0.715160, 0.072169],
                             [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+_CONSTANTS = {"rgb_to_xyz": _RGB_TO_XYZ, "xyz_to_rgb": torch.linalg.inv(_RGB_TO_XYZ), "white": _WHITE.view(1, 3, 1, 1)}
 _EPS, _KAPPA = 0.008856, 7.787
+_cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
 
-def _apply(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(3, 3) matrix on the channel dim of (B, 3, H, W)."""
-    return torch.einsum("ij,bjhw->bihw", matrix.to(x), x)
+def _const(name: str, like: torch.Tensor) -> torch.Tensor:
+    """A conversion constant on `like`'s device and dtype, copied there once per process (a copy per
+    call would be a blocking host-to-device transfer in every colorization step on a GPU)."""
+    key = (name, like.device, like.dtype)
+    if key not in _cache:
+        _cache[key] = _CONSTANTS[name].to(like)
+    return _cache[key]
+
+
+def _apply(matrix: str, x: torch.Tensor) -> torch.Tensor:
+    """A named (3, 3) matrix on the channel dim of (B, 3, H, W)."""
+    return torch.einsum("ij,bjhw->bihw", _const(matrix, x), x)
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) sRGB in [0, 1] -> (B, 3, H, W) Lab."""
     rgb = rgb.clamp(0, 1)
     linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    xyz = _apply(_RGB_TO_XYZ, linear) / _WHITE.to(rgb).view(1, 3, 1, 1)
+    xyz = _apply("rgb_to_xyz", linear) / _const("white", rgb)
     f = torch.where(xyz > _EPS, xyz.clamp_min(1e-12) ** (1 / 3), _KAPPA * xyz + 16 / 116)
     L = torch.where(xyz[:, 1:2] > _EPS, 116 * f[:, 1:2] - 16, 903.3 * xyz[:, 1:2])
     return torch.cat([L, 500 * (f[:, 0:1] - f[:, 1:2]), 200 * (f[:, 1:2] - f[:, 2:3])], dim=1)
@@ -37,8 +48,8 @@ def lab_to_linear_rgb(lab: torch.Tensor) -> torch.Tensor:
     L, a, b = lab[:, 0:1], lab[:, 1:2], lab[:, 2:3]
     fy = (L + 16) / 116
     f = torch.cat([fy + a / 500, fy, fy - b / 200], dim=1)
-    xyz = torch.where(f > 0.2068966, f ** 3, (f - 16 / 116) / _KAPPA) * _WHITE.to(lab).view(1, 3, 1, 1)
-    return _apply(torch.linalg.inv(_RGB_TO_XYZ), xyz)
+    xyz = torch.where(f > 0.2068966, f ** 3, (f - 16 / 116) / _KAPPA) * _const("white", lab)
+    return _apply("xyz_to_rgb", xyz)
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:

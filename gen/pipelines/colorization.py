@@ -36,6 +36,7 @@ class ColorizationPipeline(NetworkPipeline):
         self.net, self.head, self.temperature, self.method = net, head, temperature, method
         self.bins = None if bins is None else np.asarray(bins, dtype=np.float64)
         self.inference = "eval"
+        self._centres: Optional[torch.Tensor] = None  # the bins on the network's device, copied once
 
     @torch.no_grad()
     def __call__(self, l_norm: torch.Tensor, temperature: Optional[float] = None) -> torch.Tensor:
@@ -47,8 +48,9 @@ class ColorizationPipeline(NetworkPipeline):
             self.net.train(was_training)
         if self.head == "regression":
             return out * AB_SCALE
-        centres = torch.from_numpy(self.bins).to(out.device)
-        return annealed_mean(out, centres, self.temperature if temperature is None else temperature)
+        if self._centres is None or self._centres.device != out.device:
+            self._centres = torch.from_numpy(self.bins).to(out.device)
+        return annealed_mean(out, self._centres, self.temperature if temperature is None else temperature)
 
     def colorize(self, rgb: torch.Tensor) -> torch.Tensor:
         """RGB (or gray replicated to RGB) in [-1, 1] (B, 3, H, W) -> colorized RGB in [-1, 1]."""
