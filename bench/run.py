@@ -100,6 +100,7 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
     batch *= 4 if option == "batch_x4" else 1
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
+                                            f"train.device={device}",  # the whole trainer, not only the batch
                                             "colorization.prior=imagenet", *size_overrides, *OPTIONS[option]])
         trainer = TRAINERS[method](cfg)
         trainer.build()
@@ -205,6 +206,7 @@ def data_rate(method: str, workers: int, batches: int = 10) -> dict:
     cfg_file, size_overrides, batch = METHODS[method]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
+                                            f"train.device={device}",  # the whole trainer, not only the batch
                                             f"data.num_workers={workers}", *size_overrides])
         trainer = TRAINERS[method](cfg)
         trainer.build_data()

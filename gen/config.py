@@ -44,7 +44,7 @@ class DataConfig:
     num_classes: int = 0  # segmentation: number of classes
     first_label: int = 0  # segmentation: raw label value of class 0 (CMP facades use 1)
     ignore_label: Optional[int] = None  # segmentation: raw value ignored by losses and metrics
-    num_workers: int = 0
+    num_workers: Optional[int] = None  # DataLoader workers; None: 0 on the CPU, up to 4 per process on a GPU
     serial_b: bool = False  # unpaired: B[i mod |B|] instead of a random B for each A
     builtin_size: int = 64  # builtin: side of the generated training crops
     builtin_count: int = 256  # builtin: number of generated training pairs
@@ -90,6 +90,9 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for models and batches
     compile: bool = False  # torch.compile the networks
     deterministic: bool = False  # GPU: deterministic kernels (slower); CPU runs are bit-reproducible either way
+    device: str = "auto"  # auto (a GPU when one is usable, else the CPU) | cpu | cuda (an error without a GPU)
+    cudnn_benchmark: Optional[bool] = None  # None: on for CUDA unless train.deterministic (picks conv kernels per shape)
+    tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls/convs (~1e-3 relative error; still deterministic)
     nonfinite: str = "stop"  # stop: a NaN/inf loss ends the run, naming step and term | skip: skip such updates
 
 
@@ -175,6 +178,7 @@ CHOICES = {
     "model.d_norm": ("batch", "instance", "group", "none"),
     "model.discriminator": ("patchgan", "pixelgan"),
     "train.mixed_precision": ("fp32", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
     "train.nonfinite": ("stop", "skip"),
     "train.optimizer_impl": ("auto", "for_loop", "foreach", "fused"),
     "pix2pix.gan_mode": ("vanilla", "lsgan", "none"),
@@ -199,6 +203,7 @@ POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.built
 NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "pix2pix.lambda_l1",
                 "pix2pix.lambda_gan", "model.init_gain", "cyclegan.lambda_a", "cyclegan.lambda_b",
                 "cyclegan.lambda_identity", "cyclegan.pool_size", "train.warmup_steps", "colorization.lambda_l1")
+OPTIONAL = ("data.num_workers",)  # None means "choose for the device"
 POSITIVE_OR_NONE = ("train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2", "ddpm.ema_decay",
                  "ddpm.dropout", "colorization.mix")
@@ -217,6 +222,8 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ValueError(f"config key {key}={_get(cfg, key)!r} is not allowed; choose one of {list(allowed)}")
     for key in POSITIVE + NON_NEGATIVE + UNIT_INTERVAL:
         value = _get(cfg, key)
+        if value is None and key in OPTIONAL:
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"config key {key}={value} is not a finite number")
         if key in POSITIVE and value <= 0:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from gen import config
 from trainers import Pix2PixTrainer, checkpoint
 from conftest import ROOT, tiny_overrides
+from wandb_records import read_history
 
 # L1-only with no norm layers and no dropout: per-sample gradients with no cross-sample statistics,
 # so averaging 2 ranks x batch 2 must equal one process with batch 4 on the same 4 samples.
@@ -29,21 +30,32 @@ def generator_weights(run_dir):
     return load_file(str(ckpt / "models" / "generator.safetensors"))
 
 
-def test_two_process_run_equals_single_process_big_batch(tmp_path, aligned_root):
-    proc = torchrun(tiny_overrides(tmp_path / "ddp", aligned_root, **EXACT))
+@pytest.mark.parametrize("variant", ["crop", "any_size"])
+def test_two_process_run_equals_single_process_big_batch(tmp_path, aligned_root, variant):
+    """Gradients are all-reduced (also through the any-size forward, data.preprocess=none) and the
+    logged losses are means over both processes, not rank 0's alone."""
+    per_rank = 2 if variant == "crop" else 1
+    extra = dict(EXACT, **{"train.batch_size": per_rank, "log.wandb": "offline"})
+    if variant == "any_size":
+        extra.update({"data.preprocess": "none", "data.flip": "false"})  # 40x40 files, padded to 64
+    proc = torchrun(tiny_overrides(tmp_path / "ddp", aligned_root, **extra), {"WANDB_SILENT": "true"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = checkpoint.checkpoint_dirs(tmp_path / "ddp" / "checkpoints")[0]
     assert {p.name for p in ckpt.iterdir()} >= {"rng_rank0.pt", "rng_rank1.pt", "state.pt", "meta.json"}
     assert (tmp_path / "ddp" / "export" / "generator" / "config.json").is_file()
 
-    single = dict(EXACT, **{"train.batch_size": 4})
+    single = dict(extra, **{"train.batch_size": 2 * per_rank})
     Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "one", aligned_root, **single))).fit()
     ddp, one = generator_weights(tmp_path / "ddp"), generator_weights(tmp_path / "one")
-    for k in one:
-        assert torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4), k
+    # Adam turns float noise in a near-zero gradient into a step of up to lr, so a few weights may differ by
+    # a fraction of lr; weights trained on one rank's data alone differ everywhere, by several lr.
+    diff = torch.cat([(ddp[k] - one[k]).abs().flatten() for k in one])
+    assert diff.mean() < 1e-5 and diff.max() < 1e-3  # one rank alone: mean 7e-4, max 7e-3 here
     # Adam at lr 1e-3 moves weights by ~1e-3 a step, so agreement to 1e-5 is not agreement by standing still.
     older = load_file(str(checkpoint.checkpoint_dirs(tmp_path / "ddp" / "checkpoints")[1] / "models" / "generator.safetensors"))
     assert max((older[k] - ddp[k]).abs().max().item() for k in ddp) > 1e-4
+    logged = [[row["train/G_L1"] for row in read_history(tmp_path / run) if "train/G_L1" in row] for run in ("ddp", "one")]
+    assert len(logged[0]) == 2 and logged[0] == pytest.approx(logged[1], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ subclass owns its networks and its optimizer steps: `build()` and `train_step(ba
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import secrets
@@ -28,8 +29,7 @@ from gen import config as config_lib
 from gen.config import ExperimentConfig
 from gen.data import ResumableSampler, build_paired, collate
 
-
-from . import checkpoint, faults
+from . import checkpoint, devices, faults
 from .builders import adam
 from .nonfinite import LossMonitor, guard_optimizer
 
@@ -62,7 +62,8 @@ def linear_decay(max_steps: int, decay_start: float, warmup_steps: int = 0):
 
 class Trainer:
     """Subclasses set `self.models`, `self.optimizers`, `self.schedulers` in `build()` and return a
-    dict of scalar loss tensors from `train_step(batch)`."""
+    dict of scalar loss tensors from `train_step(batch)`, where every update is
+    `self.backward(loss, name)` then `self.step_optimizer(name)`."""
 
     method = "base"
 
@@ -73,22 +74,20 @@ class Trainer:
         self.wandb_mode = config_lib.wandb_mode(cfg)
         if self.wandb_mode != "disabled":
             os.environ.setdefault("WANDB_MODE", self.wandb_mode)
-        if cfg.train.deterministic:
-            # cuBLAS needs a fixed workspace to be deterministic; set before the first CUDA matmul.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
+        cpu = devices.use_cpu(cfg)
+        devices.check_precision(cfg, cpu)
+        devices.configure_backends(cfg, cuda=not cpu and devices.gpu_usable())
         # Accelerate keeps process-wide state; a second trainer in one process (a notebook, the tests)
         # may ask for another precision. The distributed part (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
-            # Accelerate only sets up gloo data parallelism on CPU-only machines when told it is on CPU.
-            cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+            cpu=cpu,
             mixed_precision="no" if cfg.train.mixed_precision == "fp32" else cfg.train.mixed_precision,
             gradient_accumulation_steps=cfg.train.grad_accum,
             log_with="wandb" if self.wandb_mode != "disabled" else None,
             project_dir=str(self.run_dir),
         )
+        devices.check_distributed(self.accelerator)
         if self.accelerator.is_main_process:
             probe_writable(self.run_dir)
         self.accelerator.wait_for_everyone()
@@ -98,6 +97,7 @@ class Trainer:
         self.models: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.skipped_updates = self.amp_skipped = 0
 
     # ---- hooks for methods -------------------------------------------------------------------
     def build_data(self) -> None:
@@ -111,6 +111,10 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def on_device(self) -> None:
+        """Move state the step reads besides the prepared models (EMA weights, image pools, tables) to
+        `self.device`; called after `prepare()` and again after a resume loaded it on the CPU."""
 
     def sample(self, step: int) -> dict[str, Any]:
         """Return {"grid": PIL image, metric name: float} for the fixed validation batch."""
@@ -147,10 +151,32 @@ class Trainer:
         opt = adam(self.cfg, net)
         self.models, self.optimizers, self.schedulers = {name: net}, {name: opt}, {name: self.lr_schedule(opt)}
 
-    def clip_gradients(self, net: nn.Module) -> None:
-        """train.max_grad_norm, when set: between backward and the optimizer step."""
-        if self.cfg.train.max_grad_norm and self.accelerator.sync_gradients:
-            self.accelerator.clip_grad_norm_(net.parameters(), self.cfg.train.max_grad_norm)
+    def backward(self, loss: torch.Tensor, optimizer: str) -> None:
+        """Backward of the loss that optimizer `optimizer` will step on, scaled by that optimizer's own
+        GradScaler under fp16 (a GAN's D and G losses overflow at different scales, and one shared
+        scale changed by D's update would mix scales in G's accumulated gradients)."""
+        scaler = getattr(self.optimizers[optimizer], "scaler", None)
+        loss = loss / self.cfg.train.grad_accum  # accumulation averages, as Accelerate's backward does
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    def step_optimizer(self, name: str) -> None:
+        """Unscale (fp16), clip to train.max_grad_norm and step optimizer `name`; a no-op between
+        accumulation steps. fp16 overflow steps are skipped by the scaler, which then backs off."""
+        opt, max_norm = self.optimizers[name], self.cfg.train.max_grad_norm
+        scaler = getattr(opt, "scaler", None)
+        if max_norm and self.accelerator.sync_gradients:
+            if scaler is not None:
+                scaler.unscale_(opt.optimizer)
+            params = [p for group in opt.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if scaler is None or not self.accelerator.sync_gradients:
+            opt.step()
+            return
+        # An overflow step is one whose update lowered the scale; compared on the device, because the
+        # fused Adam kernels skip such steps themselves, without the host ever seeing found_inf.
+        before = scaler._scale.clone()
+        opt.step()
+        self.amp_skipped = self.amp_skipped + (scaler._scale < before).sum()
 
     @property
     def device(self) -> torch.device:
@@ -160,14 +186,14 @@ class Trainer:
         return self.accelerator.unwrap_model(self.models[name])
 
     def train_loader(self, dataset, start_step: int) -> DataLoader:
-        cfg = self.cfg.train
+        cfg, acc = self.cfg.train, self.accelerator
         per_step = cfg.batch_size * cfg.grad_accum
-        sampler = ResumableSampler(len(dataset), seed=self.cfg.run.seed, rank=self.accelerator.process_index,
-                                   world_size=self.accelerator.num_processes, start=start_step * per_step)
-        workers = self.cfg.data.num_workers
+        sampler = ResumableSampler(len(dataset), seed=self.cfg.run.seed, rank=acc.process_index,
+                                   world_size=acc.num_processes, start=start_step * per_step)
+        workers = devices.data_workers(self.cfg, self.device, acc.num_processes)
         # Its own generator: starting an iterator draws a seed, which must not shift the global RNG
         # stream a resumed run restores (noise, timesteps, dropout).
-        seeds = torch.Generator().manual_seed(self.cfg.run.seed + self.accelerator.process_index)
+        seeds = torch.Generator().manual_seed(self.cfg.run.seed + acc.process_index)
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=workers, persistent_workers=workers > 0, generator=seeds,
                           pin_memory=self.device.type == "cuda", drop_last=True)
@@ -195,6 +221,10 @@ class Trainer:
                           f"the newest whole checkpoint is {last[0] if last else 'none'} and training can resume "
                           "from it once there is space") from None
 
+    def scalers(self) -> dict[str, Any]:
+        """Each optimizer's fp16 GradScaler (empty without fp16)."""
+        return {k: o.scaler for k, o in self.optimizers.items() if getattr(o, "scaler", None) is not None}
+
     def _write_checkpoint(self, step: int) -> None:
         acc = self.accelerator
         tmp = checkpoint.tmp_dir(self.ckpt_root, step)
@@ -207,6 +237,7 @@ class Trainer:
             state = {"step": step,
                      "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                      "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                     "scalers": {k: s.state_dict() for k, s in self.scalers().items()},
                      "extra": self.extra_state()}
             models = {k: acc.get_state_dict(m) for k, m in self.models.items()}
             files = checkpoint.write_models_and_state(tmp, models, state)
@@ -231,6 +262,12 @@ class Trainer:
             self.optimizers[name].load_state_dict(sd)
         for name, sd in loaded.state["schedulers"].items():
             self.schedulers[name].load_state_dict(sd)
+        scalers, saved = self.scalers(), loaded.state.get("scalers", {})
+        if scalers and not saved:
+            warnings.warn(f"{loaded.path} holds no fp16 loss scale (saved without fp16); starting the scale afresh")
+        for name, sd in saved.items():
+            if name in scalers:
+                scalers[name].load_state_dict(sd)
         self.load_extra_state(loaded.state.get("extra", {}))
         if loaded.rng is not None:
             checkpoint.set_rng_state(loaded.rng)
@@ -269,9 +306,9 @@ class Trainer:
     def run_sample(self, step: int) -> None:
         if not self.accelerator.is_main_process:
             return
-        devices = [self.device] if self.device.type == "cuda" else []
+        devices_ = [self.device] if self.device.type == "cuda" else []
         # Sampling must not consume training randomness: a resumed run would diverge otherwise.
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices_):
             torch.manual_seed(self.cfg.run.seed)
             out = self.sample(step)
         images = {k: v for k, v in out.items() if isinstance(v, Image.Image)}
@@ -280,6 +317,18 @@ class Trainer:
             self.log_images(images, step)
         if metrics:
             self.accelerator.log(metrics, step=step)
+
+    def log_losses(self) -> None:
+        """train/<term>: the mean over the steps since the last log and over every process."""
+        logged = self.monitor.means(lambda t: self.accelerator.reduce(t, reduction="sum"))
+        logged.update(self.log_extras())
+        if self.cfg.train.nonfinite == "skip":
+            logged["skipped_updates"] = self.skipped_updates
+        if self.scalers():
+            logged["fp16_overflow_steps"] = int(self.amp_skipped)  # the scaler's own back-offs, not bad updates
+        logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
+        self.accelerator.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})
 
     # ---- the loop ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -293,10 +342,14 @@ class Trainer:
                 net.to(memory_format=torch.channels_last)
             if t.compile:
                 net.compile()  # in place: state_dict keys (checkpoints, exports) stay unchanged
+        template = self.accelerator.scaler
         self.models, self.optimizers = wrap(self.models), wrap(self.optimizers)
-        self.skipped_updates = 0
-        if self.cfg.train.nonfinite == "skip":
+        if template is not None:
             for opt in self.optimizers.values():
+                opt.scaler = copy.deepcopy(template)  # one loss scale per optimizer (see backward)
+        for opt in self.optimizers.values():
+            # Under fp16 the scaler already skips non-finite updates, and must see them to back off.
+            if t.nonfinite == "skip" and getattr(opt, "scaler", None) is None:
                 guard_optimizer(opt, self._count_skip)
 
     def _count_skip(self) -> None:
@@ -315,77 +368,99 @@ class Trainer:
             for b, old in zip((b for name in self.models for b in self.unwrap(name).buffers()), saved):
                 b.copy_(old)
 
-    def fit(self) -> Path:
+    def setup(self) -> None:
+        """Data, networks, devices, resume, tracking: everything before the first step."""
         cfg, acc = self.cfg.train, self.accelerator
+        acc.print(devices.describe(self.cfg, acc, self.method))
         self.build_data()
         self.build()
         self.prepare()
-        self.step = start = self.resume()
+        self.on_device()
+        self.step = self.resume()
+        self.on_device()  # a resume loads method state (EMA, pools) on the CPU
         self.init_tracking()
-        loader = iter(self.train_loader(self.train_set, start))
-        bar = tqdm(total=cfg.max_steps, initial=start, desc=f"{self.method}", disable=not acc.is_local_main_process,
-                   dynamic_ncols=True)
-        monitor = LossMonitor(self.device)
-        deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
-        end = cfg.max_steps
-        while self.step < end:
-            skipped_before, buffers = self.skipped_updates, self.snapshot_buffers()
-            for _ in range(cfg.grad_accum):
-                batch = self.to_device(next(loader))
-                with acc.accumulate(*self.models.values()):
-                    losses = self.train_step(batch)
-                monitor.add(losses, self.step + 1, 1 / cfg.grad_accum)  # on device; read at log cadence
-            if self.skipped_updates > skipped_before:  # a skipped step leaves no trace, running stats included
-                self.restore_buffers(buffers)
-            faults.maybe_kill("during_step", self.step + 1)  # weights updated, schedules and counters not yet
-            self.step += 1
-            for sched in self.schedulers.values():
-                sched.step()
-            faults.maybe_kill("after_step", self.step)
-            bar.update(1)
-            if self.out_of_time(deadline):
-                end = self.step  # the budget is spent: finish this step like the last one
-            is_ckpt = self.step % cfg.ckpt_every == 0 or self.step == end
-            if self.step % cfg.log_every == 0 or self.step == end or is_ckpt:
-                self.check_finite(monitor)
-            if self.step % cfg.log_every == 0 or self.step == end:
-                logged = monitor.means()
-                logged.update(self.log_extras())
-                if cfg.nonfinite == "skip":
-                    logged["skipped_updates"] = self.skipped_updates
-                logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
-                acc.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})
-            if self.step % cfg.sample_every == 0 or self.step == end:
-                self.run_sample(self.step)
-            if is_ckpt:
-                self.save_checkpoint(self.step)
-        bar.close()
+        self.loader = iter(self.train_loader(self.train_set, self.step))
+        self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.method,
+                        disable=not acc.is_local_main_process, dynamic_ncols=True)
+        self.monitor = LossMonitor(self.device)
+        self.deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
+        self.end = cfg.max_steps
+
+    def fit(self) -> Path:
+        self.setup()
+        while self.step < self.end:
+            self.train_one_step()
+            self.after_step()
+        return self.finish()
+
+    def train_one_step(self) -> None:
+        """One optimizer step of every network: train.grad_accum micro-batches, then the LR schedules."""
+        cfg = self.cfg.train
+        skipped_before, buffers = self.skipped_updates, self.snapshot_buffers()
+        for _ in range(cfg.grad_accum):
+            batch = self.to_device(next(self.loader))
+            with self.accelerator.accumulate(*self.models.values()):
+                losses = self.train_step(batch)
+            self.monitor.add(losses, self.step + 1, 1 / cfg.grad_accum)  # on device; read at log cadence
+        if self.skipped_updates > skipped_before:  # a skipped step leaves no trace, running stats included
+            self.restore_buffers(buffers)
+        faults.maybe_kill("during_step", self.step + 1)  # weights updated, schedules and counters not yet
+        self.step += 1
+        for sched in self.schedulers.values():
+            sched.step()
+        faults.maybe_kill("after_step", self.step)
+        self.bar.update(1)
+        if self.out_of_time():
+            self.end = self.step  # the budget is spent: finish this step like the last one
+
+    def after_step(self) -> None:
+        """The cadences: check + log, validate, checkpoint (the last step does all three)."""
+        cfg = self.cfg.train
+
+        def due(every: int) -> bool:
+            return self.step % every == 0 or self.step == self.end
+        if due(cfg.log_every) or due(cfg.ckpt_every):
+            self.check_finite()
+        if due(cfg.log_every):
+            self.log_losses()
+        if due(cfg.sample_every):
+            self.run_sample(self.step)
+        if due(cfg.ckpt_every):
+            self.save_checkpoint(self.step)
+
+    def finish(self) -> Path:
+        """Export, close the trackers, say what ended the run; returns the export folder."""
+        acc = self.accelerator
+        self.bar.close()
         export_dir = self.run_dir / "export"
         if acc.is_main_process:
             self.write_export(export_dir)
         acc.wait_for_everyone()
         acc.end_training()
+        if self.end < self.cfg.train.max_steps:
+            acc.print(f"stopped by train.time_budget_minutes={self.cfg.train.time_budget_minutes} at step "
+                      f"{self.step} of {self.cfg.train.max_steps} (checkpoint and export written); run the same "
+                      "command again to continue from there")
         return export_dir
 
-    def out_of_time(self, deadline: float) -> bool:
+    def out_of_time(self) -> bool:
         """Every process must stop at the same step: the first one out of time stops them all. One
         process needs no collective; several agree at log cadence only, so no step waits on a
         host-device sync for it (the budget may overrun by up to train.log_every steps)."""
-        if deadline == math.inf:
+        if self.deadline == math.inf:
             return False
         if self.accelerator.num_processes == 1:
-            return time.monotonic() > deadline
+            return time.monotonic() > self.deadline
         if self.step % self.cfg.train.log_every:
             return False
-        flag = torch.tensor([float(time.monotonic() > deadline)], device=self.device)
+        flag = torch.tensor([float(time.monotonic() > self.deadline)], device=self.device)
         return bool(self.accelerator.reduce(flag, reduction="max").item())
 
-    def check_finite(self, monitor: LossMonitor) -> None:
+    def check_finite(self) -> None:
         """Stop (train.nonfinite=stop) before anything non-finite is logged as fine or checkpointed."""
         if self.cfg.train.nonfinite == "skip":
             return
-        bad = monitor.first_bad()
+        bad = self.monitor.first_bad()
         if bad is not None:
             last = checkpoint.checkpoint_dirs(self.ckpt_root)
             raise FloatingPointError(

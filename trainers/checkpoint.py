@@ -1,10 +1,11 @@
-"""Atomic, pickle-free checkpoints of everything a run needs to continue.
+"""Atomic checkpoints of everything a run needs to continue; weights in safetensors, the rest in
+torch files read back with weights_only=True (tensors and plain values, no arbitrary objects).
 
 Layout of `run_dir/checkpoints/step_00000500/`:
   models/<name>.safetensors   weights and buffers (safetensors)
-  state.pt                    optimizers, LR schedules, step and method extras (tensors and plain
-                              Python values; read back with torch.load(weights_only=True))
-  rng_rank<r>.pt              each process's RNG states (torch, CUDA, numpy, python) and its
+  state.pt                    optimizers, LR schedules, fp16 loss scales, step and method extras
+                              (tensors and plain Python values)
+  rng_rank<r>.pt              each process's RNG states (torch, its own GPU's, numpy, python) and its
                               process-local method state (image pools)
   meta.json                   written last: its presence marks the checkpoint complete
 
@@ -63,7 +64,8 @@ def rng_state() -> dict[str, Any]:
                    "gauss_next": py_gauss},
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's own GPU only: every rank saves its file, and a resume may see fewer GPUs.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -75,7 +77,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: every visible GPU's state
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:

@@ -112,8 +112,8 @@ class ColorizationTrainer(Trainer):
             log_p = torch.log_softmax(g(l_norm).float(), dim=1)
             ce = -(z * log_p).sum(dim=1)  # (B, H, W)
             loss = (ce * self.weights[z.argmax(dim=1)]).mean()
-            self.accelerator.backward(loss)
-            opt_g.step()
+            self.backward(loss, "generator")
+            self.step_optimizer("generator")
             return {"CE": loss}
         fake_ab = self.predict_ab(g, l_norm)
         losses = {}
@@ -124,8 +124,8 @@ class ColorizationTrainer(Trainer):
             fake_pair = torch.cat([l_norm, fake_ab.detach() / AB_SCALE], 1)
             real_pair = torch.cat([l_norm, ab / AB_SCALE], 1)
             loss_d = 0.5 * (self.gan_loss(d(fake_pair), False) + self.gan_loss(d(real_pair), True))
-            self.accelerator.backward(loss_d)
-            opt_d.step()
+            self.backward(loss_d, "discriminator")
+            self.step_optimizer("discriminator")
             set_requires_grad(d, False)
             losses["D"] = loss_d
         opt_g.zero_grad(set_to_none=True)
@@ -140,8 +140,8 @@ class ColorizationTrainer(Trainer):
                 g_gan = self.gan_loss(self.unwrap("discriminator")(torch.cat([l_norm, fake_ab / AB_SCALE], 1)), True)
                 losses["G_GAN"] = g_gan
                 loss = c.lambda_l1 * loss + g_gan
-        self.accelerator.backward(loss)
-        opt_g.step()
+        self.backward(loss, "generator")
+        self.step_optimizer("generator")
         losses["G"] = loss
         return losses
 

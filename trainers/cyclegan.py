@@ -91,15 +91,15 @@ class CycleGANTrainer(Trainer):
             set_requires_grad(net, False)
         opt_g.zero_grad(set_to_none=True)
         loss_g, terms, fake_a, fake_b = self.generator_losses(real_a, real_b)
-        self.accelerator.backward(loss_g)
-        opt_g.step()
+        self.backward(loss_g, "generators")
+        self.step_optimizer("generators")
         for net in d_nets:
             set_requires_grad(net, True)
         opt_d.zero_grad(set_to_none=True)
         loss_d_a = self.discriminator_loss("D_A", real_b, self.pools["fake_B"].query(fake_b))
         loss_d_b = self.discriminator_loss("D_B", real_a, self.pools["fake_A"].query(fake_a))
-        self.accelerator.backward(loss_d_a + loss_d_b)
-        opt_d.step()
+        self.backward(loss_d_a + loss_d_b, "discriminators")
+        self.step_optimizer("discriminators")
         return dict(terms, G=loss_g, D_A=loss_d_a, D_B=loss_d_b)
 
     def rank_state(self) -> dict:
@@ -108,6 +108,10 @@ class CycleGANTrainer(Trainer):
     def load_rank_state(self, state: dict) -> None:
         for k, s in state.items():
             self.pools[k].load_state_dict(s, self.device)
+
+    def on_device(self) -> None:
+        for pool in self.pools.values():
+            pool.to(self.device)
 
     @torch.no_grad()
     def sample(self, step: int) -> dict:

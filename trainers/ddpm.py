@@ -76,9 +76,8 @@ class DDPMTrainer(Trainer):
         opt.zero_grad(set_to_none=True)
         per_sample = (net(model_in, t).float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
         loss = per_sample.mean()
-        self.accelerator.backward(loss)
-        self.clip_gradients(net)
-        opt.step()
+        self.backward(loss, "unet")
+        self.step_optimizer("unet")
         if self.accelerator.sync_gradients:
             self.ema.step(self.unwrap("unet").parameters())
         q = (t * QUARTILES // self.noise.config.num_train_timesteps).long()
@@ -87,7 +86,8 @@ class DDPMTrainer(Trainer):
         return {"MSE": loss}
 
     def log_extras(self) -> dict[str, float]:
-        sums, counts = self.q_sum.tolist(), self.q_count.tolist()
+        totals = self.accelerator.reduce(torch.stack([self.q_sum, self.q_count]), reduction="sum")  # all processes
+        sums, counts = totals.tolist()
         self._reset_quartiles()
         return {f"MSE_t_q{i}": s / n for i, (s, n) in enumerate(zip(sums, counts)) if n}
 
@@ -128,6 +128,12 @@ class DDPMTrainer(Trainer):
             psnrs += psnr(out, y)
             rows.append([cond[0], out[0], y[0]])
         return {"grid": image_grid(rows), "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
+
+    def on_device(self) -> None:
+        # EMAModel copies the parameters where they are when it is built (before prepare() moves the
+        # network), and load_state_dict puts them on the CPU: both must follow the network.
+        self.ema.to(self.device)
+        self.q_sum, self.q_count = self.q_sum.to(self.device), self.q_count.to(self.device)
 
     def extra_state(self) -> dict:
         return {"ema": self.ema.state_dict()}

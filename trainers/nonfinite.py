@@ -30,11 +30,19 @@ class LossMonitor:
             self.bad_terms[k] = self.bad_terms.get(k, torch.zeros((), dtype=torch.bool, device=self.device)) | ~finite
             self.first_bad_step = torch.where(~finite & (self.first_bad_step < 0), step, self.first_bad_step)
 
-    def means(self) -> dict[str, float]:
-        """Mean of each term's finite values since the last call (NaN when there were none)."""
-        out = {k: float(s / self.counts[k]) if float(self.counts[k]) > 0 else float("nan") for k, s in self.sums.items()}
+    def means(self, reduce=None) -> dict[str, float]:
+        """Mean of each term's finite values since the last call (NaN when there were none), then a
+        reset. `reduce` (e.g. a sum over processes) combines every process's sums and counts first."""
+        keys = sorted(self.sums)
+        if not keys:
+            return {}
+        totals = torch.stack([torch.stack([torch.as_tensor(self.sums[k], device=self.device).float(),
+                                           torch.as_tensor(self.counts[k], device=self.device).float()])
+                              for k in keys])  # (terms, 2): one tensor, one collective, one host read
+        if reduce is not None:
+            totals = reduce(totals)
         self.reset()
-        return out
+        return {k: s / n if n > 0 else float("nan") for k, (s, n) in zip(keys, totals.tolist())}
 
     def first_bad(self) -> tuple[int, list[str]] | None:
         """(first step with a non-finite loss, the terms that were non-finite) or None."""

@@ -15,6 +15,7 @@ from gen.data import channels
 from gen.losses import GANLoss
 from gen.metrics import l1, psnr
 from gen.models.inference import inference_mode
+from gen.models.layers import pad_to_multiple
 from gen.pipelines import TranslationPipeline
 
 from gen.visualize import image_grid
@@ -46,9 +47,12 @@ class Pix2PixTrainer(Trainer):
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
 
     def generate(self, net, x: torch.Tensor) -> torch.Tensor:
-        # preprocess=none trains on any size: pad to the U-Net's multiple and crop back.
-        base = self.accelerator.unwrap_model(net)
-        return base.forward_any_size(x) if self.cfg.data.preprocess == "none" else net(x)
+        """G(x) through the prepared (DDP) module, so G's gradients are all-reduced; preprocess=none
+        trains on any size: pad to the U-Net's multiple, run, crop back."""
+        if self.cfg.data.preprocess != "none":
+            return net(x)
+        padded, (h, w) = pad_to_multiple(x, self.unwrap("generator").multiple)
+        return net(padded)[..., :h, :w]
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         p = self.cfg.pix2pix
@@ -64,20 +68,21 @@ class Pix2PixTrainer(Trainer):
             pred_real = d(torch.cat([real_a, real_b], 1))
             loss_d_fake, loss_d_real = self.gan_loss(pred_fake, False), self.gan_loss(pred_real, True)
             loss_d = 0.5 * (loss_d_fake + loss_d_real)  # halved: D learns slower than G
-            self.accelerator.backward(loss_d)
-            opt_d.step()
+            self.backward(loss_d, "discriminator")
+            self.step_optimizer("discriminator")
             set_requires_grad(d, False)
             losses.update(D_real=loss_d_real, D_fake=loss_d_fake, D=loss_d)
         opt_g.zero_grad(set_to_none=True)
         loss_l1 = F.l1_loss(fake_b.float(), real_b.float())
         loss_g = p.lambda_l1 * loss_l1
         if self.use_gan:
-            # The unwrapped D: its weights are frozen here, so DDP must not wait for their gradients.
+            # The unwrapped D: its weights are frozen here, so DDP must not wait for their gradients
+            # (only D's input, G's output, needs one; G's own gradients are reduced by G's wrapper).
             loss_g_gan = self.gan_loss(self.unwrap("discriminator")(torch.cat([real_a, fake_b], 1)), True)
             loss_g = loss_g + p.lambda_gan * loss_g_gan
             losses["G_GAN"] = loss_g_gan
-        self.accelerator.backward(loss_g)
-        opt_g.step()
+        self.backward(loss_g, "generator")
+        self.step_optimizer("generator")
         losses.update(G_L1=loss_l1, G=loss_g)
         return losses
 

@@ -34,6 +34,11 @@ class ImagePool:
                 out.append(img)
         return torch.stack(out)
 
+    def to(self, device: torch.device | str) -> "ImagePool":
+        """Keep the stored images where the fakes they are mixed with live."""
+        self.images = [img.to(device) for img in self.images]
+        return self
+
     def state_dict(self) -> dict[str, Any]:
         images = torch.stack(self.images).cpu() if self.images else torch.empty(0)
         return {"size": self.size, "images": images, "generator": self.generator.get_state()}

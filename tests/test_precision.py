@@ -1,0 +1,101 @@
+"""fp16 loss scaling, device choice and refused combinations, on the CPU.
+
+fp16 needs a GPU, but its loss scaling does not: these tests give the trainer the CPU GradScaler
+that Accelerate would make on a GPU, so every optimizer carries one, and train in fp32 arithmetic.
+"""
+import pytest
+import torch
+from accelerate.utils import DistributedType
+from safetensors.torch import load_file
+
+from gen import config
+from trainers import Pix2PixTrainer, checkpoint, devices
+from conftest import tiny_overrides
+
+
+def fp16_like(cfg, **scaler):
+    trainer = Pix2PixTrainer(cfg)
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", **scaler)  # what Accelerate builds for fp16 on CUDA
+    return trainer
+
+
+def weights(run_dir):
+    ckpt = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
+    return load_file(str(ckpt / "models" / "generator.safetensors")), torch.load(ckpt / "state.pt", weights_only=True)
+
+
+def test_every_optimizer_gets_its_own_loss_scale_and_accumulation_stays_exact(tmp_path, aligned_root):
+    """grad_accum=2 with a scale that doubles at every update: D's update must not rescale G's
+    half-accumulated gradients. Power-of-two scales are exact, so the run equals plain fp32."""
+    extra = {"train.grad_accum": 2, "train.max_steps": 3, "train.ckpt_every": 3, "model.dropout": 0.0}
+    plain = Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "plain", aligned_root, **extra)))
+    plain.fit()
+    scaled = fp16_like(config.load(None, tiny_overrides(tmp_path / "scaled", aligned_root, **extra)),
+                       init_scale=2.0 ** 8, growth_interval=1)
+    scaled.fit()
+    scalers = scaled.scalers()
+    assert set(scalers) == {"generator", "discriminator"} and scalers["generator"] is not scalers["discriminator"]
+    assert scalers["generator"].get_scale() == 2.0 ** 11  # grew once per update: 3 steps, no overflow
+    (w_plain, _), (w_scaled, state) = weights(tmp_path / "plain"), weights(tmp_path / "scaled")
+    for k in w_plain:
+        assert torch.allclose(w_plain[k], w_scaled[k], atol=1e-6), k
+    assert state["scalers"]["generator"]["scale"] == 2.0 ** 11  # the loss scale is in the checkpoint
+
+
+def test_overflow_steps_back_off_and_are_not_bad_updates(tmp_path, aligned_root):
+    """A scale so large that the first steps overflow: the scaler skips them and halves the scale; skip
+    mode does not count them as bad updates, and clipping keeps working at the next step."""
+    extra = {"train.nonfinite": "skip", "train.max_grad_norm": 1.0, "train.max_steps": 6}
+    trainer = fp16_like(config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **extra)),
+                        init_scale=2.0 ** 127)
+    trainer.fit()
+    assert trainer.skipped_updates == 0
+    assert int(trainer.amp_skipped) > 0
+    assert trainer.scalers()["generator"].get_scale() < 2.0 ** 127
+
+
+def test_resume_restores_the_loss_scale(tmp_path, aligned_root):
+    """Stopped after step 3 and resumed: same weights as the uninterrupted run, which needs the
+    scale of step 3 (a fresh scale would overflow and skip steps again)."""
+    extra = {"train.max_steps": 6, "train.ckpt_every": 3, "model.dropout": 0.0}
+    scale = {"init_scale": 2.0 ** 127}
+    fp16_like(config.load(None, tiny_overrides(tmp_path / "ref", aligned_root, **extra)), **scale).fit()
+    cfg = config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **extra))
+    fp16_like(cfg, **scale).fit()
+    import shutil
+    shutil.rmtree(checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")[0])  # back to step 3
+    resumed = fp16_like(cfg, **scale)
+    resumed.fit()
+    (ref, _), (got, _) = weights(tmp_path / "ref"), weights(tmp_path / "run")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_refused_at_start_with_the_key_named(tmp_path, aligned_root):
+    with pytest.raises(ValueError, match="train.mixed_precision=fp16 needs a GPU"):
+        Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.mixed_precision": "fp16"})))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="train.device=cuda"):
+            Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.device": "cuda"})))
+
+    class Sharded:
+        distributed_type = DistributedType.FSDP
+    with pytest.raises(ValueError, match="FSDP is not supported"):
+        devices.check_distributed(Sharded())
+
+
+def test_start_line_names_device_precision_and_processes(tmp_path, aligned_root, capsys):
+    trainer = Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.max_steps": 1})))
+    trainer.fit()
+    out = capsys.readouterr().out
+    assert "pix2pix: device cpu, precision fp32, 1 process(es), 2 images per step" in out
+    if torch.version.cuda is not None:  # a CUDA build on a machine (or test session) without a GPU says why
+        assert "note: training on the CPU" in out
+
+
+def test_data_workers_default_by_device(tmp_path, aligned_root):
+    cfg = config.load(None, tiny_overrides(tmp_path, aligned_root))
+    assert cfg.data.num_workers is None
+    assert devices.data_workers(cfg, torch.device("cpu"), 1) == 0
+    assert devices.data_workers(cfg, torch.device("cuda"), 1) >= 1
+    pinned = config.load(None, tiny_overrides(tmp_path, aligned_root, **{"data.num_workers": 0}))
+    assert devices.data_workers(pinned, torch.device("cuda"), 1) == 0

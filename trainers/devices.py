@@ -1,0 +1,96 @@
+"""Where and how a run computes: the device choice, the CUDA speed switches, and the start-up checks
+that refuse combinations which cannot train correctly, before the first step rather than at it."""
+from __future__ import annotations
+
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+
+from gen.config import ExperimentConfig
+
+# Sharded strategies keep parameters split across ranks: the trainers' unwrapped forwards (frozen
+# discriminators, EMA, validation) and their state_dict gathering on rank 0 assume whole replicas.
+UNSUPPORTED_DISTRIBUTED = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed",
+                           DistributedType.MEGATRON_LM: "Megatron-LM"}
+
+
+def gpu_usable() -> bool:
+    return torch.cuda.is_available()
+
+
+def why_no_gpu() -> str:
+    """One line: why this process sees no CUDA device."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return "CUDA_VISIBLE_DEVICES hides every GPU"
+    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no usable GPU (none "
+            "installed, or a driver too old for this CUDA version: compare `nvidia-smi` with torch.version.cuda)")
+
+
+def use_cpu(cfg: ExperimentConfig) -> bool:
+    """train.device -> whether Accelerate must run on the CPU; `cuda` without a usable GPU is an error."""
+    want = cfg.train.device
+    if want == "cuda" and not gpu_usable():
+        raise ValueError(f"config key train.device=cuda, but {why_no_gpu()}; use train.device=auto or cpu")
+    if want == "cpu":
+        return True
+    return not (gpu_usable() or torch.backends.mps.is_available())
+
+
+def check_precision(cfg: ExperimentConfig, cpu: bool) -> None:
+    if cfg.train.mixed_precision == "fp16" and cpu:
+        # Accelerate would silently train in fp32 here (no GradScaler, no autocast on the CPU).
+        raise ValueError("config key train.mixed_precision=fp16 needs a GPU (loss scaling); on the CPU use bf16 "
+                         "(native on CPUs with AVX-512 BF16 or AMX) or fp32")
+
+
+def configure_backends(cfg: ExperimentConfig, cuda: bool) -> None:
+    """Deterministic kernels, cuDNN autotuning and TF32, process-wide, before the first CUDA op."""
+    t = cfg.train
+    if t.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; set before the first CUDA matmul.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if not cuda:
+        return
+    # Autotuning picks kernels by timing, so it may pick different (non-bit-identical) ones per run.
+    torch.backends.cudnn.benchmark = (not t.deterministic) if t.cudnn_benchmark is None else t.cudnn_benchmark
+    torch.backends.cudnn.allow_tf32 = t.tf32
+    torch.backends.cuda.matmul.allow_tf32 = t.tf32
+
+
+def check_distributed(acc: Accelerator) -> None:
+    name = UNSUPPORTED_DISTRIBUTED.get(acc.distributed_type)
+    if name is not None:
+        raise ValueError(f"{name} is not supported: gen's trainers keep a whole replica of every network on each "
+                         "process (data parallelism, `accelerate launch --multi_gpu`); the networks fit on one GPU")
+
+
+def data_workers(cfg: ExperimentConfig, device: torch.device, local_processes: int) -> int:
+    """data.num_workers, or for None: none on the CPU (they would take its cores from the step), up to 4
+    per process on a GPU (decoding and augmentation then overlap the step)."""
+    if cfg.data.num_workers is not None:
+        return cfg.data.num_workers
+    if device.type != "cuda":
+        return 0
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, local_processes) - 1))
+
+
+def describe(cfg: ExperimentConfig, acc: Accelerator, method: str) -> str:
+    """The start-up line: device, precision, processes and the effective batch."""
+    dev = acc.device
+    where = str(dev)
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        where = f"{dev} ({props.name}, {props.total_memory / 2 ** 30:.0f} GiB)"
+    t = cfg.train
+    batch = t.batch_size * t.grad_accum * acc.num_processes
+    line = (f"{method}: device {where}, precision {t.mixed_precision}, {acc.num_processes} process(es), "
+            f"{batch} images per step ({t.batch_size} x {t.grad_accum} accumulation x {acc.num_processes})")
+    if dev.type == "cpu" and t.device == "auto" and torch.version.cuda is not None:
+        line += f"\n  note: training on the CPU: {why_no_gpu()}; train.device=cuda makes this an error"
+    return line
