@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def pytest_configure(config):
+    """The default suite runs on the CPU even on a GPU box (bit-exact resume tests assume CPU kernels);
+    `-m gpu` keeps the GPUs visible. Set before any CUDA call, and inherited by the subprocesses."""
+    if "gpu" not in (config.option.markexpr or "").replace("not gpu", ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
