@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 
+DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
+
+
 def sample_diffusion(pipe, args) -> int:
     import math
 
@@ -66,9 +69,8 @@ def translate_folder(args) -> int:
     from gen import pipelines
     from gen.data.image_io import list_images, open_image
 
-    pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference)
-    if args.device:
-        pipe.to(args.device)
+    pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference,
+                          device=pipelines.resolve_device(args.device))
     if getattr(pipe, "kind", None) == "diffusion":
         return sample_diffusion(pipe, args)
     if args.input is None:
@@ -85,21 +87,24 @@ def translate_folder(args) -> int:
 def evaluate(args) -> int:
     from gen import config
     from gen.evaluate import evaluate_colorization, evaluate_paired, evaluate_segmentation, evaluate_unpaired
+    from gen.pipelines import resolve_device
 
     run_dir = Path(args.run_dir)
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found: evaluate needs a run directory made by train.py")
     cfg = config.load(cfg_file, args.overrides)
+    device = resolve_device(args.device)
     if cfg.method == "pix2pix":
-        result, grid = evaluate_paired(cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter)
+        result, grid = evaluate_paired(cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter,
+                                       device=device)
     else:
         score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
                  "colorization": evaluate_colorization}.get(cfg.method)
         if score is None:
             raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
                              "sample.py RUN --num N (ddpm) or compare them with sample.py compare")
-        result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows)
+        result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows, device=device)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
@@ -112,6 +117,7 @@ def evaluate(args) -> int:
 def compare(args) -> int:
     from gen import config
     from gen.compare import Sampling, compare_runs, write_report
+    from gen.pipelines import resolve_device
 
     data = Path(args.data)
     cfg_file = data / "config.yaml" if data.is_dir() else data
@@ -120,7 +126,7 @@ def compare(args) -> int:
     cfg = config.load(cfg_file, args.overrides)
     sampling = Sampling(args.samples_per_input, args.steps, args.scheduler, args.seed)
     result = compare_runs(cfg, [Path(r) for r in args.run_dirs], args.split, args.segmenter, args.grid_rows,
-                          args.max_images, sampling)
+                          args.max_images, sampling, device=resolve_device(args.device))
     out_dir = Path(args.output)
     paths = write_report(result, out_dir)
     print(paths["markdown"].read_text())
@@ -150,6 +156,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--seed", type=int, default=0, help="DDPM runs: input i is sampled with seed + i")
         p.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default: offline without an API key")
         p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
         args, run = p.parse_args(argv[1:]), compare
     elif argv[:1] == ["evaluate"]:
         p = argparse.ArgumentParser(prog="sample.py evaluate", description="score a run on a split of its data")
@@ -159,6 +166,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--grid-rows", type=int, default=8)
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
         p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs")
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
         args, run = p.parse_args(argv[1:]), evaluate
     else:
@@ -169,7 +177,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--output", required=True, help="folder for the translated PNGs / samples")
         p.add_argument("--direction", choices=["AtoB", "BtoA"], help="CycleGAN: which generator (default AtoB)")
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
-        p.add_argument("--device", help="e.g. cuda; default cpu")
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
         p.add_argument("--num", type=int, default=64, help="DDPM: number of unconditional samples")
         p.add_argument("--steps", type=int, default=50, help="DDPM: sampling steps (1000 for the full DDPM chain)")
         p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM: sampler")

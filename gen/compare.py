@@ -111,7 +111,7 @@ class RunScores:
             return _diffusion_outputs(self.pipe, x, sampling, index)
         if self.pipe.kind == "colorization":  # colours the target photo's own L channel; AuC recorded here
             from .color import split_lab
-            return self.colour.update(y, self.pipe(split_lab(y)[0]))
+            return self.colour.update(y, self.pipe(split_lab(y)[0]).cpu())
         return self.pipe(x).cpu().float()
 
     def update(self, outs: torch.Tensor, y: torch.Tensor, label: Optional[torch.Tensor], seg) -> None:
@@ -123,7 +123,7 @@ class RunScores:
             if self.lpips is not None and out.shape[1] == 3:
                 v["LPIPS"] += self.lpips(out, y)
             if self.cm is not None:
-                self.cm.update(seg(out)[0].numpy(), label.numpy())
+                self.cm.update(seg(out)[0].cpu().numpy(), label.numpy())
         for a, b in itertools.combinations(outs.split(1), 2):
             v["diversity L1"].append(l1(a, b))
             if self.lpips is not None and a.shape[1] == 3:
@@ -148,15 +148,15 @@ class RunScores:
 
 def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test", segmenter: Optional[Path] = None,
                  grid_rows: int = 6, max_images: Optional[int] = None,
-                 sampling: Optional[Sampling] = None) -> Comparison:
+                 sampling: Optional[Sampling] = None, device: Optional[str] = None) -> Comparison:
     sampling = sampling or Sampling()
     if sampling.samples_per_input < 1:
         raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
     data = _evaluation_items(cfg, split)
     n = len(data) if max_images is None else min(max_images, len(data))
     labelled, k = cfg.data.kind == "segmentation", cfg.data.num_classes
-    pipes = {Path(r).name: pipelines.load(r) for r in run_dirs}
-    seg = pipelines.load(segmenter) if segmenter else None
+    pipes = {Path(r).name: pipelines.load(r, device=device) for r in run_dirs}
+    seg = pipelines.load(segmenter, device=device) if segmenter else None
     if seg is not None and not labelled:
         raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
     for name, pipe in pipes.items():
@@ -192,7 +192,7 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
         label = item.get("label")
         row = [item["input"], item["target"]]
         if seg is not None:
-            truth_cm.update(seg(y)[0].numpy(), label.numpy())
+            truth_cm.update(seg(y)[0].cpu().numpy(), label.numpy())
         for name, pipe in pipes.items():
             if name in cms:
                 pred = pipe(x)[0].cpu()

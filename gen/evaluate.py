@@ -25,14 +25,14 @@ from .visualize import image_grid
 
 
 def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                    segmenter: Optional[Path] = None):
+                    segmenter: Optional[Path] = None, device: Optional[str] = None):
     """L1 / PSNR / SSIM; with a segmenter run and labelled data (labels -> photo), also the FCN-score:
     the segmenter's scores on the generated photos against the input labels, and on the real photos
     (the ground-truth row, an upper bound) -- Isola et al. 2017 §4.2."""
     from .metrics.segmentation import ConfusionMatrix
 
-    pipe = pipelines.load(run_dir, inference=inference)
-    seg = pipelines.load(segmenter) if segmenter else None
+    pipe = pipelines.load(run_dir, inference=inference, device=device)
+    seg = pipelines.load(segmenter, device=device) if segmenter else None
     if seg is not None and (cfg.data.kind != "segmentation" or seg.kind != "segmentation"):
         raise ValueError("the FCN-score needs a labels -> photo run on segmentation data and a segmentation run "
                          f"as --segmenter (got data.kind={cfg.data.kind!r}, segmenter kind={seg.kind!r})")
@@ -68,23 +68,25 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
     return result, image_grid(rows)
 
 
-def domain_classifier(cfg: ExperimentConfig, run_dir: Path) -> DomainClassifier:
+def domain_classifier(cfg: ExperimentConfig, run_dir: Path, device: Optional[str] = None) -> DomainClassifier:
     """Trained once on the run's real training images, cached in the run directory."""
     cache = run_dir / "domain_classifier.safetensors"
     net = DomainClassifier()
     if cache.is_file():
         net.load_state_dict(load_file(str(cache)))
-        return net.eval()
+        return net.eval().to(device or "cpu")
     root = Path(cfg.data.root)
-    net = train_domain_classifier(list_images(root / f"{cfg.data.train}A"), list_images(root / f"{cfg.data.train}B"))
-    save_file(net.state_dict(), str(cache))
+    net = train_domain_classifier(list_images(root / f"{cfg.data.train}A"), list_images(root / f"{cfg.data.train}B"),
+                                  device=device or "cpu")
+    save_file({k: v.cpu() for k, v in net.state_dict().items()}, str(cache))
     return net
 
 
-def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
+                      device: Optional[str] = None):
     d = cfg.data
-    g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference)
-    g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference)
+    g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference, device=device)
+    g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)
     geo = Geometry(d.preprocess, d.load_size, d.crop_size, False) if d.preprocess != "none" else geometry(d)
     real = {"A": load_images(list_images(Path(d.root) / f"{split}A"), geo, d.channels_a),
             "B": load_images(list_images(Path(d.root) / f"{split}B"), geo, d.channels_b)}
@@ -99,7 +101,7 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
               "cycle_PSNR_B": sum(psnr(rec["B"], real["B"])) / len(real["B"]),
               "split": split, "images_A": len(real["A"]), "images_B": len(real["B"]), "inference": g_ab.inference}
     if d.channels_a == 3 and d.channels_b == 3:
-        net = domain_classifier(cfg, run_dir)
+        net = domain_classifier(cfg, run_dir, device)
         pred_a, pred_b = predict_domain(net, real["A"]), predict_domain(net, real["B"])
         result["classifier_acc_real_A"] = float((pred_a == 0).float().mean())
         result["classifier_acc_real_B"] = float((pred_b == 1).float().mean())
@@ -108,12 +110,13 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
     return result, image_grid(rows)
 
 
-def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
+                          device: Optional[str] = None):
     """Pixel accuracy, mean accuracy, mean IU, f.w. IU from one confusion matrix over the split."""
     from .metrics.segmentation import ConfusionMatrix
     from .data.labels import label_to_tensor
 
-    pipe = pipelines.load(run_dir)
+    pipe = pipelines.load(run_dir, device=device)
     data = build_paired(cfg.data, split, train=False)
     cm, rows = ConfusionMatrix(cfg.data.num_classes), []
     for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
@@ -127,14 +130,15 @@ def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, infe
     return result, image_grid(rows)
 
 
-def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int):
+def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
+                          device: Optional[str] = None):
     """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
     from .color import split_lab
     from .data import build_images
     from .metrics.colorization import ColorizationScores, colourfulness
 
-    pipe = pipelines.load(run_dir)
+    pipe = pipelines.load(run_dir, device=device)
     data = build_images(cfg.data, split, train=False)
     centres = torch.from_numpy(load_bins_of(pipe, cfg))
     method, gray = ColorizationScores(centres), ColorizationScores(centres)
@@ -142,7 +146,7 @@ def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, infe
     for start in tqdm(range(0, len(data), 32), desc=f"evaluate {split}", dynamic_ncols=True):
         images = torch.stack([data[i]["image"] for i in range(start, min(start + 32, len(data)))])
         l_norm, _ = split_lab(images)
-        out = method.update(images, pipe(l_norm))
+        out = method.update(images, pipe(l_norm).cpu())
         gray_rgb = gray.update(images, torch.zeros(len(images), 2, *images.shape[-2:]))
         truth_colour += colourfulness(images)
         rows += [[gray_rgb[i], out[i], images[i]] for i in range(min(len(images), grid_rows - len(rows)))]

@@ -37,14 +37,14 @@ def _load_all(files: Sequence[Path], size: int = 72) -> torch.Tensor:
 
 
 def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], epochs: int = 40,
-                            seed: int = 0) -> DomainClassifier:
+                            seed: int = 0, device: str | torch.device = "cpu") -> DomainClassifier:
     """Adam on random 64x64 crops of 72x72 resizes, with flips, of the real images of both domains;
-    class-balanced batches."""
+    class-balanced batches; trained on `device`."""
     torch.manual_seed(seed)
     x = torch.cat([_load_all(files_a), _load_all(files_b)])  # (N, 3, 72, 72)
     y = torch.cat([torch.zeros(len(files_a), dtype=torch.long), torch.ones(len(files_b), dtype=torch.long)])
     weights = torch.where(y == 0, 1.0 / len(files_a), 1.0 / len(files_b))
-    net = DomainClassifier()
+    net = DomainClassifier().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     steps = max(30, epochs * len(y) // 32)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
@@ -54,8 +54,8 @@ def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], ep
         top, left = (int(v) for v in torch.randint(0, 9, (2,), generator=gen))
         batch = x[idx, :, top:top + 64, left:left + 64]
         flip = torch.rand(32, generator=gen) < 0.5
-        batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-        loss = F.cross_entropy(net(batch), y[idx])
+        batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch).to(device)
+        loss = F.cross_entropy(net(batch), y[idx].to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -66,4 +66,5 @@ def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], ep
 @torch.no_grad()
 def predict_domain(net: DomainClassifier, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """images: (N, 3, H, W) in [-1, 1] -> (N,) predicted domain (0 = A, 1 = B)."""
-    return torch.cat([net(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)])
+    device = next(net.parameters()).device
+    return torch.cat([net(images[i:i + batch].to(device)).argmax(1).cpu() for i in range(0, len(images), batch)])

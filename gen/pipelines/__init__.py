@@ -6,6 +6,8 @@ from pathlib import Path
 
 from typing import Optional
 
+import torch
+
 from .colorization import ColorizationPipeline
 from .diffusion import DiffusionSamplingPipeline
 from .segmentation import SegmentationPipeline
@@ -15,11 +17,29 @@ PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline, "
              "diffusion": DiffusionSamplingPipeline, "colorization": ColorizationPipeline}
 
 
-def load(path: str | Path, direction: Optional[str] = None, **kw):
-    """Load an exported pipeline: a run directory or its `export/` folder.
+def resolve_device(name: Optional[str] = "auto", flag: str = "--device") -> torch.device:
+    """auto: the GPU when one is usable, else the CPU; an explicit device must exist."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{flag} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {name}: torch sees no usable GPU here; use --device cpu (or auto)")
+    return device
+
+
+def load(path: str | Path, direction: Optional[str] = None, device: Optional[str | torch.device] = None, **kw):
+    """Load an exported pipeline: a run directory or its `export/` folder, on `device` (default CPU).
 
     CycleGAN exports hold both directions: `direction` (AtoB, the default, or BtoA) picks one.
     """
+    pipe = _load(path, direction, **kw)
+    return pipe.to(device) if device is not None else pipe
+
+
+def _load(path: str | Path, direction: Optional[str] = None, **kw):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"run directory or export not found: {path}")
