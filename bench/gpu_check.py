@@ -1,0 +1,265 @@
+"""The prepared GPU check: every method on one CUDA GPU in fp32, bf16 and fp16, then the CUDA benchmark.
+
+Per method (pix2pix, CycleGAN, colorization, DDPM unconditional and conditional, segmentation) and
+precision: a run of `--steps` training steps with a checkpoint half-way and at the end
+(train.deterministic=true), its export, `sample.py` on a folder with the export, then the last
+checkpoint removed and the run resumed from the half-way one: the resumed weights must equal the
+uninterrupted ones within `--tolerance` (deterministic kernels: 0 is expected). Then DDPM CIFAR-10
+(Ho et al.'s 35.7M U-Net) at batch 128: seconds per training and sampling step, images per second,
+achieved TFLOP/s (FLOPs counted by torch.utils.flop_counter) and MFU against the GPU's dense bf16
+peak, and peak memory, for fp32 / bf16 / fp16. Everything goes to one JSON file.
+
+    python bench/gpu_check.py [--out DIR] [--steps 20] [--budget-minutes 8]
+    python bench/gpu_check.py --allow-cpu --tiny      # the same code path on the CPU (a dry run)
+
+Without CUDA (and without --allow-cpu) it prints why and exits 0, writing a JSON that says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gen import config  # noqa: E402
+from trainers import TRAINERS, checkpoint  # noqa: E402
+
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
+                    "RTX 4090": 165.0, "B200": 2250.0}
+
+
+def write_data(root: Path, size: int) -> None:
+    """Small synthetic datasets for every method: paired A|B files, A/B folders, unpaired
+    trainA/trainB, photos + label maps, photos; smooth random colour fields."""
+    rng = np.random.default_rng(0)
+
+    def field():
+        coarse = rng.uniform(0, 255, (4, 4, 3))
+        return np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.BILINEAR))
+
+    for split, n in (("train", 16), ("val", 4)):
+        (root / "aligned" / split).mkdir(parents=True)
+        for sub in ("A", "B"):
+            (root / "folders" / split / sub).mkdir(parents=True)
+        (root / "seg" / split).mkdir(parents=True)
+        (root / "photos" / split).mkdir(parents=True)
+        for dom in "AB":
+            (root / "unpaired" / f"{split}{dom}").mkdir(parents=True)
+        for i in range(n):
+            a = field()
+            Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(root / "aligned" / split / f"{i}.png")
+            Image.fromarray(a).save(root / "folders" / split / "A" / f"{i}.png")
+            Image.fromarray(255 - a).save(root / "folders" / split / "B" / f"{i}.png")
+            Image.fromarray(a).save(root / "unpaired" / f"{split}A" / f"{i}.png")
+            Image.fromarray(a[..., ::-1].copy()).save(root / "unpaired" / f"{split}B" / f"{i}.png")
+            Image.fromarray(a).save(root / "photos" / split / f"{i}.png")
+            classes = np.kron(rng.integers(0, 3, (4, 4)), np.ones((size // 4, size // 4), int))
+            Image.fromarray((np.eye(3)[classes] * 200 + 30).astype(np.uint8)).save(root / "seg" / split / f"{i}.jpg",
+                                                                                   quality=95)
+            Image.fromarray((classes + 1).astype(np.uint8), "L").save(root / "seg" / split / f"{i}.png")
+
+
+def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
+    common = [f"data.load_size={size}", f"data.crop_size={size}", "data.preprocess=crop", "data.val=val",
+              "data.test=null", "model.generator=unet", "model.num_downs=5", f"model.ngf={width}",
+              f"model.ndf={width}", "train.batch_size=4", "log.wandb=disabled", "train.eval_batches=2"]
+    ddpm = [f"data.load_size={size}", f"data.crop_size={size}", "data.preprocess=crop", "data.val=val",
+            "data.test=null", "model.generator=ddpm_tiny", "train.batch_size=8", "log.wandb=disabled",
+            "ddpm.sample_steps=5", "ddpm.num_samples=4", "train.eval_batches=2"]
+    return {
+        "pix2pix": common + ["method=pix2pix", f"data.root={data / 'aligned'}"],
+        "cyclegan": common + ["method=cyclegan", "data.kind=unpaired", f"data.root={data / 'unpaired'}",
+                              "model.norm=instance", "model.d_norm=instance"],
+        "colorization": common + ["method=colorization", "data.kind=images", f"data.root={data / 'photos'}",
+                                  "colorization.prior=imagenet"],
+        "ddpm": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}"],
+        "ddpm-conditional": ddpm + ["method=ddpm", "data.kind=paired", "data.layout=folders",
+                                    f"data.root={data / 'folders'}"],
+        "segmentation": common + ["method=segmentation", "data.kind=segmentation", f"data.root={data / 'seg'}",
+                                  "data.num_classes=3", "data.first_label=1", "data.direction=BtoA"],
+    }
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    ckpt = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
+    return {f"{p.stem}.{k}": v for p in (ckpt / "models").glob("*.safetensors") for k, v in load_file(str(p)).items()}
+
+
+def sample_cli(run_dir: Path, case: str, inputs: Path, out: Path, device: str) -> dict:
+    args = [sys.executable, str(ROOT / "sample.py"), str(run_dir), "--output", str(out), "--device", device]
+    args += ["--num", "4", "--steps", "5"] if case == "ddpm" else ["--input", str(inputs)]
+    if case == "ddpm-conditional":
+        args += ["--steps", "5"]
+    t = time.perf_counter()
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    written = len(list(out.glob("*.png"))) if out.is_dir() else 0
+    return {"rc": proc.returncode, "seconds": time.perf_counter() - t, "pngs": written,
+            "stderr_tail": proc.stderr[-400:] if proc.returncode else ""}
+
+
+def check_one(case: str, overrides: list[str], precision: str, steps: int, work: Path, device: str,
+              inputs: Path) -> dict:
+    run_dir = work / f"{case}-{precision}"
+    cfg = config.load(None, overrides + [f"run.dir={run_dir}", f"train.mixed_precision={precision}",
+                                         f"train.device={device}", f"train.max_steps={steps}",
+                                         f"train.ckpt_every={steps // 2}", f"train.sample_every={steps}",
+                                         f"train.log_every={max(1, steps // 4)}", "train.deterministic=true"])
+    row = {"case": case, "precision": precision}
+    t = time.perf_counter()
+    trainer = TRAINERS[cfg.method](cfg)
+    row["device"] = str(trainer.device)
+    trainer.fit()
+    row["train_seconds"] = time.perf_counter() - t
+    row["export"] = (run_dir / "export").is_dir()
+    uninterrupted = final_weights(run_dir)
+    row["sample_cli"] = sample_cli(run_dir, case, inputs / "photos" / "val", work / f"samples-{case}-{precision}",
+                                   "cuda" if device == "cuda" else "cpu")
+    shutil.rmtree(checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0])  # back to the half-way checkpoint
+    t = time.perf_counter()
+    TRAINERS[cfg.method](cfg).fit()
+    row["resume_seconds"] = time.perf_counter() - t
+    resumed = final_weights(run_dir)
+    row["resume_max_abs_diff"] = max(float((uninterrupted[k].float() - resumed[k].float()).abs().max())
+                                     for k in uninterrupted)
+    return row
+
+
+def ddpm_cifar10_bench(device: str, batch: int, precisions: list[str], steps: int) -> list[dict]:
+    """Training and sampling step of the ddpm_cifar10 preset at `batch`, 32x32, per precision."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    for precision in precisions:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = config.load(ROOT / "configs/ddpm/cifar10.yaml", [
+                f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}", f"train.device={device}",
+                f"train.mixed_precision={precision}", "data.root=/nonexistent"])
+            trainer = TRAINERS["ddpm"](cfg)
+            trainer.build()
+            trainer.prepare()
+            trainer.on_device()
+            g = torch.Generator().manual_seed(0)
+            data = trainer.to_device({"image": torch.rand(batch, 3, 32, 32, generator=g) * 2 - 1})
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+
+            def train_step():
+                float(trainer.train_step(data)["MSE"].detach())
+
+            net, t = trainer.models["unet"], torch.full((batch,), 500, device=trainer.device)
+
+            def sample_step():
+                with torch.no_grad():
+                    float(net(data["image"], t).float().mean())
+
+            for label, fn in (("train", train_step), ("sample", sample_step)):
+                for _ in range(3):
+                    fn()  # warm-up: cuDNN autotuning, allocator
+                with FlopCounterMode(display=False) as counter:
+                    fn()
+                flops = counter.get_total_flops()
+                times = []
+                for _ in range(steps):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                sec = statistics.median(times)
+                rows.append({"bench": f"ddpm_cifar10 {label} step", "precision": precision, "batch": batch,
+                             "device": name, "sec_per_step": sec, "images_per_sec": batch / sec,
+                             "tflop_per_step": flops / 1e12, "tflops": flops / sec / 1e12,
+                             "mfu_vs_bf16_peak": (flops / sec / 1e12 / peak) if peak else None,
+                             "bf16_peak_tflops": peak,
+                             "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2 ** 30
+                                                 if device == "cuda" else None)})
+            del trainer, net
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=os.environ.get("OUT", str(ROOT / "bench" / "results")))
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--budget-minutes", type=float, default=8.0, help="start no new case after this")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="resumed vs uninterrupted max |difference|")
+    p.add_argument("--allow-cpu", action="store_true", help="run the same path on the CPU (a dry run)")
+    p.add_argument("--tiny", action="store_true", help="4 steps, 32 px, width 8, a small benchmark batch")
+    p.add_argument("--cases", nargs="*", help="subset of the cases (default: all)")
+    p.add_argument("--precisions", nargs="*", default=["fp32", "bf16", "fp16"])
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        from trainers.devices import why_no_gpu
+        report["skipped"] = f"no CUDA GPU: {why_no_gpu()}"
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+        print(f"gpu_check skipped: {report['skipped']}")
+        return 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    report["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    steps, size, width = (4, 32, 8) if args.tiny else (args.steps, 64, 32)
+    start, rows, failures = time.monotonic(), [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        write_data(work / "data", size)
+        all_cases = cases(work / "data", size, width)
+        for case in args.cases or list(all_cases):
+            for precision in args.precisions:
+                if time.monotonic() - start > 60 * args.budget_minutes:
+                    rows.append({"case": case, "precision": precision, "skipped": "time budget spent"})
+                    continue
+                if precision == "fp16" and device == "cpu":
+                    rows.append({"case": case, "precision": precision, "skipped": "fp16 needs a GPU (refused)"})
+                    continue
+                try:
+                    row = check_one(case, all_cases[case], precision, steps, work / "runs", device, work / "data")
+                    row["ok"] = (row["export"] and row["sample_cli"]["rc"] == 0 and row["sample_cli"]["pngs"] > 0
+                                 and row["resume_max_abs_diff"] <= args.tolerance)
+                except Exception as err:  # record and go on: one failing case must not hide the others
+                    row = {"case": case, "precision": precision, "ok": False,
+                           "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
+                rows.append(row)
+                if not row.get("ok", True):
+                    failures.append(f"{case}/{precision}")
+                print(json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
+    report["checks"] = rows
+    report["failures"] = failures
+    batch, bench_steps = (8, 2) if args.tiny else (128, 10)
+    try:
+        report["benchmark"] = ddpm_cifar10_bench(device, batch, args.precisions if device == "cuda" else
+                                                 [q for q in args.precisions if q != "fp16"], bench_steps)
+        for r in report["benchmark"]:
+            print(json.dumps(r), flush=True)
+    except Exception as err:
+        report["benchmark_error"] = f"{type(err).__name__}: {err}\n{traceback.format_exc()[-2000:]}"
+    report["seconds"] = time.monotonic() - start
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    print(f"{len(rows) - len(failures)} of {len(rows)} checks ok; failures: {failures or 'none'}; "
+          f"{out / 'gpu_check.json'} ({report['seconds']:.0f} s)")
+    return 1 if failures or "benchmark_error" in report else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
