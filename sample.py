@@ -20,46 +20,76 @@ from pathlib import Path
 DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
 
 
+def check_counts(args, train_timesteps: int) -> None:
+    """Sampling flags in range, named in the error (before any model work)."""
+    if not 1 <= args.steps <= train_timesteps:
+        raise ValueError(f"--steps {args.steps}: this model samples with 1..{train_timesteps} steps "
+                         f"(it was trained with {train_timesteps} timesteps)")
+    for flag, value in (("--num", args.num), ("--batch-size", args.batch_size),
+                        ("--samples-per-input", args.samples_per_input)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: must be at least 1")
+
+
 def sample_diffusion(pipe, args) -> int:
     import math
 
     import torch
+    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     from gen.data.image_io import list_images, open_image
+    from gen.data.output_names import check_outputs, output_stems
     from gen.data.transforms import to_pil
     from gen.visualize import image_grid
 
+    check_counts(args, pipe.scheduler.config.num_train_timesteps)
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(leave=False, dynamic_ncols=True)
     gen = torch.Generator(pipe.unet.device).manual_seed(args.seed)
-    rows = []
+    rows, written = [], 0
     if pipe.condition_channels:
         if not args.input:
             raise ValueError(f"{args.run_dir} is an image-conditioned DDPM: pass --input DIR of condition images")
         files = list_images(Path(args.input), "condition images")
-        for path in tqdm(files, desc="sample", dynamic_ncols=True):
+        k = args.samples_per_input
+        stems = output_stems(files)
+        names = [[f"{s}.png"] if k == 1 else [f"{s}_{j}.png" for j in range(k)] for s in stems]
+        check_outputs([out_dir / n for group in names for n in group] + [out_dir / "grid.png"], files,
+                      args.overwrite)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        size = pipe.sample_size
+        for path, group in zip(tqdm(files, desc="sample", dynamic_ncols=True), names):
             cond = pipe.condition_from_image(open_image(path))
+            h, w = cond.shape[-2:]
+            # At the training size by default: the model learned that scale, and a full-size label map
+            # costs (H*W / size^2) times as much per step. Nearest keeps label colours pure.
+            small = not args.full_size and (h, w) != (size, size)
+            model_in = F.interpolate(cond, size=(size, size), mode="nearest-exact") if small else cond
             x = pipe(num_inference_steps=args.steps, scheduler=args.scheduler, generator=gen,
-                     condition=cond.expand(args.samples_per_input, -1, -1, -1))
-            for k, im in enumerate(x):
-                to_pil(im).save(out_dir / (f"{path.stem}.png" if args.samples_per_input == 1 else f"{path.stem}_{k}.png"))
+                     condition=model_in.expand(k, -1, -1, -1)).cpu().float()
+            if small:
+                x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+            for im, name in zip(x, group):
+                to_pil(im).save(out_dir / name)
+                written += 1
             rows.append([cond[0]] + list(x))
-        count = len(files) * args.samples_per_input
     else:
         if args.input:
             raise ValueError(f"{args.run_dir} is an unconditional DDPM: it takes no --input (use --num)")
+        names = [f"sample_{i:05d}.png" for i in range(args.num)]
+        check_outputs([out_dir / n for n in names] + [out_dir / "grid.png"], (), args.overwrite)
+        out_dir.mkdir(parents=True, exist_ok=True)
         images = []
         for start in tqdm(range(0, args.num, args.batch_size), desc="sample", dynamic_ncols=True):
             images += list(pipe(min(args.batch_size, args.num - start), args.steps, args.scheduler, gen))
-        for i, im in enumerate(images):
-            to_pil(im).save(out_dir / f"sample_{i:05d}.png")
+        for im, name in zip(images, names):
+            to_pil(im).save(out_dir / name)
+            written += 1
         side = math.ceil(math.sqrt(len(images)))
         rows = [images[i:i + side] for i in range(0, len(images), side)]
-        count = len(images)
     image_grid(rows[:64]).save(out_dir / "grid.png")
-    print(f"wrote {count} samples and grid.png to {out_dir} ({args.scheduler}, {args.steps} steps, seed {args.seed})")
+    print(f"wrote {written} samples and grid.png to {out_dir} ({args.scheduler}, {args.steps} steps, seed {args.seed})")
     return 0
 
 
@@ -68,6 +98,7 @@ def translate_folder(args) -> int:
 
     from gen import pipelines
     from gen.data.image_io import list_images, open_image
+    from gen.data.output_names import check_outputs, output_stems
 
     pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference,
                           device=pipelines.resolve_device(args.device))
@@ -77,10 +108,14 @@ def translate_folder(args) -> int:
         raise ValueError(f"{args.run_dir} translates images: pass --input DIR")
     files = list_images(Path(args.input), "input images")
     out_dir = Path(args.output)
+    outputs = [out_dir / f"{stem}.png" for stem in output_stems(files)]
+    check_outputs(outputs, files, args.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(files, desc="translate", dynamic_ncols=True):
-        pipe.translate_image(open_image(path)).save(out_dir / f"{path.stem}.png")
-    print(f"wrote {len(files)} images to {out_dir}")
+    written = 0
+    for path, out in zip(tqdm(files, desc="translate", dynamic_ncols=True), outputs):
+        pipe.translate_image(open_image(path)).save(out)
+        written += 1
+    print(f"wrote {written} images to {out_dir}")
     return 0
 
 
@@ -184,10 +219,14 @@ def main(argv: list[str]) -> int:
         p.add_argument("--seed", type=int, default=0, help="DDPM: seed of the sampling noise")
         p.add_argument("--samples-per-input", type=int, default=1, help="conditional DDPM: samples per input")
         p.add_argument("--batch-size", type=int, default=16, help="DDPM: unconditional samples per batch")
+        p.add_argument("--full-size", action="store_true",
+                       help="conditional DDPM: sample at each input's own size (default: at the training size, "
+                            "resized back to the input's size)")
+        p.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
         args, run = p.parse_args(argv), translate_folder
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

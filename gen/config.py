@@ -123,6 +123,9 @@ class DDPMConfig:
     beta_end: float = 0.02
     ema_decay: float = 0.9999  # diffusers' EMAModel; its decay warms up as (1 + step) / (10 + step)
     sample_scheduler: str = "ddim"  # ddpm | ddim | dpm: the scheduler of the sample grids during training
+    # Which timesteps a K-step sampler visits (saved with the export, used by every sampler):
+    # trailing starts at T-1 (works for DDPM, DDIM and DPM-Solver at every K); leading | linspace.
+    timestep_spacing: str = "trailing"
     sample_steps: int = 50
     num_samples: int = 16  # images in an unconditional sample grid
     dropout: float = 0.1  # in every residual block (Ho et al.: 0.1 on CIFAR-10)
@@ -188,6 +191,7 @@ CHOICES = {
     "ddpm.prediction_type": ("epsilon", "v_prediction"),
     "ddpm.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
     "ddpm.sample_scheduler": ("ddpm", "ddim", "dpm"),
+    "ddpm.timestep_spacing": ("trailing", "leading", "linspace"),
     "colorization.loss": ("classification", "l2", "l1", "gan"),
     "colorization.bins": ("zhang313", "gamut"),
     "colorization.prior": ("data", "imagenet"),
@@ -244,6 +248,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if (cfg.data.kind == "images") != (cfg.method == "colorization") and cfg.method != "ddpm":
         raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}: data.kind=images (photos "
                          "without targets) is read by method=colorization (always) and method=ddpm (unconditional)")
+    if cfg.method == "ddpm" and cfg.ddpm.sample_steps > cfg.ddpm.num_train_timesteps:
+        raise ValueError(f"config key ddpm.sample_steps={cfg.ddpm.sample_steps} exceeds ddpm.num_train_timesteps="
+                         f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps")
     if cfg.method == "ddpm" and cfg.ddpm.beta_start >= cfg.ddpm.beta_end:
         raise ValueError(f"config key ddpm.beta_start={cfg.ddpm.beta_start} must be below ddpm.beta_end={cfg.ddpm.beta_end}")
     if (cfg.method == "cyclegan") != (cfg.data.kind == "unpaired"):

@@ -44,7 +44,8 @@ class DDPMTrainer(Trainer):
     def build(self) -> None:
         c = self.cfg.ddpm
         self.noise = DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                                   beta_start=c.beta_start, beta_end=c.beta_end, prediction_type=c.prediction_type)
+                                   beta_start=c.beta_start, beta_end=c.beta_end, prediction_type=c.prediction_type,
+                                   timestep_spacing=c.timestep_spacing)
         if self.conditional:
             self.cond_c, self.out_c = channels(self.cfg.data)
         else:

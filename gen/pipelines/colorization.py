@@ -17,7 +17,7 @@ from PIL import Image
 from ..color import annealed_mean, join_lab, split_lab
 from ..data.transforms import from_pil, to_pil
 from ..models.unet import UNet
-from .translation import PIPELINE_FILE, NetworkPipeline, read_export
+from .translation import PIPELINE_FILE, NetworkPipeline, read_export, require_finite
 
 AB_SCALE = 110.0  # regression heads predict ab / AB_SCALE
 
@@ -43,7 +43,7 @@ class ColorizationPipeline(NetworkPipeline):
         was_training = self.net.training
         self.net.eval()
         try:
-            out = self.net.forward_any_size(l_norm.to(self.device)).float()
+            out = require_finite(self.net.forward_any_size(l_norm.to(self.device)).float(), "colorization outputs")
         finally:
             self.net.train(was_training)
         if self.head == "regression":

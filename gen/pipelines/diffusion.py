@@ -19,20 +19,38 @@ from PIL import Image
 
 from ..data.transforms import from_pil
 from ..models.unet import UNet
-from .translation import PIPELINE_FILE
+from .translation import PIPELINE_FILE, require_finite
 
 SCHEDULERS = ("ddpm", "ddim", "dpm")
 
 
-def make_scheduler(name: str, config) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler:
-    """The sampler `name` on the noise schedule `config` the model was trained with."""
+def make_scheduler(name: str, config, steps: Optional[int] = None):
+    """The sampler `name` on the noise schedule `config` the model was trained with, with the
+    timestep spacing that config states (passed explicitly: diffusers' from_config would otherwise
+    give each sampler class its own default spacing, so a scheduler built in memory and one loaded
+    from the export would visit different timesteps)."""
+    # Every key explicit, as in a config read back from the export's JSON (in memory, diffusers marks
+    # defaults in `_use_default_values`, and from_config then hands them the target class's defaults).
+    config = {k: v for k, v in dict(config).items() if k != "_use_default_values"}
+    spacing = config.get("timestep_spacing", "leading")
+    if steps is not None and steps == config["num_train_timesteps"]:
+        spacing = "trailing"  # every timestep either way; DPM-Solver's leading/linspace break at T steps
     if name == "ddpm":
-        return DDPMScheduler.from_config(config)
+        return DDPMScheduler.from_config(config, timestep_spacing=spacing)
     if name == "ddim":
-        return DDIMScheduler.from_config(config)
+        return DDIMScheduler.from_config(config, timestep_spacing=spacing)
     if name == "dpm":
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", timestep_spacing=spacing)
     raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
+
+
+def check_sampling(num_inference_steps: int, train_timesteps: int, batch_size: int = 1) -> None:
+    """1 <= steps <= the training timesteps, batch >= 1; ValueError naming the value otherwise."""
+    if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= train_timesteps:
+        raise ValueError(f"num_inference_steps={num_inference_steps!r}: sampling takes 1..{train_timesteps} steps "
+                         f"(the model was trained with {train_timesteps} timesteps)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: at least one sample")
 
 
 class DiffusionSamplingPipeline(DiffusionPipeline):
@@ -57,7 +75,9 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
                  progress: bool = True) -> torch.Tensor:
         """-> (B, out_channels, H, W) in [-1, 1]. condition: (B, Cc, H, W) in [-1, 1], any H, W (the
         batch size then follows the condition); otherwise `size` (default sample_size square)."""
-        sampler = make_scheduler(scheduler, self.scheduler.config)
+        check_sampling(num_inference_steps, self.scheduler.config.num_train_timesteps,
+                       batch_size if condition is None else condition.shape[0])
+        sampler = make_scheduler(scheduler, self.scheduler.config, num_inference_steps)
         device, dtype = self.unet.device, self.unet.dtype
         if self.condition_channels:
             if condition is None or condition.shape[1] != self.condition_channels:
@@ -81,7 +101,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
             if condition is not None:
                 model_in = torch.cat([model_in, condition], dim=1)
             x = sampler.step(self.unet(model_in, t), t, x, generator=generator).prev_sample
-        return x[..., :h, :w].clamp(-1, 1)
+        return require_finite(x[..., :h, :w], "DDPM samples").clamp(-1, 1)
 
     def condition_from_image(self, img: Image.Image) -> torch.Tensor:
         """PIL image -> (1, Cc, H, W) condition in [-1, 1]."""

@@ -18,7 +18,7 @@ from ..data.transforms import from_pil
 from ..models.inference import inference_mode
 from ..models.fcn import FCN
 from ..models.unet import UNet
-from .translation import PIPELINE_FILE, NetworkPipeline, read_export
+from .translation import PIPELINE_FILE, NetworkPipeline, read_export, require_finite
 
 SEGMENTER_CLASSES = {"UNet": UNet, "FCN": FCN}
 
@@ -35,7 +35,7 @@ class SegmentationPipeline(NetworkPipeline):
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         with inference_mode(self.net, "eval"):
-            return self.net.forward_any_size(x.to(self.device)).float()
+            return require_finite(self.net.forward_any_size(x.to(self.device)).float(), "segmentation logits")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x).argmax(1)

@@ -31,6 +31,15 @@ def read_export(path: Path, subfolder: str, class_key: str, classes: dict) -> tu
     return meta, classes[cls_name].from_pretrained(path / subfolder)
 
 
+def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    """x, or FloatingPointError if any value is NaN or inf: such weights would otherwise be written
+    as black (or one-class) images that look like results."""
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError(f"the model produced non-finite {what} (NaN or inf): its weights are broken; "
+                                 "retrain, or use an earlier checkpoint's export")
+    return x
+
+
 class NetworkPipeline:
     """What every one-network pipeline shares: its network in `self.net`, device placement."""
 
@@ -66,7 +75,7 @@ class TranslationPipeline(NetworkPipeline):
         with torch.random.fork_rng(devices=devices), inference_mode(self.net, self.inference):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
-            return self.net.forward_any_size(x.to(self.device))
+            return require_finite(self.net.forward_any_size(x.to(self.device)), "outputs")
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         """Any PIL image -> translated PIL image of the same size."""
