@@ -192,7 +192,10 @@ def main(argv: list[str]) -> int:
         p.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default: offline without an API key")
         p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
-        args, run = p.parse_args(argv[1:]), compare
+        args, run = p.parse_intermixed_args(argv[1:]), compare
+        # key=value items among the runs are config overrides (a run directory is never named key=value)
+        args.overrides += [r for r in args.run_dirs if "=" in r and not Path(r).exists()]
+        args.run_dirs = [r for r in args.run_dirs if r not in args.overrides]
     elif argv[:1] == ["evaluate"]:
         p = argparse.ArgumentParser(prog="sample.py evaluate", description="score a run on a split of its data")
         p.add_argument("run_dir")
@@ -203,7 +206,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
-        args, run = p.parse_args(argv[1:]), evaluate
+        args, run = p.parse_intermixed_args(argv[1:]), evaluate  # key=value anywhere on the line
     else:
         p = argparse.ArgumentParser(prog="sample.py", description=__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -312,6 +312,31 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
     return cfg
 
 
+# Keys that change what the networks are (their layers or shapes): a checkpoint made with other values
+# cannot be loaded. Every model.* key counts except the two that only say where weights start.
+ARCHITECTURE_KEYS = ("method", "data.channels_a", "data.channels_b", "data.num_classes", "data.kind",
+                     "pix2pix.gan_mode", "colorization.loss", "colorization.bins", "colorization.bin_grid", "ddpm.ngf")
+NOT_ARCHITECTURE = ("model.init_from", "model.init_gain")
+SCHEDULE_KEYS = ("train.max_steps", "train.lr", "train.lr_decay_start", "train.warmup_steps")
+
+
+def flatten(cfg: ExperimentConfig) -> dict[str, Any]:
+    """{"section.key": value} for every key."""
+    return {f"{section}.{k}" if isinstance(values, dict) else section: v
+            for section, values in dataclasses.asdict(cfg).items()
+            for k, v in (values.items() if isinstance(values, dict) else [(None, values)])}
+
+
+def differences(old: ExperimentConfig, new: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """{key: (old value, new value)} for every key whose value differs."""
+    a, b = flatten(old), flatten(new)
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def is_architecture_key(key: str) -> bool:
+    return key in ARCHITECTURE_KEYS or (key.startswith("model.") and key not in NOT_ARCHITECTURE)
+
+
 def to_yaml(cfg: ExperimentConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 

@@ -249,19 +249,72 @@ class Trainer:
         acc.wait_for_everyone()
         faults.maybe_kill("after_checkpoint", step)
 
+    def check_resume_config(self, step: int, ckpt: Path) -> None:
+        """Before loading a checkpoint: refuse a config whose networks differ from the run's (naming
+        the keys), refuse max_steps below the checkpoint, and say what else changed."""
+        saved = self.run_dir / "config.yaml"
+        self.config_changes: dict[str, tuple[Any, Any]] = {}
+        if saved.is_file():
+            try:
+                old = config_lib.load(saved)
+            except (ValueError, FileNotFoundError) as err:
+                warnings.warn(f"cannot compare with the run's saved config ({err}); resuming without the check")
+                old = None
+            if old is not None:
+                diff = {k: v for k, v in config_lib.differences(old, self.cfg).items() if k != "run.dir"}
+                arch = {k: v for k, v in diff.items() if config_lib.is_architecture_key(k)}
+                if arch:
+                    changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in arch.items())
+                    keep = " ".join(f"{k}={a}" for k, (a, b) in arch.items())
+                    raise ValueError(f"run.dir {self.run_dir} holds a run whose networks were built differently "
+                                     f"({changes}); its checkpoint {ckpt} cannot be loaded into them. Use a new "
+                                     f"run.dir for the new architecture, or continue this run with {keep}")
+                self.config_changes = diff
+        if self.cfg.train.max_steps < step:
+            raise ValueError(f"config key train.max_steps={self.cfg.train.max_steps} is below the step of the "
+                             f"checkpoint in run.dir ({ckpt}, step {step}); raise train.max_steps to continue, or "
+                             "use a new run.dir")
+        for k, (a, b) in self.config_changes.items():
+            note = " (the LR schedule follows the new value from this step on)" if k in config_lib.SCHEDULE_KEYS else ""
+            self.accelerator.print(f"resume: {k} changed {a!r} -> {b!r}{note}")
+
+    def restart_schedules(self) -> None:
+        """LRs from the current config and step: train.lr and the schedule's factor at the resumed step
+        (not the LR the optimizer held when saved, which for a finished run is 0)."""
+        lr = self.cfg.train.lr
+        for sched in self.schedulers.values():
+            sched.base_lrs = [lr] * len(sched.base_lrs)
+            for group, factor in zip(sched.optimizer.param_groups, sched.lr_lambdas):
+                group["initial_lr"], group["lr"] = lr, lr * factor(sched.last_epoch)
+            sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
+
+    def load_weights(self, name: str, sd: dict[str, torch.Tensor], source: Path) -> None:
+        """Load into model `name`; a shape or key mismatch becomes one message naming the layers."""
+        net, target = self.unwrap(name), self.unwrap(name).state_dict()
+        missing, unexpected = sorted(set(target) - set(sd)), sorted(set(sd) - set(target))
+        shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sd
+                  if k in target and sd[k].shape != target[k].shape]
+        if missing or unexpected or shapes:
+            raise ValueError(f"{source}: the weights of {name!r} do not fit the network this config builds "
+                             f"(shapes differ: {shapes[:3]}, missing: {missing[:3]}, unexpected: {unexpected[:3]}); "
+                             "use the run's original model settings or a new run.dir")
+        net.load_state_dict(sd)
+
     def resume(self) -> int:
         loaded = checkpoint.load_latest(self.ckpt_root, self.accelerator.process_index)
         if loaded is None:
             return 0
+        self.check_resume_config(loaded.step, loaded.path)
         for name, sd in loaded.models.items():
             if name not in self.models:
                 raise ValueError(f"checkpoint {loaded.path} has model {name!r} that this run does not build "
                                  f"({sorted(self.models)}); was run.dir used for another config?")
-            self.unwrap(name).load_state_dict(sd)
+            self.load_weights(name, sd, loaded.path)
         for name, sd in loaded.state["optimizers"].items():
             self.optimizers[name].load_state_dict(sd)
         for name, sd in loaded.state["schedulers"].items():
             self.schedulers[name].load_state_dict(sd)
+        self.restart_schedules()
         scalers, saved = self.scalers(), loaded.state.get("scalers", {})
         if scalers and not saved:
             warnings.warn(f"{loaded.path} holds no fp16 loss scale (saved without fp16); starting the scale afresh")
@@ -281,8 +334,11 @@ class Trainer:
     # ---- logging -----------------------------------------------------------------------------
     def init_tracking(self) -> None:
         acc = self.accelerator
+        saved = self.run_dir / "config.yaml"
         if acc.is_main_process:
-            (self.run_dir / "config.yaml").write_text(config_lib.to_yaml(self.cfg))
+            if getattr(self, "config_changes", None) and saved.is_file():
+                saved.replace(self.run_dir / f"config_until_step_{self.step:08d}.yaml")  # kept, not overwritten
+            saved.write_text(config_lib.to_yaml(self.cfg))
         if self.wandb_mode == "disabled":
             return
         id_file = self.run_dir / "wandb_id.txt"

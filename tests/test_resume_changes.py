@@ -1,0 +1,54 @@
+"""Continuing a run with another config: a different architecture is refused naming the keys, a longer
+schedule really continues (LRs from the current config and step), a shorter one is an error, and the
+old config is kept beside the new one."""
+import torch
+from safetensors.torch import load_file
+
+from gen import config
+from trainers import Pix2PixTrainer, checkpoint
+from conftest import run_sample, tiny_overrides
+from test_runs import train_cli
+
+
+def generator(run_dir):
+    ckpt = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
+    return load_file(str(ckpt / "models" / "generator.safetensors"))
+
+
+def test_other_architecture_is_refused_naming_the_keys(tmp_path, aligned_root):
+    train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 2}))
+    for key, value in (("model.ngf", 16), ("model.norm", "instance"), ("data.channels_b", 1),
+                       ("model.upsample", "bilinear")):
+        proc = train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 4, key: value}),
+                         check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+        assert key in proc.stderr and "new run.dir" in proc.stderr and "size mismatch" not in proc.stderr
+
+
+def test_extending_a_finished_run_trains_at_the_new_schedule(tmp_path, aligned_root):
+    extra = {"train.max_steps": 4, "train.ckpt_every": 1, "train.keep_checkpoints": 10, "train.lr_decay_start": 0.0}
+    Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **extra))).fit()
+    finished = generator(tmp_path / "run")
+    longer = Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "run", aligned_root,
+                                                             **dict(extra, **{"train.max_steps": 8}))))
+    longer.setup()
+    assert longer.step == 4
+    lr = longer.optimizers["generator"].param_groups[0]["lr"]
+    assert abs(lr - 2e-4 * (8 - 4) / 8) < 1e-12  # linear decay from step 0 over 8 steps, at step 4; not 0
+    longer.train_one_step()
+    longer.after_step()
+    assert not all(torch.equal(finished[k], generator(tmp_path / "run")[k]) for k in finished)  # it moved
+    assert (tmp_path / "run" / "config_until_step_00000004.yaml").is_file()
+    assert config.load(tmp_path / "run" / "config.yaml").train.max_steps == 8
+
+    proc = train_cli(tiny_overrides(tmp_path / "run", aligned_root, **dict(extra, **{"train.max_steps": 2})),
+                     check=False)
+    assert proc.returncode == 1 and "train.max_steps=2 is below the step" in proc.stderr
+    assert config.load(tmp_path / "run" / "config.yaml").train.max_steps == 8  # the refused config is not recorded
+
+
+def test_evaluate_takes_overrides_after_flags(tmp_path, aligned_root):
+    train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 1, "data.test": "val"}))
+    proc = run_sample("evaluate", tmp_path / "run", "--split", "test", "data.preprocess=none", "--grid-rows", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"images": 2' in proc.stdout
