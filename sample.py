@@ -106,6 +106,8 @@ def translate_folder(args) -> int:
         return sample_diffusion(pipe, args)
     if args.input is None:
         raise ValueError(f"{args.run_dir} translates images: pass --input DIR")
+    if args.bit_depth == 16 and not (pipe.kind == "translation" and pipe.net.config.out_channels == 1):
+        raise ValueError("--bit-depth 16 is for translators with single-channel outputs (e.g. depth maps)")
     files = list_images(Path(args.input), "input images")
     out_dir = Path(args.output)
     outputs = [out_dir / f"{stem}.png" for stem in output_stems(files)]
@@ -113,7 +115,8 @@ def translate_folder(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     for path, out in zip(tqdm(files, desc="translate", dynamic_ncols=True), outputs):
-        pipe.translate_image(open_image(path)).save(out)
+        img = open_image(path)
+        (pipe.translate_image(img, args.bit_depth) if args.bit_depth == 16 else pipe.translate_image(img)).save(out)
         written += 1
     print(f"wrote {written} images to {out_dir}")
     return 0
@@ -226,6 +229,8 @@ def main(argv: list[str]) -> int:
                        help="conditional DDPM: sample at each input's own size (default: at the training size, "
                             "resized back to the input's size)")
         p.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
+        p.add_argument("--bit-depth", type=int, choices=[8, 16], default=8,
+                       help="16: single-channel outputs as 16-bit PNGs on the training data's 0..data.max_16bit scale")
         args, run = p.parse_args(argv), translate_folder
     try:
         return run(args)

@@ -41,6 +41,7 @@ class DataConfig:
     flip: bool = True
     channels_a: int = 3  # 1 (grayscale) or 3 (RGB); inputs are converted to this
     channels_b: int = 3
+    max_16bit: Optional[float] = None  # 16-bit images: the value shown as white (None: 65535), e.g. 4000 for mm depth
     num_classes: int = 0  # segmentation: number of classes
     first_label: int = 0  # segmentation: raw label value of class 0 (CMP facades use 1)
     ignore_label: Optional[int] = None  # segmentation: raw value ignored by losses and metrics
@@ -208,7 +209,7 @@ NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "p
                 "pix2pix.lambda_gan", "model.init_gain", "cyclegan.lambda_a", "cyclegan.lambda_b",
                 "cyclegan.lambda_identity", "cyclegan.pool_size", "train.warmup_steps", "colorization.lambda_l1")
 OPTIONAL = ("data.num_workers",)  # None means "choose for the device"
-POSITIVE_OR_NONE = ("train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
+POSITIVE_OR_NONE = ("data.max_16bit", "train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2", "ddpm.ema_decay",
                  "ddpm.dropout", "colorization.mix")
 

@@ -82,7 +82,8 @@ CASES = [
      ("error", r"cannot read image .*b\.jpg")),
     ("PNG content with a .jpg name", "b.jpg", lambda p: rgb().save(p, "PNG"), ("converted", lambda t: t.shape == (3, 32, 32))),
     ("CMYK JPEG", "b.jpg", _cmyk, ("converted", lambda t: t.shape == (3, 32, 32))),
-    ("16-bit grayscale PNG", "b.png", _sixteen_bit, ("converted", _is(1.0))),
+    ("16-bit grayscale PNG", "b.png", _sixteen_bit, ("warned", (r"b\.png: a 16-bit grayscale image read as 8-bit RGB",
+                                                                _is(1.0)))),
     ("RGBA, transparent", "b.png", _rgba, ("converted", _is(1.0))),
     ("palette PNG", "b.png", _palette, ("converted", lambda t: t[2].mean() > 0.9 and t[0].mean() < -0.9)),
     ("grayscale in an RGB set", "b.png", lambda p: Image.new("L", (40, 30), 255).save(p), ("converted", _is(1.0))),
@@ -108,6 +109,10 @@ def test_image_file_kinds(tmp_path, name, file, write, expected):
             images = read_all(folder)
         assert len(images) == 2 and all(t.shape == (3, 32, 32) for t in images)
         assert detail(images[1]), name
+    elif kind == "warned":  # converted, with a warning that names the file
+        with pytest.warns(UserWarning, match=detail[0]):
+            images = read_all(folder)
+        assert detail[1](images[1]), name
     elif kind == "skipped":
         with pytest.warns(UserWarning, match=detail):
             assert len(read_all(folder)) == 1

@@ -37,10 +37,11 @@ class CycleGANTrainer(Trainer):
         if not d.root:
             raise ValueError("config key data.root is required: a folder with trainA/ and trainB/")
         self.train_set = UnpairedImages(Path(d.root), d.train, geometry(d), d.channels_a, d.channels_b, train=True,
-                                        seed=self.cfg.run.seed, serial_b=d.serial_b)
+                                        seed=self.cfg.run.seed, serial_b=d.serial_b, max_16bit=d.max_16bit)
         if d.val:
             eval_geo = Geometry(d.preprocess, d.load_size, d.crop_size, False)
-            self.val_set = UnpairedImages(Path(d.root), d.val, eval_geo, d.channels_a, d.channels_b, train=False)
+            self.val_set = UnpairedImages(Path(d.root), d.val, eval_geo, d.channels_a, d.channels_b, train=False,
+                                          max_16bit=d.max_16bit)
         else:
             self.val_set = None
 
@@ -134,6 +135,6 @@ class CycleGANTrainer(Trainer):
                 "cycle_PSNR_A": sum(psnr_a) / len(psnr_a), "cycle_PSNR_B": sum(psnr_b) / len(psnr_b)}
 
     def export(self, path: Path) -> None:
-        mode, seed = self.cfg.cyclegan.inference, self.cfg.run.seed
-        CycleGANPipeline(TranslationPipeline(self.unwrap("G_A"), self.method, mode, "AtoB", seed),
-                         TranslationPipeline(self.unwrap("G_B"), self.method, mode, "BtoA", seed)).save_pretrained(path)
+        mode, seed, top = self.cfg.cyclegan.inference, self.cfg.run.seed, self.cfg.data.max_16bit
+        CycleGANPipeline(TranslationPipeline(self.unwrap("G_A"), self.method, mode, "AtoB", seed, top),
+                         TranslationPipeline(self.unwrap("G_B"), self.method, mode, "BtoA", seed, top)).save_pretrained(path)

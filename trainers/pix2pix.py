@@ -108,5 +108,5 @@ class Pix2PixTrainer(Trainer):
         # The label comparisons and reports show: which loss this generator was trained with.
         label = "pix2pix (L1 only)" if c.gan_mode == "none" else "pix2pix (cGAN only)" if c.lambda_l1 == 0 else "pix2pix"
         pipe = TranslationPipeline(self.unwrap("generator"), label, self.cfg.pix2pix.inference,
-                                   self.cfg.data.direction, seed=self.cfg.run.seed)
+                                   self.cfg.data.direction, seed=self.cfg.run.seed, max_16bit=self.cfg.data.max_16bit)
         pipe.save_pretrained(path)

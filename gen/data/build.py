@@ -22,7 +22,8 @@ def build_images(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Ima
     folder, subset = resolve_split(Path(cfg.root).expanduser(), spec)
     if not folder.is_dir():
         raise FileNotFoundError(f"data.{split}={spec!r}: folder {folder} not found (data.root={cfg.root})")
-    return ImageFolder(folder, geometry(cfg), subset, cfg.pattern, cfg.channels_b, train=train, seed=seed)
+    return ImageFolder(folder, geometry(cfg), subset, cfg.pattern, cfg.channels_b, train=train, seed=seed,
+                       max_16bit=cfg.max_16bit)
 
 
 def build_paired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> PairDataset:
@@ -30,7 +31,7 @@ def build_paired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pai
     spec = getattr(cfg, split)
     if spec is None:
         raise ValueError(f"config key data.{split} is not set; it names the folder of the {split} split")
-    common = dict(direction=cfg.direction, train=train, seed=seed)
+    common = dict(direction=cfg.direction, train=train, seed=seed, max_16bit=cfg.max_16bit)
     if cfg.kind == "builtin":
         pairs, names = edges2photos(split, cfg.builtin_size, cfg.builtin_count if train else 16, seed)
         geo = Geometry("none", cfg.builtin_size, cfg.builtin_size, cfg.flip)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Optional
 
 from torch.utils.data import Dataset
 
@@ -31,18 +32,19 @@ def find_images(folder: Path, pattern: str = "**/*", what: str = "images") -> li
 
 class ImageFolder(Dataset):
     def __init__(self, folder: Path, geometry: Geometry, subset: slice = slice(None), pattern: str = "**/*",
-                 channels: int = 3, train: bool = True, seed: int = 0):
+                 channels: int = 3, train: bool = True, seed: int = 0, max_16bit: Optional[float] = None):
         self.files = find_images(Path(folder), pattern)[subset]
         if not self.files:
             raise ValueError(f"the slice {subset} of {folder} selects no images")
         self.geometry, self.channels, self.train, self.seed = geometry, channels, train, seed
+        self.max_16bit = max_16bit
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, g: int) -> dict:
         path = self.files[g % len(self.files)]
-        img = load_image(path, self.channels)
+        img = load_image(path, self.channels, self.max_16bit)
         gen = sample_generator(self.seed, g) if self.train else None
         return {"image": apply_image(img, plan(self.geometry, *img.size, train=self.train, gen=gen, name=str(path))),
                 "name": path.name}

@@ -1,14 +1,17 @@
 """Reading images from disk the way users expect, with errors that name the file.
 
-Conversions (to 8-bit RGB or L): EXIF orientation applied; 16-bit grayscale scaled by 255/65535;
-palette expanded; transparency (RGBA, LA, palette with a transparent index) composited onto
-white, as image viewers show it; CMYK/YCbCr converted by Pillow; grayscale replicated to RGB when
-3 channels are asked for, RGB reduced to luminance when 1 is.
+Conversions (to 8-bit RGB or L): EXIF orientation applied; palette expanded; transparency (RGBA, LA,
+palette with a transparent index) composited onto white, as image viewers show it; CMYK/YCbCr
+converted by Pillow; grayscale replicated to RGB when 3 channels are asked for, RGB reduced to
+luminance when 1 is. 16-bit (and float) grayscale read as one channel keeps its precision: a float
+'F' image on the 0..255 scale, 0..max_16bit (default 65535) mapped to 0..255 without rounding;
+read as RGB it is rounded to 8 bits, with a warning.
 """
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -47,15 +50,34 @@ def open_image(path: Path) -> Image.Image:
         raise ValueError(f"cannot read image {path}: {err}") from None
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) as shown (EXIF rotation applied), from the header only: nothing is decoded."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _to_float(img: Image.Image, max_16bit: Optional[float] = None) -> Image.Image:
+    """16-bit or float grayscale -> 'F' on the 0..255 scale, unrounded."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode in SIXTEEN_BIT:
         # Pillow opens 16-bit PNG/TIFF grayscale as I;16 or I; both hold 0..65535.
-        return Image.fromarray(np.clip(arr * (255.0 / 65535.0) + 0.5, 0, 255).astype(np.uint8), "L")
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 / (max_16bit or 65535.0)
+    else:
         scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.float32), "F")
+
+
+def _to_8bit(img: Image.Image, max_16bit: Optional[float] = None) -> Image.Image:
+    if img.mode in SIXTEEN_BIT or img.mode == "F":
+        return Image.fromarray((np.asarray(_to_float(img, max_16bit)) + 0.5).astype(np.uint8), "L")
     return img
 
 
@@ -69,16 +91,35 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return img
 
 
-def convert_image(img: Image.Image, channels: int) -> Image.Image:
-    """Any Pillow image -> 8-bit 'RGB' (channels 3) or 'L' (channels 1)."""
+def convert_image(img: Image.Image, channels: int, max_16bit: Optional[float] = None) -> Image.Image:
+    """Any Pillow image -> 8-bit 'RGB' (channels 3), 8-bit 'L' or, for 16-bit / float grayscale,
+    'F' on the 0..255 scale (channels 1)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    img = _flatten_alpha(_to_8bit(img))
+    if channels == 1 and (img.mode in SIXTEEN_BIT or img.mode == "F"):
+        return _to_float(img, max_16bit)
+    img = _flatten_alpha(_to_8bit(img, max_16bit))
     return img.convert("RGB" if channels == 3 else "L")
 
 
-def load_image(path: Path, channels: int = 3) -> Image.Image:
-    return convert_image(open_image(Path(path)), channels)
+def load_image(path: Path, channels: int = 3, max_16bit: Optional[float] = None) -> Image.Image:
+    """Open, decode and convert (see convert_image); warns, naming the file, when 16-bit data would be
+    rounded to 8 bits (read as RGB) or uses a small part of the 16-bit range (set data.max_16bit)."""
+    img = open_image(Path(path))
+    if img.mode in SIXTEEN_BIT:
+        top = float(np.asarray(img).max(initial=0))
+        full = max_16bit or 65535.0
+        if channels == 3:
+            warnings.warn(f"{path}: a 16-bit grayscale image read as 8-bit RGB loses precision; read it as one "
+                          "channel (data.channels_a=1 / data.channels_b=1) to keep 16 bits", stacklevel=2)
+        elif top > full:
+            warnings.warn(f"{path}: values up to {top:.0f} exceed data.max_16bit={full:g} and are clipped",
+                          stacklevel=2)
+        elif top < full / 8:
+            warnings.warn(f"{path}: this 16-bit image uses only 0..{top:.0f} of 0..{full:g}, so it trains as a "
+                          f"nearly black image; set data.max_16bit (e.g. {int(2 ** np.ceil(np.log2(top + 1)))}) "
+                          "to map that range to the full intensity scale", stacklevel=2)
+    return convert_image(img, channels, max_16bit)
 
 
 def load_label(path: Path) -> np.ndarray:

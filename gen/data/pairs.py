@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .image_io import convert_image, is_image_file, list_images, load_image, load_label, open_image
+from .image_io import convert_image, image_size, is_image_file, list_images, load_image, load_label, open_image
 from .labels import label_to_tensor, to_class_indices
 from .transforms import Geometry, apply_image, apply_label, plan, sample_generator
 
@@ -32,13 +32,28 @@ def resolve_split(root: Path, split: str) -> tuple[Path, slice]:
     return root / m["folder"], slice(to_int(m["start"]), to_int(m["stop"]))
 
 
+LOSSY = (".jpg", ".jpeg")
+
+
+def check_sizes(pairs: list[tuple[Path, Path]], a: str, b: str) -> None:
+    """Every pair's two images have the same size, read from the file headers at start (milliseconds
+    per pair), so a bad pair is found now, not when it is first drawn hours into training."""
+    bad = [f"{pa.name}: {a} {image_size(pa)} vs {b} {image_size(pb)}" for pa, pb in pairs
+           if image_size(pa) != image_size(pb)]
+    if bad:
+        raise ValueError(f"{len(bad)} pair(s) whose {a} and {b} sizes differ (width, height), e.g. {bad[:3]} in "
+                         f"{pairs[0][0].parent}; paired images must have the same size")
+
+
 class PairDataset(Dataset):
     """Shared geometry and direction for all paired layouts; subclasses implement `load(i)`."""
 
-    def __init__(self, geometry: Geometry, direction: str = "AtoB", train: bool = True, seed: int = 0):
+    def __init__(self, geometry: Geometry, direction: str = "AtoB", train: bool = True, seed: int = 0,
+                 max_16bit: Optional[float] = None):
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
         self.geometry, self.direction, self.train, self.seed = geometry, direction, train, seed
+        self.max_16bit = max_16bit
 
     def load(self, i: int) -> tuple[Optional[Image.Image], Image.Image, Optional[np.ndarray], str]:
         """(A, B, label, name) for item i: A is None when it is rendered from the label map."""
@@ -76,6 +91,10 @@ class AlignedPairs(PairDataset):
         self.files = list_images(folder, "aligned A|B images")[subset]
         if not self.files:
             raise ValueError(f"split of {folder} selects no images")
+        odd = [f"{p} has odd width {w}" for p in self.files for w, _ in [image_size(p)] if w % 2]
+        if odd:
+            raise ValueError(f"{len(odd)} aligned image(s) cannot be split in two: {'; '.join(odd[:3])}; an A|B "
+                             "file must be two halves of equal width")
         self.channels_a, self.channels_b = channels_a, channels_b
 
     def __len__(self) -> int:
@@ -88,8 +107,8 @@ class AlignedPairs(PairDataset):
         if w % 2:
             raise ValueError(f"aligned image {path} has odd width {w}; an A|B file must be two "
                              "halves of equal width")
-        a = convert_image(img.crop((0, 0, w // 2, h)), self.channels_a)
-        b = convert_image(img.crop((w // 2, 0, w, h)), self.channels_b)
+        a = convert_image(img.crop((0, 0, w // 2, h)), self.channels_a, self.max_16bit)
+        b = convert_image(img.crop((w // 2, 0, w, h)), self.channels_b, self.max_16bit)
         return a, b, None, str(path)
 
 
@@ -107,6 +126,7 @@ class FolderPairs(PairDataset):
         self.pairs = [(a_files[k], b_files[k]) for k in sorted(a_files)][subset]
         if not self.pairs:
             raise ValueError(f"split of {folder} selects no pairs")
+        check_sizes(self.pairs, "A", "B")
         self.channels_a, self.channels_b = channels_a, channels_b
 
     def __len__(self) -> int:
@@ -114,7 +134,8 @@ class FolderPairs(PairDataset):
 
     def load(self, i):
         pa, pb = self.pairs[i]
-        return load_image(pa, self.channels_a), load_image(pb, self.channels_b), None, str(pa)
+        return (load_image(pa, self.channels_a, self.max_16bit), load_image(pb, self.channels_b, self.max_16bit),
+                None, str(pa))
 
 
 class SegmentationPairs(PairDataset):
@@ -130,17 +151,25 @@ class SegmentationPairs(PairDataset):
         annot = folder.parent / f"{folder.name}annot"
         if annot.is_dir():
             photos = list_images(folder, "photos")
-            pairs = [(p, annot / p.name) for p in photos]
+            # The same name, or (common: photo.jpg, mask.png) the same stem with a lossless extension.
+            pairs = [(p, next((c for c in (annot / p.name, annot / f"{p.stem}.png") if c.is_file()),
+                              annot / f"{p.stem}.png")) for p in photos]
         else:
             files = list_images(folder, "photos and label maps")
             labels = {p.stem: p for p in files if p.suffix.lower() == ".png"}
             photos = [p for p in files if p.suffix.lower() != ".png" and is_image_file(p)]
             if not photos:
                 raise ValueError(f"{folder}: no photos (non-PNG images) next to the PNG label maps")
-            pairs = [(p, labels.get(p.stem)) for p in photos]
-        missing = [str(p) for p, lab in pairs if lab is None or not lab.is_file()]
+            pairs = [(p, labels.get(p.stem, folder / f"{p.stem}.png")) for p in photos]
+        missing = [f"{p.name} (looked for {lab})" for p, lab in pairs if not lab.is_file()]
         if missing:
-            raise ValueError(f"{folder}: no label map for {len(missing)} photo(s), e.g. {missing[:3]}")
+            raise ValueError(f"{folder}: no label map for {len(missing)} photo(s): {missing[:3]}")
+        lossy = [str(lab) for _, lab in pairs if lab.suffix.lower() in LOSSY]
+        if lossy:
+            raise ValueError(f"label maps in a lossy format, e.g. {lossy[:3]}: JPEG compression changes class ids "
+                             "at every edge (a fifth of the pixels, typically), so they cannot be trained on; "
+                             "save them as PNG (palette or 8-bit grayscale)")
+        check_sizes([(p, lab) for p, lab in pairs[subset]], "photo", "label map")
         self.pairs = pairs[subset]
         if not self.pairs:
             raise ValueError(f"split of {folder} selects no pairs")
@@ -152,7 +181,7 @@ class SegmentationPairs(PairDataset):
 
     def load(self, i):
         photo_path, label_path = self.pairs[i]
-        photo = load_image(photo_path, self.channels_b)
+        photo = load_image(photo_path, self.channels_b, self.max_16bit)
         label = to_class_indices(load_label(label_path), self.num_classes, self.first_label,
                                  self.ignore_label, str(label_path))
         if (label.shape[1], label.shape[0]) != photo.size:

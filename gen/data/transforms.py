@@ -67,6 +67,8 @@ def apply_image(img: Image.Image, p: dict) -> torch.Tensor:
     img = TF.crop(img, *p["box"])
     if p["flip"]:
         img = TF.horizontal_flip(img)
+    if img.mode == "F":  # 16-bit data on the 0..255 scale, kept unrounded (image_io.convert_image)
+        return (TF.to_image(img).float() / 255.0).clamp(0, 1) * 2.0 - 1.0
     t = TF.to_dtype(TF.to_image(img), torch.float32, scale=True)
     return t * 2.0 - 1.0
 
@@ -82,24 +84,31 @@ def apply_label(label: np.ndarray, p: dict) -> torch.Tensor:
     return t[0]
 
 
-def to_pil(t: torch.Tensor) -> Image.Image:
-    """(C, H, W) in [-1, 1] -> PIL RGB or L."""
+def to_pil(t: torch.Tensor, bit_depth: int = 8, max_16bit: Optional[float] = None) -> Image.Image:
+    """(C, H, W) in [-1, 1] -> PIL RGB or L; one channel with bit_depth 16 -> 16-bit 'I;16' holding
+    0..max_16bit (default 65535), the inverse of reading it with that data.max_16bit."""
+    if bit_depth == 16:
+        if t.shape[0] != 1:
+            raise ValueError(f"16-bit output is for single-channel images; this output has {t.shape[0]} channels")
+        top = max_16bit or 65535.0
+        arr = ((t.detach().float().clamp(-1, 1) + 1) * (top / 2.0)).round().clamp(0, 65535).cpu().numpy()
+        return Image.fromarray(arr[0].astype(np.uint16))  # mode I;16
     arr = ((t.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu()
     if arr.shape[0] == 1:
         return Image.fromarray(arr[0].numpy(), "L")
     return Image.fromarray(arr[:3].permute(1, 2, 0).numpy(), "RGB")
 
 
-def from_pil(img: Image.Image, channels: int) -> torch.Tensor:
+def from_pil(img: Image.Image, channels: int, max_16bit: Optional[float] = None) -> torch.Tensor:
     """Any PIL image, converted to `channels` (1 or 3) -> (1, C, H, W) float in [-1, 1]."""
     from .image_io import convert_image
-    arr = np.asarray(convert_image(img, channels), dtype=np.float32) / 127.5 - 1.0
+    arr = np.asarray(convert_image(img, channels, max_16bit), dtype=np.float32) / 127.5 - 1.0
     t = torch.from_numpy(arr)
     return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
 
 
-def load_images(paths, geometry: Geometry, channels: int = 3) -> torch.Tensor:
+def load_images(paths, geometry: Geometry, channels: int = 3, max_16bit: Optional[float] = None) -> torch.Tensor:
     """Evaluation batch: every file converted, resized/cropped deterministically -> (N, C, h, w) in [-1, 1]."""
     from .image_io import load_image
     return torch.stack([apply_image(img, plan(geometry, *img.size, train=False, gen=None, name=str(p)))
-                        for p in paths for img in [load_image(p, channels)]])
+                        for p in paths for img in [load_image(p, channels, max_16bit)]])

@@ -7,6 +7,7 @@ A and B get independent crops and flips: they are not aligned.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch.utils.data import Dataset
@@ -17,18 +18,18 @@ from .transforms import Geometry, apply_image, plan, sample_generator
 
 class UnpairedImages(Dataset):
     def __init__(self, root: Path, split: str, geometry: Geometry, channels_a: int = 3, channels_b: int = 3,
-                 train: bool = True, seed: int = 0, serial_b: bool = False):
+                 train: bool = True, seed: int = 0, serial_b: bool = False, max_16bit: Optional[float] = None):
         root = Path(root)
         self.a_files = list_images(root / f"{split}A", f"domain A images ({split}A)")
         self.b_files = list_images(root / f"{split}B", f"domain B images ({split}B)")
         self.geometry, self.train, self.seed, self.serial_b = geometry, train, seed, serial_b
-        self.channels_a, self.channels_b = channels_a, channels_b
+        self.channels_a, self.channels_b, self.max_16bit = channels_a, channels_b, max_16bit
 
     def __len__(self) -> int:
         return max(len(self.a_files), len(self.b_files))
 
     def _load(self, path: Path, channels: int, gen, g: int) -> torch.Tensor:
-        img = load_image(path, channels)
+        img = load_image(path, channels, self.max_16bit)
         return apply_image(img, plan(self.geometry, *img.size, train=self.train, gen=gen, name=str(path)))
 
     def __getitem__(self, g: int) -> dict:

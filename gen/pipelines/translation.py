@@ -60,9 +60,9 @@ class TranslationPipeline(NetworkPipeline):
     kind = "translation"
 
     def __init__(self, generator: UNet | ResnetGenerator, method: str = "pix2pix", inference: str = "paper",
-                 direction: str = "AtoB", seed: Optional[int] = 0):
+                 direction: str = "AtoB", seed: Optional[int] = 0, max_16bit: Optional[float] = None):
         self.net, self.method, self.inference = generator, method, inference
-        self.direction, self.seed = direction, seed
+        self.direction, self.seed, self.max_16bit = direction, seed, max_16bit
 
     @property
     def in_channels(self) -> int:
@@ -77,22 +77,24 @@ class TranslationPipeline(NetworkPipeline):
                 torch.manual_seed(self.seed)
             return require_finite(self.net.forward_any_size(x.to(self.device)), "outputs")
 
-    def translate_image(self, img: Image.Image) -> Image.Image:
-        """Any PIL image -> translated PIL image of the same size."""
-        return to_pil(self(from_pil(img, self.in_channels))[0])
+    def translate_image(self, img: Image.Image, bit_depth: int = 8) -> Image.Image:
+        """Any PIL image -> translated PIL image of the same size; 16-bit inputs and (bit_depth 16,
+        one channel) outputs on the training data's 0..data.max_16bit scale."""
+        return to_pil(self(from_pil(img, self.in_channels, self.max_16bit))[0], bit_depth, self.max_16bit)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         self.net.save_pretrained(path / "generator")
         meta = {"kind": self.kind, "method": self.method, "inference": self.inference,
-                "direction": self.direction, "seed": self.seed, "generator_class": type(self.net).__name__}
+                "direction": self.direction, "seed": self.seed, "generator_class": type(self.net).__name__,
+                "max_16bit": self.max_16bit}
         (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "TranslationPipeline":
         meta, generator = read_export(Path(path), "generator", "generator_class", GENERATOR_CLASSES)
         return cls(generator, meta["method"], inference or meta["inference"], meta.get("direction", "AtoB"),
-                   meta.get("seed", 0))
+                   meta.get("seed", 0), meta.get("max_16bit"))
 
 
 class CycleGANPipeline:
