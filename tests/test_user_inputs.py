@@ -156,3 +156,38 @@ def test_training_grid_and_export_sample_the_same_images(tmp_path, scheduler):
     a = memory(4, 10, scheduler, torch.Generator().manual_seed(0), progress=False)
     b = exported(4, 10, scheduler, torch.Generator().manual_seed(0), progress=False)
     assert torch.equal(a, b)
+
+
+def test_label_map_inputs_render_as_in_training(tmp_path):
+    """labels -> photo: the dataset's own label PNG (palette indices with the file's own colours, or
+    8-bit ids) gives exactly the output evaluate computes from the training rendering."""
+    from gen.data import build_paired
+    from trainers import Pix2PixTrainer
+    from test_segmentation import overrides, write_colour_classes
+    write_colour_classes(tmp_path / "data" / "train", 4)
+    write_colour_classes(tmp_path / "data" / "val", 2, seed=1)
+    cfg = config.load(None, overrides(tmp_path, **{"method": "pix2pix", "data.direction": "AtoB", "train.max_steps": 2,
+                                                   "data.load_size": 32, "data.preprocess": "crop"}))
+    Pix2PixTrainer(cfg).fit()
+    pipe = pipelines.load(tmp_path / "run")
+    assert pipe.label_input == {"num_classes": 3, "first_label": 1}
+    item = build_paired(cfg.data, "val", train=False)[0]
+    expected = pipe(item["input"][None])
+    ids = np.asarray(Image.open(tmp_path / "data" / "val" / "0.png"))  # raw ids 1..3, mode L
+    as_palette = Image.fromarray(ids.astype(np.uint8), "P")
+    as_palette.putpalette([255, 0, 255, 10, 20, 30, 200, 200, 0, 0, 90, 90] + [0] * 756)  # the file's own colours
+    for img in (Image.open(tmp_path / "data" / "val" / "0.png"), as_palette):
+        assert torch.equal(pipe(pipe.input_from_image(img)), expected)
+    rendered = Image.fromarray(((item["input"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
+    assert torch.equal(pipe(pipe.input_from_image(rendered)), expected)  # an RGB map in gen's palette
+    odd = np.array(rendered)
+    odd[0, 0] = (1, 2, 3)
+    with pytest.raises(ValueError, match=r"colours \['#010203'\] are not in the class palette"):
+        pipe.input_from_image(Image.fromarray(odd))
+    inputs = tmp_path / "labels"
+    inputs.mkdir()
+    as_palette.save(inputs / "0.png")
+    proc = run_sample(tmp_path / "run", "--input", inputs, "--output", tmp_path / "photos", "--inference", "paper")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "photos" / "0.png")),
+                          np.asarray(pipelines.load(tmp_path / "run").translate_image(as_palette)))

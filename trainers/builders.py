@@ -42,6 +42,13 @@ def check_size(cfg: ExperimentConfig, multiple: int) -> None:
                          "(unet_128 for 128, generator=unet with model.num_downs)")
 
 
+def label_input(d) -> dict | None:
+    """What an export records when its input is a rendered class-index map (labels -> photo)."""
+    if d.kind == "segmentation" and d.direction == "AtoB":
+        return {"num_classes": d.num_classes, "first_label": d.first_label}
+    return None
+
+
 def build_discriminator(cfg: ExperimentConfig, in_channels: int) -> nn.Module:
     m = cfg.model
     kw = dict(in_channels=in_channels, ndf=m.ndf, norm=m.d_norm)

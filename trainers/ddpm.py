@@ -22,7 +22,7 @@ from gen.pipelines.diffusion import DiffusionSamplingPipeline
 from gen.visualize import image_grid
 
 from .base import Trainer
-from .builders import check_size
+from .builders import check_size, label_input
 
 QUARTILES = 4
 
@@ -101,6 +101,7 @@ class DDPMTrainer(Trainer):
     def pipeline(self) -> DiffusionSamplingPipeline:
         pipe = DiffusionSamplingPipeline(self.ema_unet(), DDPMScheduler.from_config(self.noise.config))
         pipe.sample_size = self.pipeline_sample_size()
+        pipe.label_input = label_input(self.cfg.data)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -21,7 +21,7 @@ from gen.pipelines import TranslationPipeline
 from gen.visualize import image_grid
 
 from .base import Trainer
-from .builders import adam, build_discriminator, build_generator
+from .builders import adam, build_discriminator, build_generator, label_input
 
 
 def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
@@ -108,5 +108,6 @@ class Pix2PixTrainer(Trainer):
         # The label comparisons and reports show: which loss this generator was trained with.
         label = "pix2pix (L1 only)" if c.gan_mode == "none" else "pix2pix (cGAN only)" if c.lambda_l1 == 0 else "pix2pix"
         pipe = TranslationPipeline(self.unwrap("generator"), label, self.cfg.pix2pix.inference,
-                                   self.cfg.data.direction, seed=self.cfg.run.seed, max_16bit=self.cfg.data.max_16bit)
+                                   self.cfg.data.direction, seed=self.cfg.run.seed, max_16bit=self.cfg.data.max_16bit,
+                                   label_input=label_input(self.cfg.data))
         pipe.save_pretrained(path)

@@ -45,6 +45,32 @@ def label_to_rgb(label: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
+def label_image_to_tensor(img, num_classes: int, first_label: int = 0, name: str = "input label map"):
+    """A label-map image as training rendered it: (1, 3, H, W) in [-1, 1].
+
+    Single-channel images (palette 'P' indices, 8/16-bit ids) are read as raw label ids, whatever
+    colours the file's own palette shows; RGB images must use gen's palette (black = ignored), and
+    any other colour is a ValueError naming it, since it belongs to no class."""
+    import torch
+    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+        idx = to_class_indices(np.asarray(img).astype(np.int64), num_classes, first_label, name=name)
+    else:
+        rgb = np.asarray(img.convert("RGB")).astype(np.int64)
+        codes = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
+        colours = palette(num_classes).astype(np.int64)
+        known = dict(zip((colours[:, 0] << 16 | colours[:, 1] << 8 | colours[:, 2]).tolist(), range(num_classes)))
+        known[0] = IGNORE_INDEX
+        unknown = sorted(set(np.unique(codes).tolist()) - set(known))
+        if unknown:
+            shown = [f"#{c:06x}" for c in unknown[:5]]
+            raise ValueError(f"{name}: colours {shown} are not in the class palette this model was trained with "
+                             f"({num_classes} classes); pass the label map as a class-index image (palette or "
+                             "grayscale PNG of label ids) or render it with gen's palette")
+        lut = np.vectorize(known.get, otypes=[np.int64])
+        idx = lut(codes)
+    return label_to_tensor(idx, num_classes)[None]
+
+
 def label_to_tensor(label, num_classes: int):
     """(H, W) class indices (tensor or array) -> (3, H, W) float tensor in [-1, 1]; ignored pixels black."""
     import torch

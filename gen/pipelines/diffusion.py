@@ -17,6 +17,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from ..data.labels import label_image_to_tensor
 from ..data.transforms import from_pil
 from ..models.unet import UNet
 from .translation import PIPELINE_FILE, require_finite
@@ -104,14 +105,18 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         return require_finite(x[..., :h, :w], "DDPM samples").clamp(-1, 1)
 
     def condition_from_image(self, img: Image.Image) -> torch.Tensor:
-        """PIL image -> (1, Cc, H, W) condition in [-1, 1]."""
+        """PIL image -> (1, Cc, H, W) condition in [-1, 1], rendered as in training (label maps by id)."""
+        label = getattr(self, "label_input", None)
+        if label:
+            return label_image_to_tensor(img, label["num_classes"], label["first_label"])
         return from_pil(img, self.condition_channels)
 
     def save_export(self, path: str | Path, method: str = "ddpm", seed: int = 0) -> None:
         path = Path(path)
         self.save_pretrained(path)
         meta = {"kind": self.kind, "method": method, "sample_size": self.sample_size,
-                "condition_channels": self.condition_channels, "seed": seed}
+                "condition_channels": self.condition_channels, "seed": seed,
+                "label_input": getattr(self, "label_input", None)}
         (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -120,4 +125,5 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         meta = json.loads((path / PIPELINE_FILE).read_text())
         pipe = cls(UNet.from_pretrained(path / "unet"), DDPMScheduler.from_pretrained(path / "scheduler"))
         pipe.sample_size, pipe.method = meta.get("sample_size", 32), meta.get("method", "ddpm")
+        pipe.label_input = meta.get("label_input")
         return pipe

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from PIL import Image
 
+from ..data.labels import label_image_to_tensor
 from ..data.transforms import from_pil, to_pil
 from ..models.inference import inference_mode
 from ..models.resnet_generator import ResnetGenerator
@@ -60,9 +61,12 @@ class TranslationPipeline(NetworkPipeline):
     kind = "translation"
 
     def __init__(self, generator: UNet | ResnetGenerator, method: str = "pix2pix", inference: str = "paper",
-                 direction: str = "AtoB", seed: Optional[int] = 0, max_16bit: Optional[float] = None):
+                 direction: str = "AtoB", seed: Optional[int] = 0, max_16bit: Optional[float] = None,
+                 label_input: Optional[dict] = None):
         self.net, self.method, self.inference = generator, method, inference
         self.direction, self.seed, self.max_16bit = direction, seed, max_16bit
+        # {"num_classes": K, "first_label": f} when the input is a class-index label map (labels -> photo)
+        self.label_input = label_input
 
     @property
     def in_channels(self) -> int:
@@ -80,21 +84,27 @@ class TranslationPipeline(NetworkPipeline):
     def translate_image(self, img: Image.Image, bit_depth: int = 8) -> Image.Image:
         """Any PIL image -> translated PIL image of the same size; 16-bit inputs and (bit_depth 16,
         one channel) outputs on the training data's 0..data.max_16bit scale."""
-        return to_pil(self(from_pil(img, self.in_channels, self.max_16bit))[0], bit_depth, self.max_16bit)
+        return to_pil(self(self.input_from_image(img))[0], bit_depth, self.max_16bit)
+
+    def input_from_image(self, img: Image.Image) -> torch.Tensor:
+        """PIL image -> (1, C, H, W) input in [-1, 1], rendered as in training (label maps by class id)."""
+        if self.label_input:
+            return label_image_to_tensor(img, self.label_input["num_classes"], self.label_input["first_label"])
+        return from_pil(img, self.in_channels, self.max_16bit)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         self.net.save_pretrained(path / "generator")
         meta = {"kind": self.kind, "method": self.method, "inference": self.inference,
                 "direction": self.direction, "seed": self.seed, "generator_class": type(self.net).__name__,
-                "max_16bit": self.max_16bit}
+                "max_16bit": self.max_16bit, "label_input": self.label_input}
         (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "TranslationPipeline":
         meta, generator = read_export(Path(path), "generator", "generator_class", GENERATOR_CLASSES)
         return cls(generator, meta["method"], inference or meta["inference"], meta.get("direction", "AtoB"),
-                   meta.get("seed", 0), meta.get("max_16bit"))
+                   meta.get("seed", 0), meta.get("max_16bit"), meta.get("label_input"))
 
 
 class CycleGANPipeline:
