@@ -1,15 +1,15 @@
-"""The prepared GPU check: every method on one CUDA GPU in fp32, bf16 and fp16, then the CUDA benchmark.
+"""The prepared GPU check: the CUDA benchmark, then every method on one GPU in fp32, bf16 and fp16.
 
-Per method (pix2pix, CycleGAN, colorization, DDPM unconditional and conditional, segmentation) and
-precision: a run of `--steps` training steps with a checkpoint half-way and at the end
+First DDPM CIFAR-10 (Ho et al.'s 35.7M U-Net, `ddpm_cifar10`) at batch 128: seconds per training and
+sampling step, images per second, achieved TFLOP/s (FLOPs counted by torch.utils.flop_counter) and
+MFU against the GPU's dense bf16 peak, and peak memory, for fp32 / bf16 / fp16. Then, per method
+(pix2pix, CycleGAN, colorization, DDPM unconditional and conditional, segmentation) and precision: a run of `--steps` training steps with a checkpoint half-way and at the end
 (train.deterministic=true), its export, `sample.py` on a folder with the export, then the last
 checkpoint removed and the run resumed from the half-way one: the resumed weights must equal the
-uninterrupted ones within `--tolerance` (deterministic kernels: 0 is expected). Then DDPM CIFAR-10
-(Ho et al.'s 35.7M U-Net) at batch 128: seconds per training and sampling step, images per second,
-achieved TFLOP/s (FLOPs counted by torch.utils.flop_counter) and MFU against the GPU's dense bf16
-peak, and peak memory, for fp32 / bf16 / fp16. Everything goes to one JSON file.
+uninterrupted ones within `--tolerance` (deterministic kernels: 0 is expected) and it must have
+started at the half-way step. Everything goes to one JSON file, rewritten after every row.
 
-    python bench/gpu_check.py [--out DIR] [--steps 20] [--budget-minutes 8]
+    python bench/gpu_check.py [--out DIR] [--steps 20] [--budget-minutes 7]
     python bench/gpu_check.py --allow-cpu --tiny      # the same code path on the CPU (a dry run)
 
 Without CUDA (and without --allow-cpu) it prints why and exits 0, writing a JSON that says so.
@@ -132,18 +132,44 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
                                    "cuda" if device == "cuda" else "cpu")
     shutil.rmtree(checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0])  # back to the half-way checkpoint
     t = time.perf_counter()
-    TRAINERS[cfg.method](cfg).fit()
+    again = TRAINERS[cfg.method](cfg)
+    again.fit()
     row["resume_seconds"] = time.perf_counter() - t
+    row["resumed_from_step"] = again.start_step  # a silent restart from 0 would reach the same weights
     resumed = final_weights(run_dir)
     row["resume_max_abs_diff"] = max(float((uninterrupted[k].float() - resumed[k].float()).abs().max())
                                      for k in uninterrupted)
     return row
 
 
-def ddpm_cifar10_bench(device: str, batch: int, precisions: list[str], steps: int) -> list[dict]:
-    """Training and sampling step of the ddpm_cifar10 preset at `batch`, 32x32, per precision."""
+def bench_row(label: str, fn, steps: int, device: str, batch: int, precision: str, name: str,
+              peak: float | None) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
+    for _ in range(3):
+        fn()  # warm-up: cuDNN autotuning, allocator
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    flops = counter.get_total_flops()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()  # ends with a host read of the result: the step is complete
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    return {"bench": f"ddpm_cifar10 {label} step", "precision": precision, "batch": batch, "device": name,
+            "sec_per_step": sec, "images_per_sec": batch / sec, "tflop_per_step": flops / 1e12,
+            "tflops": flops / sec / 1e12, "mfu_vs_bf16_peak": (flops / sec / 1e12 / peak) if peak else None,
+            "bf16_peak_tflops": peak,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None}
+
+
+def ddpm_cifar10_bench(device: str, batch: int, precisions: list[str], steps: int, model: str) -> list[dict]:
+    """Training and sampling step of Ho et al.'s CIFAR-10 U-Net at `batch`, 32x32, per precision,
+    with the defaults a user gets (cuDNN autotuning on, not deterministic)."""
     rows = []
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
@@ -151,47 +177,27 @@ def ddpm_cifar10_bench(device: str, batch: int, precisions: list[str], steps: in
         with tempfile.TemporaryDirectory() as tmp:
             cfg = config.load(ROOT / "configs/ddpm/cifar10.yaml", [
                 f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}", f"train.device={device}",
-                f"train.mixed_precision={precision}", "data.root=/nonexistent"])
+                f"train.mixed_precision={precision}", "data.root=/nonexistent", f"model.generator={model}",
+                "train.deterministic=false"])
             trainer = TRAINERS["ddpm"](cfg)
             trainer.build()
             trainer.prepare()
             trainer.on_device()
             g = torch.Generator().manual_seed(0)
             data = trainer.to_device({"image": torch.rand(batch, 3, 32, 32, generator=g) * 2 - 1})
-            if device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+            net, t = trainer.models["unet"], torch.full((batch,), 500, device=trainer.device)
 
             def train_step():
                 float(trainer.train_step(data)["MSE"].detach())
-
-            net, t = trainer.models["unet"], torch.full((batch,), 500, device=trainer.device)
 
             def sample_step():
                 with torch.no_grad():
                     float(net(data["image"], t).float().mean())
 
-            for label, fn in (("train", train_step), ("sample", sample_step)):
-                for _ in range(3):
-                    fn()  # warm-up: cuDNN autotuning, allocator
-                with FlopCounterMode(display=False) as counter:
-                    fn()
-                flops = counter.get_total_flops()
-                times = []
-                for _ in range(steps):
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t0)
-                sec = statistics.median(times)
-                rows.append({"bench": f"ddpm_cifar10 {label} step", "precision": precision, "batch": batch,
-                             "device": name, "sec_per_step": sec, "images_per_sec": batch / sec,
-                             "tflop_per_step": flops / 1e12, "tflops": flops / sec / 1e12,
-                             "mfu_vs_bf16_peak": (flops / sec / 1e12 / peak) if peak else None,
-                             "bf16_peak_tflops": peak,
-                             "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2 ** 30
-                                                 if device == "cuda" else None)})
-            del trainer, net
+            rows.append(bench_row("train", train_step, steps, device, batch, precision, name, peak))
+            net.eval()  # sampling runs the network without dropout
+            rows.append(bench_row("sample", sample_step, steps, device, batch, precision, name, peak))
+            trainer = net = None  # free before the next precision
             if device == "cuda":
                 torch.cuda.empty_cache()
     return rows
@@ -201,7 +207,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT", str(ROOT / "bench" / "results")))
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--budget-minutes", type=float, default=8.0, help="start no new case after this")
+    p.add_argument("--budget-minutes", type=float, default=7.0, help="start no new check after this")
     p.add_argument("--tolerance", type=float, default=1e-6, help="resumed vs uninterrupted max |difference|")
     p.add_argument("--allow-cpu", action="store_true", help="run the same path on the CPU (a dry run)")
     p.add_argument("--tiny", action="store_true", help="4 steps, 32 px, width 8, a small benchmark batch")
@@ -220,7 +226,24 @@ def main() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     report["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     steps, size, width = (4, 32, 8) if args.tiny else (args.steps, 64, 32)
+    json_path = out / "gpu_check.json"
+
+    def save() -> None:  # after every row: a run stopped by a time limit still leaves its figures
+        report["seconds"] = time.monotonic() - start
+        json_path.write_text(json.dumps(report, indent=1))
+
     start, rows, failures = time.monotonic(), [], []
+    report["checks"], report["failures"], report["benchmark"] = rows, failures, []
+    batch, bench_steps, model = (8, 2, "ddpm_small") if args.tiny else (128, 10, "ddpm_cifar10")
+    try:  # first: the figures, before the checks spend the time budget
+        precisions = args.precisions if device == "cuda" else [q for q in args.precisions if q != "fp16"]
+        for r in ddpm_cifar10_bench(device, batch, precisions, bench_steps, model):
+            report["benchmark"].append(r)
+            print(json.dumps(r), flush=True)
+            save()
+    except Exception as err:
+        report["benchmark_error"] = f"{type(err).__name__}: {err}\n{traceback.format_exc()[-2000:]}"
+        save()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_data(work / "data", size)
@@ -236,7 +259,8 @@ def main() -> int:
                 try:
                     row = check_one(case, all_cases[case], precision, steps, work / "runs", device, work / "data")
                     row["ok"] = (row["export"] and row["sample_cli"]["rc"] == 0 and row["sample_cli"]["pngs"] > 0
-                                 and row["resume_max_abs_diff"] <= args.tolerance)
+                                 and row["resume_max_abs_diff"] <= args.tolerance
+                                 and row["resumed_from_step"] == steps // 2)
                 except Exception as err:  # record and go on: one failing case must not hide the others
                     row = {"case": case, "precision": precision, "ok": False,
                            "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
@@ -244,20 +268,10 @@ def main() -> int:
                 if not row.get("ok", True):
                     failures.append(f"{case}/{precision}")
                 print(json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
-    report["checks"] = rows
-    report["failures"] = failures
-    batch, bench_steps = (8, 2) if args.tiny else (128, 10)
-    try:
-        report["benchmark"] = ddpm_cifar10_bench(device, batch, args.precisions if device == "cuda" else
-                                                 [q for q in args.precisions if q != "fp16"], bench_steps)
-        for r in report["benchmark"]:
-            print(json.dumps(r), flush=True)
-    except Exception as err:
-        report["benchmark_error"] = f"{type(err).__name__}: {err}\n{traceback.format_exc()[-2000:]}"
-    report["seconds"] = time.monotonic() - start
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+                save()
+    save()
     print(f"{len(rows) - len(failures)} of {len(rows)} checks ok; failures: {failures or 'none'}; "
-          f"{out / 'gpu_check.json'} ({report['seconds']:.0f} s)")
+          f"{json_path} ({report['seconds']:.0f} s)")
     return 1 if failures or "benchmark_error" in report else 0
 
 

@@ -105,6 +105,7 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
         trainer = TRAINERS[method](cfg)
         trainer.build()
         trainer.prepare()
+        trainer.on_device()  # EMA and other method state follow the networks
         data = trainer.to_device(synthetic_batch(method, cfg, batch, device))
         torch.manual_seed(0)
 
@@ -206,7 +207,6 @@ def data_rate(method: str, workers: int, batches: int = 10) -> dict:
     cfg_file, size_overrides, batch = METHODS[method]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
-                                            f"train.device={device}",  # the whole trainer, not only the batch
                                             f"data.num_workers={workers}", *size_overrides])
         trainer = TRAINERS[method](cfg)
         trainer.build_data()

@@ -249,6 +249,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if (cfg.data.kind == "images") != (cfg.method == "colorization") and cfg.method != "ddpm":
         raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}: data.kind=images (photos "
                          "without targets) is read by method=colorization (always) and method=ddpm (unconditional)")
+    if cfg.method == "ddpm" and cfg.data.preprocess == "none":
+        raise ValueError("method=ddpm trains on fixed-size crops (the noise covers the whole image): set "
+                         "data.preprocess=resize_and_crop or crop; sampling then takes any size")
     if cfg.method == "ddpm" and cfg.ddpm.sample_steps > cfg.ddpm.num_train_timesteps:
         raise ValueError(f"config key ddpm.sample_steps={cfg.ddpm.sample_steps} exceeds ddpm.num_train_timesteps="
                          f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps")

@@ -20,8 +20,13 @@ def same_with_grad(ours, theirs, x, exact=True):
 
 
 @pytest.mark.parametrize("p", [1, 3])
-def test_reflection_pad_equals_torch(p):
-    same_with_grad(ReflectionPad2d(p), nn.ReflectionPad2d(p), torch.randn(2, 3, 7, 9))
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_reflection_pad_equals_torch(p, deterministic):
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        same_with_grad(ReflectionPad2d(p), nn.ReflectionPad2d(p), torch.randn(2, 3, 7, 9))
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.mark.parametrize("hw", [(32, 32), (37, 21), (16, 70)])

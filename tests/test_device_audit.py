@@ -109,7 +109,8 @@ CASES = {
     "rotation": lambda t: _segmentation(t, **{"method": "rotation"}),
 }
 AUDIT = {"train.max_steps": 2, "train.ckpt_every": 2, "train.log_every": 1000, "train.sample_every": 1000,
-         "train.optimizer_impl": "foreach", "data.num_workers": 0}  # fused Adam has no meta kernel
+         "train.optimizer_impl": "foreach", "data.num_workers": 0,  # fused Adam has no meta kernel
+         "train.deterministic": "true"}  # the kernels a deterministic run uses
 
 
 @contextlib.contextmanager
@@ -121,6 +122,7 @@ def on_meta_device(monkeypatch):
         yield
     finally:
         torch.__future__.set_swap_module_params_on_conversion(False)
+        torch.use_deterministic_algorithms(False)
 
 
 def audit_two_steps(cfg) -> StepRecorder:

@@ -3,6 +3,8 @@
 fp16 needs a GPU, but its loss scaling does not: these tests give the trainer the CPU GradScaler
 that Accelerate would make on a GPU, so every optimizer carries one, and train in fp32 arithmetic.
 """
+import shutil
+
 import pytest
 import torch
 from accelerate.utils import DistributedType
@@ -55,18 +57,22 @@ def test_overflow_steps_back_off_and_are_not_bad_updates(tmp_path, aligned_root)
 
 
 def test_resume_restores_the_loss_scale(tmp_path, aligned_root):
-    """Stopped after step 3 and resumed: same weights as the uninterrupted run, which needs the
-    scale of step 3 (a fresh scale would overflow and skip steps again)."""
+    """At 2**124, G's loss overflows at steps 1-3 (the scale backs off to 2**121) and trains from step 4.
+    Resumed from step 3 it must train at steps 4-6 too: a fresh scale would overflow and skip them."""
     extra = {"train.max_steps": 6, "train.ckpt_every": 3, "model.dropout": 0.0}
-    scale = {"init_scale": 2.0 ** 127}
+    scale = {"init_scale": 2.0 ** 124}
     fp16_like(config.load(None, tiny_overrides(tmp_path / "ref", aligned_root, **extra)), **scale).fit()
     cfg = config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **extra))
     fp16_like(cfg, **scale).fit()
-    import shutil
+    at_3 = load_file(str(checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")[1] / "models" /
+                         "generator.safetensors"))
     shutil.rmtree(checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")[0])  # back to step 3
     resumed = fp16_like(cfg, **scale)
     resumed.fit()
-    (ref, _), (got, _) = weights(tmp_path / "ref"), weights(tmp_path / "run")
+    assert resumed.start_step == 3
+    (ref, state), (got, _) = weights(tmp_path / "ref"), weights(tmp_path / "run")
+    assert state["scalers"]["generator"]["scale"] == 2.0 ** 121
+    assert not all(torch.equal(ref[k], at_3[k]) for k in ref)  # G trained after step 3
     assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
@@ -99,3 +105,17 @@ def test_data_workers_default_by_device(tmp_path, aligned_root):
     assert devices.data_workers(cfg, torch.device("cuda"), 1) >= 1
     pinned = config.load(None, tiny_overrides(tmp_path, aligned_root, **{"data.num_workers": 0}))
     assert devices.data_workers(pinned, torch.device("cuda"), 1) == 0
+
+
+def test_gradient_accumulation_equals_the_big_batch(tmp_path, aligned_root):
+    """2 micro-batches of 2 accumulate into the update of one batch of 4 (per-sample L1, no norm, no
+    dropout: no statistic couples the samples)."""
+    exact = {"pix2pix.gan_mode": "none", "model.norm": "none", "model.dropout": 0.0, "train.max_steps": 3,
+             "train.ckpt_every": 3, "train.lr": 1e-3}
+    Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "accum", aligned_root, **dict(
+        exact, **{"train.batch_size": 2, "train.grad_accum": 2})))).fit()
+    Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "big", aligned_root, **dict(
+        exact, **{"train.batch_size": 4})))).fit()
+    (accum, _), (big, _) = weights(tmp_path / "accum"), weights(tmp_path / "big")
+    diff = torch.cat([(accum[k] - big[k]).abs().flatten() for k in big])
+    assert diff.mean() < 1e-6 and diff.max() < 1e-4, (diff.mean(), diff.max())

@@ -25,7 +25,7 @@ def test_bilinear_upsample_is_linear_interpolation():
 
 def test_unpooling_restores_values_at_argmax_positions():
     g = create_model("unet", num_downs=5, ngf=2, upsample="unpool", norm="none")
-    down, up = g.downs[0], g.ups[1]
+    down = g.downs[0]
     x = torch.tensor([[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 6.0], [0.0, 2.0, 1.0, 1.0], [9.0, 1.0, 3.0, 7.0]])
     pooled, switches = down.pool(x[None, None])
     assert pooled[0, 0].tolist() == [[5.0, 8.0], [9.0, 7.0]]

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from gen import config as config_lib
 from gen.config import ExperimentConfig
 from gen.data import ResumableSampler, build_paired, collate
+from gen.models.layers import pad_to_multiple
 
 from . import checkpoint, devices, faults
 from .builders import adam
@@ -160,23 +161,37 @@ class Trainer:
         (scaler.scale(loss) if scaler is not None else loss).backward()
 
     def step_optimizer(self, name: str) -> None:
-        """Unscale (fp16), clip to train.max_grad_norm and step optimizer `name`; a no-op between
-        accumulation steps. fp16 overflow steps are skipped by the scaler, which then backs off."""
+        """Unscale (fp16), clip to train.max_grad_norm, step optimizer `name` and zero its gradients;
+        between accumulation micro-steps nothing happens, so the gradients keep accumulating (a zero
+        before each forward would drop all but the last micro-batch). fp16 overflow steps are skipped
+        by the scaler, which then backs off."""
+        if not self.accelerator.sync_gradients:
+            return
         opt, max_norm = self.optimizers[name], self.cfg.train.max_grad_norm
         scaler = getattr(opt, "scaler", None)
-        if max_norm and self.accelerator.sync_gradients:
+        if max_norm:
             if scaler is not None:
                 scaler.unscale_(opt.optimizer)
             params = [p for group in opt.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if scaler is None or not self.accelerator.sync_gradients:
+        if scaler is None:
             opt.step()
-            return
-        # An overflow step is one whose update lowered the scale; compared on the device, because the
-        # fused Adam kernels skip such steps themselves, without the host ever seeing found_inf.
-        before = scaler._scale.clone()
-        opt.step()
-        self.amp_skipped = self.amp_skipped + (scaler._scale < before).sum()
+        else:
+            # An overflow step is one whose update lowered the scale; compared on the device, because
+            # the fused Adam kernels skip such steps themselves, without the host seeing found_inf.
+            before = scaler._scale.clone()
+            opt.step()
+            self.amp_skipped = self.amp_skipped + (scaler._scale < before).sum()
+        opt.zero_grad(set_to_none=True)
+
+    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """models[name](x) through the prepared (DDP) module, so its gradients are all-reduced; with
+        data.preprocess=none (any size) padded to the network's multiple and cropped back."""
+        net = self.models[name]
+        if self.cfg.data.preprocess != "none":
+            return net(x)
+        padded, (h, w) = pad_to_multiple(x, self.unwrap(name).multiple)
+        return net(padded)[..., :h, :w]
 
     @property
     def device(self) -> torch.device:
@@ -190,7 +205,7 @@ class Trainer:
         per_step = cfg.batch_size * cfg.grad_accum
         sampler = ResumableSampler(len(dataset), seed=self.cfg.run.seed, rank=acc.process_index,
                                    world_size=acc.num_processes, start=start_step * per_step)
-        workers = devices.data_workers(self.cfg, self.device, acc.num_processes)
+        workers = devices.data_workers(self.cfg, self.device, devices.local_processes(acc.num_processes))
         # Its own generator: starting an iterator draws a seed, which must not shift the global RNG
         # stream a resumed run restores (noise, timesteps, dropout).
         seeds = torch.Generator().manual_seed(self.cfg.run.seed + acc.process_index)
@@ -432,7 +447,7 @@ class Trainer:
         self.build()
         self.prepare()
         self.on_device()
-        self.step = self.resume()
+        self.step = self.start_step = self.resume()
         self.on_device()  # a resume loads method state (EMA, pools) on the CPU
         self.init_tracking()
         self.loader = iter(self.train_loader(self.train_set, self.step))
@@ -517,6 +532,11 @@ class Trainer:
         if self.cfg.train.nonfinite == "skip":
             return
         bad = self.monitor.first_bad()
+        if self.accelerator.num_processes > 1:  # every process stops together, not one while the rest wait
+            flag = torch.tensor([float(bad is not None)], device=self.device)
+            if bool(self.accelerator.reduce(flag, reduction="max").item()) and bad is None:
+                raise FloatingPointError("non-finite loss on another process; see its message. Lower train.lr, "
+                                         "try train.mixed_precision=fp32, or set train.nonfinite=skip")
         if bad is not None:
             last = checkpoint.checkpoint_dirs(self.ckpt_root)
             raise FloatingPointError(

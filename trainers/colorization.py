@@ -83,10 +83,11 @@ class ColorizationTrainer(Trainer):
         cache = self.run_dir / PRIOR_FILE
         key = {"root": str(self.cfg.data.root), "train": self.cfg.data.train, "pattern": self.cfg.data.pattern,
                "bins": c.bins, "grid": c.bin_grid, "images": c.prior_images, "sigma": c.sigma}
-        if cache.is_file():
-            stored = json.loads(cache.read_text())
-            if stored.get("key") == key:
-                return rebalance_weights(np.asarray(stored["prior"]), c.mix)
+        stored = json.loads(cache.read_text()) if cache.is_file() else {}
+        # Every process has looked before the main one may write: all take the same branch below.
+        self.accelerator.wait_for_everyone()
+        if stored.get("key") == key:
+            return rebalance_weights(np.asarray(stored["prior"]), c.mix)
         prior = np.zeros(len(self.bins))
         if self.accelerator.is_main_process:
             prior = empirical_prior(self.train_set, self.centres.cpu(), c.prior_images, c.sigma)
@@ -97,30 +98,27 @@ class ColorizationTrainer(Trainer):
         prior = np.asarray(json.loads(cache.read_text())["prior"])
         return rebalance_weights(prior, c.mix)
 
-    def predict_ab(self, net, l_norm: torch.Tensor) -> torch.Tensor:
+    def predict_ab(self, l_norm: torch.Tensor) -> torch.Tensor:
         """Network output -> ab (B, 2, H, W), for the regression heads."""
-        return net(l_norm).float() * AB_SCALE
+        return self.forward("generator", l_norm).float() * AB_SCALE
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         c = self.cfg.colorization
         with torch.no_grad():
             l_norm, ab = split_lab(batch["image"])  # (B, 1, H, W) in [-1, 1], (B, 2, H, W)
-        g, opt_g = self.models["generator"], self.optimizers["generator"]
         if self.head == "classification":
-            opt_g.zero_grad(set_to_none=True)
             z = soft_encode(ab, self.centres, c.neighbours, c.sigma)  # (B, Q, H, W)
-            log_p = torch.log_softmax(g(l_norm).float(), dim=1)
+            log_p = torch.log_softmax(self.forward("generator", l_norm).float(), dim=1)
             ce = -(z * log_p).sum(dim=1)  # (B, H, W)
             loss = (ce * self.weights[z.argmax(dim=1)]).mean()
             self.backward(loss, "generator")
             self.step_optimizer("generator")
             return {"CE": loss}
-        fake_ab = self.predict_ab(g, l_norm)
+        fake_ab = self.predict_ab(l_norm)
         losses = {}
         if c.loss == "gan":
-            d, opt_d = self.models["discriminator"], self.optimizers["discriminator"]
+            d = self.models["discriminator"]
             set_requires_grad(d, True)
-            opt_d.zero_grad(set_to_none=True)
             fake_pair = torch.cat([l_norm, fake_ab.detach() / AB_SCALE], 1)
             real_pair = torch.cat([l_norm, ab / AB_SCALE], 1)
             loss_d = 0.5 * (self.gan_loss(d(fake_pair), False) + self.gan_loss(d(real_pair), True))
@@ -128,7 +126,6 @@ class ColorizationTrainer(Trainer):
             self.step_optimizer("discriminator")
             set_requires_grad(d, False)
             losses["D"] = loss_d
-        opt_g.zero_grad(set_to_none=True)
         diff = (fake_ab - ab) / AB_SCALE
         if c.loss == "l2":
             loss = diff.pow(2).mean()

@@ -66,17 +66,17 @@ class CycleGANTrainer(Trainer):
     def generator_losses(self, real_a, real_b) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
         """Total G loss, its terms, and the fakes (B, C, H, W) for the D step."""
         c = self.cfg.cyclegan
-        m = self.models
-        fake_b, fake_a = m["G_A"](real_a), m["G_B"](real_b)
-        rec_a, rec_b = m["G_B"](fake_b), m["G_A"](fake_a)
+        g = self.forward  # through the DDP wrappers; any size with data.preprocess=none
+        fake_b, fake_a = g("G_A", real_a), g("G_B", real_b)
+        rec_a, rec_b = g("G_B", fake_b), g("G_A", fake_a)
         # Frozen discriminators, unwrapped: DDP must not wait for gradients they will not get.
         terms = {"G_A": self.gan_loss(self.unwrap("D_A")(fake_b), True),
                  "G_B": self.gan_loss(self.unwrap("D_B")(fake_a), True),
                  "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * c.lambda_a,
                  "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * c.lambda_b}
         if self.use_identity:
-            terms["idt_A"] = F.l1_loss(m["G_A"](real_b).float(), real_b.float()) * c.lambda_b * c.lambda_identity
-            terms["idt_B"] = F.l1_loss(m["G_B"](real_a).float(), real_a.float()) * c.lambda_a * c.lambda_identity
+            terms["idt_A"] = F.l1_loss(g("G_A", real_b).float(), real_b.float()) * c.lambda_b * c.lambda_identity
+            terms["idt_B"] = F.l1_loss(g("G_B", real_a).float(), real_a.float()) * c.lambda_a * c.lambda_identity
         return sum(terms.values()), terms, fake_a, fake_b
 
     def discriminator_loss(self, net: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -86,17 +86,14 @@ class CycleGANTrainer(Trainer):
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["A"], batch["B"]  # (B, Ca, H, W), (B, Cb, H, W) in [-1, 1]
-        opt_g, opt_d = self.optimizers["generators"], self.optimizers["discriminators"]
         d_nets = (self.models["D_A"], self.models["D_B"])
         for net in d_nets:
             set_requires_grad(net, False)
-        opt_g.zero_grad(set_to_none=True)
         loss_g, terms, fake_a, fake_b = self.generator_losses(real_a, real_b)
         self.backward(loss_g, "generators")
         self.step_optimizer("generators")
         for net in d_nets:
             set_requires_grad(net, True)
-        opt_d.zero_grad(set_to_none=True)
         loss_d_a = self.discriminator_loss("D_A", real_b, self.pools["fake_B"].query(fake_b))
         loss_d_b = self.discriminator_loss("D_B", real_a, self.pools["fake_A"].query(fake_a))
         self.backward(loss_d_a + loss_d_b, "discriminators")

@@ -73,13 +73,13 @@ class DDPMTrainer(Trainer):
         x_t = self.noise.add_noise(x0, noise, t)
         model_in = torch.cat([x_t, batch["input"]], dim=1) if self.conditional else x_t
         target = noise if self.cfg.ddpm.prediction_type == "epsilon" else self.noise.get_velocity(x0, noise, t)
-        net, opt = self.models["unet"], self.optimizers["unet"]
-        opt.zero_grad(set_to_none=True)
+        net = self.models["unet"]
         per_sample = (net(model_in, t).float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
         loss = per_sample.mean()
         self.backward(loss, "unet")
+        skipped = self.skipped_updates
         self.step_optimizer("unet")
-        if self.accelerator.sync_gradients:
+        if self.accelerator.sync_gradients and self.skipped_updates == skipped:  # a skipped update moves no EMA
             self.ema.step(self.unwrap("unet").parameters())
         q = (t * QUARTILES // self.noise.config.num_train_timesteps).long()
         self.q_sum.index_add_(0, q, per_sample.detach())

@@ -54,7 +54,8 @@ def configure_backends(cfg: ExperimentConfig, cuda: bool) -> None:
     if t.deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; set before the first CUDA matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    # Process-wide: set either way, so a later trainer in the same process does not inherit it.
+    torch.use_deterministic_algorithms(t.deterministic)
     if not cuda:
         return
     # Autotuning picks kernels by timing, so it may pick different (non-bit-identical) ones per run.
@@ -68,6 +69,11 @@ def check_distributed(acc: Accelerator) -> None:
     if name is not None:
         raise ValueError(f"{name} is not supported: gen's trainers keep a whole replica of every network on each "
                          "process (data parallelism, `accelerate launch --multi_gpu`); the networks fit on one GPU")
+
+
+def local_processes(default: int) -> int:
+    """Processes on this machine (torchrun / accelerate set LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", default))
 
 
 def data_workers(cfg: ExperimentConfig, device: torch.device, local_processes: int) -> int:

@@ -15,7 +15,6 @@ from gen.data import channels
 from gen.losses import GANLoss
 from gen.metrics import l1, psnr
 from gen.models.inference import inference_mode
-from gen.models.layers import pad_to_multiple
 from gen.pipelines import TranslationPipeline
 
 from gen.visualize import image_grid
@@ -46,24 +45,14 @@ class Pix2PixTrainer(Trainer):
             self.gan_loss = GANLoss(p.gan_mode)
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
 
-    def generate(self, net, x: torch.Tensor) -> torch.Tensor:
-        """G(x) through the prepared (DDP) module, so G's gradients are all-reduced; preprocess=none
-        trains on any size: pad to the U-Net's multiple, run, crop back."""
-        if self.cfg.data.preprocess != "none":
-            return net(x)
-        padded, (h, w) = pad_to_multiple(x, self.unwrap("generator").multiple)
-        return net(padded)[..., :h, :w]
-
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         p = self.cfg.pix2pix
         real_a, real_b = batch["input"], batch["target"]  # (B, Ci, H, W), (B, Ct, H, W) in [-1, 1]
-        g, opt_g = self.models["generator"], self.optimizers["generator"]
-        fake_b = self.generate(g, real_a)
+        fake_b = self.forward("generator", real_a)
         losses = {}
         if self.use_gan:
-            d, opt_d = self.models["discriminator"], self.optimizers["discriminator"]
+            d = self.models["discriminator"]
             set_requires_grad(d, True)
-            opt_d.zero_grad(set_to_none=True)
             pred_fake = d(torch.cat([real_a, fake_b.detach()], 1))
             pred_real = d(torch.cat([real_a, real_b], 1))
             loss_d_fake, loss_d_real = self.gan_loss(pred_fake, False), self.gan_loss(pred_real, True)
@@ -72,7 +61,6 @@ class Pix2PixTrainer(Trainer):
             self.step_optimizer("discriminator")
             set_requires_grad(d, False)
             losses.update(D_real=loss_d_real, D_fake=loss_d_fake, D=loss_d)
-        opt_g.zero_grad(set_to_none=True)
         loss_l1 = F.l1_loss(fake_b.float(), real_b.float())
         loss_g = p.lambda_l1 * loss_l1
         if self.use_gan:

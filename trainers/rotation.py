@@ -50,8 +50,6 @@ class RotationTrainer(Trainer):
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         x, y = four_rotations(batch["input"])
-        opt = self.optimizers["rotation"]
-        opt.zero_grad(set_to_none=True)
         logits = self.models["rotation"](x)
         loss = cross_entropy(logits, y)
         self.backward(loss, "rotation")

@@ -32,9 +32,7 @@ class SegmentationTrainer(Trainer):
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         photo, label = batch["input"], batch["label"]  # (B, 3, H, W) in [-1, 1]; (B, H, W) int64
-        opt = self.optimizers["segmenter"]
-        opt.zero_grad(set_to_none=True)
-        logits = self.models["segmenter"](photo)  # (B, K, H, W)
+        logits = self.forward("segmenter", photo)  # (B, K, H, W)
         loss = cross_entropy(logits, label, IGNORE_INDEX)
         self.backward(loss, "segmenter")
         self.step_optimizer("segmenter")

@@ -51,7 +51,6 @@ def label_image_to_tensor(img, num_classes: int, first_label: int = 0, name: str
     Single-channel images (palette 'P' indices, 8/16-bit ids) are read as raw label ids, whatever
     colours the file's own palette shows; RGB images must use gen's palette (black = ignored), and
     any other colour is a ValueError naming it, since it belongs to no class."""
-    import torch
     if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
         idx = to_class_indices(np.asarray(img).astype(np.int64), num_classes, first_label, name=name)
     else:
