@@ -1,17 +1,46 @@
 """Train any method: `python train.py CONFIG.yaml [key=value ...]` (or only key=value overrides).
 
-Many GPUs / processes: `accelerate launch train.py CONFIG.yaml ...`. Training the same run.dir
-again resumes from its newest complete checkpoint.
+  python train.py configs/quickstart.yaml                    pix2pix on built-in data, about 2 minutes
+  python train.py configs/pix2pix/facades.yaml train.max_steps=2000 run.dir=runs/mine
+  python train.py --list                                     configs, methods, model presets, every key
+
+Methods: pix2pix, cyclegan, colorization, ddpm, segmentation, rotation (key `method`). Keys are
+dotted (`train.lr=1e-4`, `model.generator=unet_128`); the schema with every key and its default is
+gen/config.py. Many GPUs / processes: `accelerate launch train.py CONFIG.yaml ...`. Training the
+same run.dir again resumes from its newest complete checkpoint.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+
+def listing() -> str:
+    """Configs, methods, presets and every config key with its default."""
+    from gen import config
+    from gen.models import list_models
+
+    root = Path(__file__).resolve().parent
+    configs = sorted(str(p.relative_to(root)) for p in (root / "configs").rglob("*.yaml"))
+    lines = ["configs:", *(f"  {c}" for c in configs),
+             f"methods: {', '.join(config.METHODS)}",
+             f"model.generator presets: {', '.join(list_models('generator'))}",
+             f"model.discriminator presets: {', '.join(list_models('discriminator'))}",
+             "keys (default):"]
+    choices = config.CHOICES
+    for key, value in config.flatten(config.ExperimentConfig()).items():
+        allowed = f"  [{' | '.join(map(str, choices[key]))}]" if key in choices else ""
+        lines.append(f"  {key}={'null' if value is None else value}{allowed}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if argv else 2
+    if argv[0] == "--list":
+        print(listing())
+        return 0
     from gen import config
     from trainers import TRAINERS
 

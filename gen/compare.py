@@ -249,7 +249,7 @@ def write_report(result: Comparison, out_dir: Path, title: str = "gen comparison
     header = ["run", "method"] + result.metric_names
     paths = {"grid": out_dir / "grid.png", "csv": out_dir / "metrics.csv", "markdown": out_dir / "metrics.md",
              "html": out_dir / "index.html", "json": out_dir / "metrics.json"}
-    image_grid(result.grid_rows).save(paths["grid"])
+    image_grid(result.grid_rows, result.columns).save(paths["grid"])
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)

@@ -65,7 +65,7 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
     if seg is not None:
         result["fcn_score_ground_truth"] = cm_real.scores()
         result["fcn_score"] = cm_fake.scores()
-    return result, image_grid(rows)
+    return result, image_grid(rows, ["input", "output", "target"])
 
 
 def domain_classifier(cfg: ExperimentConfig, run_dir: Path, device: Optional[str] = None) -> DomainClassifier:
@@ -107,7 +107,7 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
         result["classifier_acc_real_B"] = float((pred_b == 1).float().mean())
         result["translated_A_judged_B"] = float((predict_domain(net, fake["A"]) == 1).float().mean())
         result["translated_B_judged_A"] = float((predict_domain(net, fake["B"]) == 0).float().mean())
-    return result, image_grid(rows)
+    return result, image_grid(rows, ["A", "G_A(A)", "G_B(G_A(A))", "B", "G_B(B)", "G_A(G_B(B))"])
 
 
 def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
@@ -127,7 +127,7 @@ def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, infe
             k = cfg.data.num_classes
             rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
     result = dict(cm.scores(), split=split, images=len(data))
-    return result, image_grid(rows)
+    return result, image_grid(rows, ["photo", "predicted", "ground truth"])
 
 
 def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
@@ -152,7 +152,7 @@ def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, infe
         rows += [[gray_rgb[i], out[i], images[i]] for i in range(min(len(images), grid_rows - len(rows)))]
     result = dict(method.scores(), split=split, images=len(data), grayscale_baseline=gray.scores(),
                   ground_truth_colourfulness=float(sum(truth_colour) / len(truth_colour)))
-    return result, image_grid(rows)
+    return result, image_grid(rows, ["gray baseline", "colorized", "ground truth"])
 
 
 def load_bins_of(pipe, cfg: ExperimentConfig):

@@ -3,12 +3,14 @@ Tables read back from the offline run; colorization and conditional-DDPM runs wi
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from gen import config
 from gen.compare import Sampling, compare_runs
+from gen.visualize import grid_size
 from trainers import ColorizationTrainer, DDPMTrainer, Pix2PixTrainer, SegmentationTrainer
 from conftest import run_sample
 from test_colorization import colorization_overrides
@@ -40,7 +42,7 @@ def test_compare_writes_report_and_wandb_tables(tmp_path):
     assert rows[0]["PSNR"] == "—" and float(rows[1]["PSNR"]) > 0
     assert rows[1]["LPIPS"] == "unavailable" or float(rows[1]["LPIPS"]) >= 0  # no cached backbone: said so
     assert float(rows[0]["FCN pixel_acc"]) > 0.9
-    assert Image.open(out / "grid.png").size == (4 * 32, 2 * 32)  # input | truth | p2p | l1only, 2 rows
+    assert Image.open(out / "grid.png").size == grid_size(4, 2, 32)  # input | truth | p2p | l1only, 2 rows
     md = (out / "metrics.md").read_text().splitlines()
     assert md[0].startswith("| run | method |") and sum(line.startswith("| ") for line in md) == 4
     page = (out / "index.html").read_text()
@@ -78,11 +80,12 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
     rows = {r["run"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
     assert list(rows) == ["ground truth (real photos)", "ddpm", "colour", "grayscale baseline"]
     assert float(rows["grayscale baseline"]["colourfulness"]) < 0.01  # ab = 0 through the same scoring
+    assert rows["colour"]["method"] == "colorization (classification, rebalanced)"  # the variant is named
     assert float(rows["ddpm"]["diversity L1"]) > 0 and rows["colour"]["diversity L1"] == "—"
     assert 0 < float(rows["colour"]["AuC"]) <= 1 and rows["ddpm"]["AuC"] == "—"
     assert float(rows["colour"]["colourfulness"]) >= 0 and float(rows["ddpm"]["FCN pixel_acc"]) >= 0
     # input | truth | ddpm sample 1 | ddpm sample 2 | colour; 3 test images
-    assert Image.open(out / "grid.png").size == (5 * 32, 3 * 32)
+    assert Image.open(out / "grid.png").size == grid_size(5, 3, 32)
     assert json.loads((out / "metrics.json").read_text())["columns"] == [
         "input", "ground truth", "ddpm", "ddpm (2)", "colour"]
 
@@ -100,3 +103,15 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
     assert "AuC rebalanced" in result.table[0] and any("gray input" in note for note in result.notes)
     with pytest.raises(ValueError, match="segmenter but the data has no labels"):
         compare_runs(images, [tmp_path / "seg"], "test")
+
+
+def test_grid_labels_its_columns_and_enlarges_small_tiles():
+    import torch
+    from gen.visualize import HEADER, image_grid
+    white = torch.ones(3, 32, 32)
+    grid = image_grid([[white, -white]], ["input", "a very long run name that cannot fit"])
+    assert grid.size == grid_size(2, 1, 32) == (192, 96 + HEADER)
+    band = np.asarray(grid)[:HEADER]
+    assert (band < 128).any(axis=2).any()  # the labels are drawn
+    assert (np.asarray(grid)[HEADER:, 96:] == 0).all() and (np.asarray(grid)[HEADER:, :96] == 255).all()
+    assert image_grid([[white]]).size == (96, 96)  # no labels, no band

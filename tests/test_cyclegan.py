@@ -13,6 +13,7 @@ from PIL import Image
 from gen import config, pipelines
 from gen.losses.image_pool import ImagePool
 from gen.models import create_model
+from gen.visualize import grid_size
 from safetensors.torch import load_file
 
 from trainers import CycleGANTrainer, checkpoint
@@ -179,5 +180,5 @@ def test_evaluate_unpaired_scores_cycle_and_domain(tmp_path):
     # Reddish vs bluish: a classifier trained on the real train images separates the real test images.
     assert result["classifier_acc_real_A"] == 1.0 and result["classifier_acc_real_B"] == 1.0
     assert 0 <= result["translated_A_judged_B"] <= 1
-    assert grid.size == (6 * 32, 2 * 32)
+    assert grid.size == grid_size(6, 2, 32)
     assert (tmp_path / "run" / "domain_classifier.safetensors").is_file()

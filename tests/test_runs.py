@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from gen import config, pipelines
 from gen.models import UNet
+from gen.visualize import grid_size
 from trainers import Pix2PixTrainer, checkpoint
 from conftest import ROOT, run_sample, tiny_overrides
 from wandb_records import read_history
@@ -106,7 +107,7 @@ def test_wandb_offline_run_holds_losses_and_images(tmp_path, aligned_root):
     assert all(np.isfinite(row["train/G_L1"]) and row["train/G_L1"] > 0 for row in l1_rows)
     image = next(row["samples/grid"] for row in history if "samples/grid" in row)
     files = next(run_dir.glob("wandb/offline-run-*/files"))
-    assert Image.open(files / image["path"]).size == (3 * 32, 2 * 32)  # input | output | target, 2 val rows
+    assert Image.open(files / image["path"]).size == grid_size(3, 2, 32)  # input | output | target, 2 val rows
     assert (run_dir / "samples" / "grid_00000006.png").is_file()
     saved = config.load(run_dir / "config.yaml")
     assert saved.run.dir == str(run_dir) and saved.train.max_steps == 6

@@ -5,6 +5,7 @@ from PIL import Image
 
 from gen import config, pipelines
 from gen.evaluate import evaluate_segmentation
+from gen.visualize import grid_size
 from trainers import SegmentationTrainer
 
 
@@ -44,7 +45,7 @@ def test_segmenter_learns_exports_and_labels_a_folder(tmp_path):
     trainer.fit()
     result, grid = evaluate_segmentation(cfg, tmp_path / "run", "test", None, grid_rows=2)
     assert result["images"] == 2 and result["mean_iu"] > 0.9 and result["mean_iu"] > before + 0.3, (before, result)
-    assert grid.size == (3 * 32, 2 * 32)
+    assert grid.size == grid_size(3, 2, 32)
 
     pipe = pipelines.load(tmp_path / "run")
     photo = Image.open(tmp_path / "data" / "val" / "0.jpg").crop((0, 0, 29, 23))  # odd size
@@ -69,6 +70,7 @@ def test_fcn8s_segmenter_trains_and_exports(tmp_path):
     SegmentationTrainer(cfg).fit()
     pipe = pipelines.load(tmp_path / "run")
     assert type(pipe.net).__name__ == "FCN" and pipe.net.config.variant == "fcn8s"
+    assert pipe.method == "segmentation (FCN-8s, transposed upsampling)"  # compare's method column
     assert pipe(torch.rand(1, 3, 40, 50) * 2 - 1).shape == (1, 40, 50)
 
 

@@ -5,12 +5,16 @@ import torch
 from torch import nn
 
 from gen.config import ExperimentConfig
-from gen.models import create_model, init_weights
+from gen.models import create_model, init_weights, list_models
 
 
 def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, **overrides) -> nn.Module:
     """The configured generator preset; `overrides` (e.g. out_activation="none") go to the preset."""
     m = cfg.model
+    generators = list_models("generator")
+    if m.generator not in generators:
+        raise ValueError(f"config key model.generator={m.generator!r} is not a generator preset; choose one of "
+                         f"{generators}")
     kw = dict(in_channels=in_channels, out_channels=out_channels, ngf=m.ngf, norm=m.norm, dropout=m.dropout,
               **overrides)
     if m.upsample != "transposed":
@@ -50,10 +54,16 @@ def label_input(d) -> dict | None:
 
 
 def build_discriminator(cfg: ExperimentConfig, in_channels: int) -> nn.Module:
-    m = cfg.model
+    m, d = cfg.model, cfg.data
     kw = dict(in_channels=in_channels, ndf=m.ndf, norm=m.d_norm)
     if m.discriminator == "patchgan":
         kw["n_layers"] = m.d_layers
+        size = d.builtin_size if d.kind == "builtin" else d.crop_size
+        # n stride-2 convs, then two 4x4 stride-1 convs that each remove a pixel: S / 2^n - 2 >= 1.
+        if d.preprocess != "none" and size // 2 ** m.d_layers < 3:
+            most = max(n for n in range(0, 9) if size // 2 ** n >= 3)
+            raise ValueError(f"config key model.d_layers={m.d_layers} is too deep for {size}x{size} crops (the "
+                             f"PatchGAN would have no output left); use model.d_layers <= {most} at this size")
     return init_weights(create_model(m.discriminator, **kw), m.init_gain)
 
 

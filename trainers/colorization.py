@@ -143,9 +143,12 @@ class ColorizationTrainer(Trainer):
         return losses
 
     def pipeline(self) -> ColorizationPipeline:
+        c = self.cfg.colorization
+        variant = {"classification": f"classification, {'rebalanced' if c.rebalance else 'no rebalancing'}",
+                   "l2": "L2 regression", "l1": "L1 regression", "gan": "L1 + cGAN"}[c.loss]
         return ColorizationPipeline(self.unwrap("generator"), self.head,
-                                    self.bins if self.head == "classification" else None,
-                                    self.cfg.colorization.temperature)
+                                    self.bins if self.head == "classification" else None, c.temperature,
+                                    method=f"colorization ({variant})")
 
     @torch.no_grad()
     def sample(self, step: int) -> dict:
@@ -159,7 +162,7 @@ class ColorizationTrainer(Trainer):
         out = scores.update(images, pipe(l_norm))
         gray = join_lab(l_norm, torch.zeros_like(l_norm).expand(-1, 2, -1, -1))
         rows = [[gray[i], out[i], images[i]] for i in range(min(8, n))]
-        return dict(scores.scores(), grid=image_grid(rows))
+        return dict(scores.scores(), grid=image_grid(rows, ["gray input", "colorized", "ground truth"]))
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)

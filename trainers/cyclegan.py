@@ -128,7 +128,8 @@ class CycleGANTrainer(Trainer):
                 psnr_b += psnr(rec_b.float(), b)
                 rows_a.append([a[0], fake_b[0], rec_a[0]])
                 rows_b.append([b[0], fake_a[0], rec_b[0]])
-        return {"grid_A": image_grid(rows_a), "grid_B": image_grid(rows_b),
+        return {"grid_A": image_grid(rows_a, ["A", "G_A(A)", "G_B(G_A(A))"]),
+                "grid_B": image_grid(rows_b, ["B", "G_B(B)", "G_A(G_B(B))"]),
                 "cycle_PSNR_A": sum(psnr_a) / len(psnr_a), "cycle_PSNR_B": sum(psnr_b) / len(psnr_b)}
 
     def export(self, path: Path) -> None:

@@ -129,7 +129,8 @@ class DDPMTrainer(Trainer):
             l1s.append(l1(out, y))
             psnrs += psnr(out, y)
             rows.append([cond[0], out[0], y[0]])
-        return {"grid": image_grid(rows), "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
+        return {"grid": image_grid(rows, ["condition", f"sample ({c.sample_scheduler} {c.sample_steps})", "target"]),
+                "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
 
     def on_device(self) -> None:
         # EMAModel copies the parameters where they are when it is built (before prepare() moves the

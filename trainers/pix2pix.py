@@ -89,7 +89,8 @@ class Pix2PixTrainer(Trainer):
                 l1s.append(l1(out, y))
                 psnrs += psnr(out, y)
                 rows.append([x[0], out[0], y[0]])
-        return {"grid": image_grid(rows), "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
+        return {"grid": image_grid(rows, ["input", "output", "target"]), "L1": sum(l1s) / len(l1s),
+                "PSNR": sum(psnrs) / len(psnrs)}
 
     def export(self, path: Path) -> None:
         c = self.cfg.pix2pix

@@ -50,7 +50,11 @@ class SegmentationTrainer(Trainer):
                 pred = net.forward_any_size(item["input"][None].to(self.device)).argmax(1)[0].cpu()
                 cm.update(pred.numpy(), item["label"].numpy())
                 rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
-        return dict(cm.scores(), grid=image_grid(rows))
+        return dict(cm.scores(), grid=image_grid(rows, ["photo", "predicted", "ground truth"]))
 
     def export(self, path: Path) -> None:
-        SegmentationPipeline(self.unwrap("segmenter"), self.cfg.data.num_classes, self.cfg.data.first_label).save_pretrained(path)
+        m = self.cfg.model
+        net = "FCN-" + m.generator[3:] if m.generator.startswith("fcn") else f"U-Net {m.generator}"
+        variant = f"{net}, {m.upsample} upsampling" + (", encoder from rotation" if m.init_from else "")
+        SegmentationPipeline(self.unwrap("segmenter"), self.cfg.data.num_classes, self.cfg.data.first_label,
+                             method=f"segmentation ({variant})").save_pretrained(path)

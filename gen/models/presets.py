@@ -39,13 +39,13 @@ def unet_128(**kw) -> UNet:
     return unet(num_downs=7, **kw)
 
 
-@register_model
+@register_model(kind="discriminator")
 def patchgan(in_channels: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> PatchGAN:
     """70x70 PatchGAN (n_layers 3): 2,768,705 parameters with 6 input channels."""
     return PatchGAN(in_channels, ndf, n_layers, norm)
 
 
-@register_model
+@register_model(kind="discriminator")
 def pixelgan(in_channels: int = 6, ndf: int = 64, norm: str = "batch") -> PixelGAN:
     return PixelGAN(in_channels, ndf, norm)
 
