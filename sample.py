@@ -124,7 +124,8 @@ def translate_folder(args) -> int:
 
 def evaluate(args) -> int:
     from gen import config
-    from gen.evaluate import evaluate_colorization, evaluate_paired, evaluate_segmentation, evaluate_unpaired
+    from gen.evaluate import (SavedOutputs, evaluate_colorization, evaluate_paired, evaluate_segmentation,
+                              evaluate_unpaired)
     from gen.pipelines import resolve_device
 
     run_dir = Path(args.run_dir)
@@ -133,22 +134,24 @@ def evaluate(args) -> int:
         raise FileNotFoundError(f"{cfg_file} not found: evaluate needs a run directory made by train.py")
     cfg = config.load(cfg_file, args.overrides)
     device = resolve_device(args.device)
+    out_dir = Path(args.output or run_dir / f"eval_{args.split}")
+    saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
+    extra = dict(device=device, max_images=args.max_images, saved=saved)
     if cfg.method == "pix2pix":
         result, grid = evaluate_paired(cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter,
-                                       device=device)
+                                       **extra)
     else:
         score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
                  "colorization": evaluate_colorization}.get(cfg.method)
         if score is None:
             raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
                              "sample.py RUN --num N (ddpm) or compare them with sample.py compare")
-        result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows, device=device)
-    out_dir = Path(args.output or run_dir / f"eval_{args.split}")
+        result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows, **extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     grid.save(out_dir / "grid.png")
     print(json.dumps(result, indent=1))
-    print(f"grid and metrics.json in {out_dir}")
+    print(f"grid and metrics.json in {out_dir}" + (f"; {saved.count} outputs in {saved.folder}" if saved.folder else ""))
     return 0
 
 
@@ -208,6 +211,11 @@ def main(argv: list[str]) -> int:
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
         p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
+        p.add_argument("--max-images", type=int, help="score only the first N images of the split (each domain)")
+        p.add_argument("--save-outputs", action="store_true",
+                       help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
+                            "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")
+        p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier --save-outputs")
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
         args, run = p.parse_intermixed_args(argv[1:]), evaluate  # key=value anywhere on the line
     else:

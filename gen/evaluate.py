@@ -22,10 +22,41 @@ from .metrics import l1, psnr, ssim
 from .metrics.perceptual import try_lpips
 from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
 from .visualize import image_grid
+from .data.transforms import to_pil
+
+
+class SavedOutputs:
+    """Every output of an evaluated split as a PNG named by its input's stem (None folder: not saved),
+    browsable and scorable by other tools. A folder that already holds files is refused unless
+    `overwrite`: an earlier evaluation's outputs are not silently mixed or replaced."""
+
+    def __init__(self, folder: Optional[Path], overwrite: bool = False):
+        self.folder, self.taken, self.count = folder, set(), 0
+        if folder is not None and folder.is_dir() and any(folder.iterdir()) and not overwrite:
+            raise ValueError(f"{folder} already holds files; choose another --output or pass --overwrite")
+
+    def save(self, img, name: str, suffix: str = "", sub: str = "") -> None:
+        if self.folder is None:
+            return
+        stem, k = Path(name).stem, 2
+        while f"{sub}/{stem}{suffix}".lower() in self.taken:  # two inputs sharing a stem keep two outputs
+            stem, k = f"{Path(name).stem}_{k}", k + 1
+        self.taken.add(f"{sub}/{stem}{suffix}".lower())
+        folder = self.folder / sub if sub else self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder / f"{stem}{suffix}.png")
+        self.count += 1
+
+
+def _limit(n: int, max_images: Optional[int]) -> int:
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"--max-images {max_images}: must be at least 1")
+    return n if max_images is None else min(n, max_images)
 
 
 def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                    segmenter: Optional[Path] = None, device: Optional[str] = None):
+                    segmenter: Optional[Path] = None, device: Optional[str] = None,
+                    max_images: Optional[int] = None, saved: Optional[SavedOutputs] = None):
     """L1 / PSNR / SSIM; with a segmenter run and labelled data (labels -> photo), also the FCN-score:
     the segmenter's scores on the generated photos against the input labels, and on the real photos
     (the ground-truth row, an upper bound) -- Isola et al. 2017 §4.2."""
@@ -43,11 +74,14 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
     cm_fake = ConfusionMatrix(cfg.data.num_classes) if seg else None
     cm_real = ConfusionMatrix(cfg.data.num_classes) if seg else None
     scores = {"L1": [], "PSNR": [], "SSIM": []} | ({"LPIPS": []} if lpips_metric else {})
-    rows = []
-    for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
+    rows, n, saved = [], _limit(len(data), max_images), saved or SavedOutputs(None)
+    for i in tqdm(range(n), desc=f"evaluate {split}", dynamic_ncols=True):
         item = data[i]
         x, y = item["input"][None], item["target"][None]
         out = pipe(x).cpu().float()
+        saved.save(to_pil(out[0]), item["name"])
+        if "label" in item:  # labels -> photo: the input as the network saw it, beside the output
+            saved.save(to_pil(x[0]), item["name"], "_input")
         scores["L1"].append(l1(out, y))
         scores["PSNR"] += psnr(out, y)
         scores["SSIM"] += ssim(out, y)
@@ -59,7 +93,7 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
         if len(rows) < grid_rows:
             rows.append([x[0], out[0], y[0]])
     result = {k: sum(v) / len(v) for k, v in scores.items() if v}
-    result.update(split=split, images=len(data), inference=pipe.inference)
+    result.update(split=split, images=n, inference=pipe.inference)
     if lpips_metric is None:
         result["LPIPS"] = lpips_missing
     if seg is not None:
@@ -83,16 +117,21 @@ def domain_classifier(cfg: ExperimentConfig, run_dir: Path, device: Optional[str
 
 
 def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                      device: Optional[str] = None):
+                      device: Optional[str] = None, max_images: Optional[int] = None,
+                      saved: Optional[SavedOutputs] = None):
     d = cfg.data
     g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference, device=device)
     g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)
     geo = Geometry(d.preprocess, d.load_size, d.crop_size, False) if d.preprocess != "none" else geometry(d)
-    real = {"A": load_images(list_images(Path(d.root) / f"{split}A"), geo, d.channels_a),
-            "B": load_images(list_images(Path(d.root) / f"{split}B"), geo, d.channels_b)}
-    fake, rec, rows = {}, {}, []
+    files = {dom: list_images(Path(d.root) / f"{split}{dom}") for dom in "AB"}
+    files = {dom: f[:_limit(len(f), max_images)] for dom, f in files.items()}
+    real = {"A": load_images(files["A"], geo, d.channels_a, d.max_16bit),
+            "B": load_images(files["B"], geo, d.channels_b, d.max_16bit)}
+    fake, rec, rows, saved = {}, {}, [], saved or SavedOutputs(None)
     for src, fwd, back in (("A", g_ab, g_ba), ("B", g_ba, g_ab)):
         outs = [fwd(x[None]).cpu() for x in tqdm(real[src], desc=f"translate {split}{src}", dynamic_ncols=True)]
+        for path, out in zip(files[src], outs):
+            saved.save(to_pil(out[0]), path.name, sub="AtoB" if src == "A" else "BtoA")
         fake[src] = torch.cat(outs)
         rec[src] = torch.cat([back(y[None]).cpu() for y in fake[src]])
     for i in range(min(grid_rows, len(real["A"]), len(real["B"]))):
@@ -111,27 +150,30 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
 
 
 def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                          device: Optional[str] = None):
+                          device: Optional[str] = None, max_images: Optional[int] = None,
+                          saved: Optional[SavedOutputs] = None):
     """Pixel accuracy, mean accuracy, mean IU, f.w. IU from one confusion matrix over the split."""
     from .metrics.segmentation import ConfusionMatrix
     from .data.labels import label_to_tensor
 
     pipe = pipelines.load(run_dir, device=device)
     data = build_paired(cfg.data, split, train=False)
-    cm, rows = ConfusionMatrix(cfg.data.num_classes), []
-    for i in tqdm(range(len(data)), desc=f"evaluate {split}", dynamic_ncols=True):
+    cm, rows, n, saved = ConfusionMatrix(cfg.data.num_classes), [], _limit(len(data), max_images), saved or SavedOutputs(None)
+    for i in tqdm(range(n), desc=f"evaluate {split}", dynamic_ncols=True):
         item = data[i]
         pred = pipe(item["input"][None])[0].cpu()
+        saved.save(pipe.label_png(pred), item["name"])
         cm.update(pred.numpy(), item["label"].numpy())
         if len(rows) < grid_rows:
             k = cfg.data.num_classes
             rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
-    result = dict(cm.scores(), split=split, images=len(data))
+    result = dict(cm.scores(), split=split, images=n)
     return result, image_grid(rows, ["photo", "predicted", "ground truth"])
 
 
 def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                          device: Optional[str] = None):
+                          device: Optional[str] = None, max_images: Optional[int] = None,
+                          saved: Optional[SavedOutputs] = None):
     """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
     from .color import split_lab
@@ -142,15 +184,18 @@ def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, infe
     data = build_images(cfg.data, split, train=False)
     centres = torch.from_numpy(load_bins_of(pipe, cfg))
     method, gray = ColorizationScores(centres), ColorizationScores(centres)
-    truth_colour, rows = [], []
-    for start in tqdm(range(0, len(data), 32), desc=f"evaluate {split}", dynamic_ncols=True):
-        images = torch.stack([data[i]["image"] for i in range(start, min(start + 32, len(data)))])
+    truth_colour, rows, n, saved = [], [], _limit(len(data), max_images), saved or SavedOutputs(None)
+    for start in tqdm(range(0, n, 32), desc=f"evaluate {split}", dynamic_ncols=True):
+        items = [data[i] for i in range(start, min(start + 32, n))]
+        images = torch.stack([it["image"] for it in items])
         l_norm, _ = split_lab(images)
         out = method.update(images, pipe(l_norm).cpu())
+        for it, img in zip(items, out):
+            saved.save(to_pil(img), it["name"])
         gray_rgb = gray.update(images, torch.zeros(len(images), 2, *images.shape[-2:]))
         truth_colour += colourfulness(images)
         rows += [[gray_rgb[i], out[i], images[i]] for i in range(min(len(images), grid_rows - len(rows)))]
-    result = dict(method.scores(), split=split, images=len(data), grayscale_baseline=gray.scores(),
+    result = dict(method.scores(), split=split, images=n, grayscale_baseline=gray.scores(),
                   ground_truth_colourfulness=float(sum(truth_colour) / len(truth_colour)))
     return result, image_grid(rows, ["gray baseline", "colorized", "ground truth"])
 

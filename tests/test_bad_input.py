@@ -115,3 +115,26 @@ def test_cli_reports_data_errors_without_traceback(tmp_path):
                            "data.val=null", "data.num_workers=1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "odd.png has odd width 81" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_model_options_checked_against_the_crop_at_start(tmp_path, aligned_root):
+    with pytest.raises(ValueError, match=r"model.d_layers=4 is too deep for 32x32 crops.*d_layers <= 3"):
+        fit(tmp_path, aligned_root, **{"model.d_layers": 4})
+    with pytest.raises(ValueError, match=r"model.generator='patchgan' is not a generator preset; choose one of .*unet_128"):
+        fit(tmp_path, aligned_root, **{"model.generator": "patchgan"})
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "configs/quickstart.yaml", "model.generator=unet_512",
+                           "log.wandb=disabled", f"run.dir={tmp_path / 'q'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and "model.generator='unet_512' is not a generator preset" in proc.stderr
+    assert "num_downs" not in proc.stderr
+
+
+def test_train_help_and_list_name_configs_methods_presets_and_keys():
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "train.py"), *a], cwd=ROOT, capture_output=True,  # noqa: E731
+                                    text=True, timeout=60)
+    assert "--list" in run("--help").stdout
+    listing = run("--list").stdout
+    assert "configs/quickstart.yaml" in listing and "methods: pix2pix, cyclegan" in listing
+    generators = next(line for line in listing.splitlines() if line.startswith("model.generator presets"))
+    assert "unet_256" in generators and "patchgan" not in generators
+    assert "  train.lr=0.0002" in listing and "  data.root=null" in listing

@@ -52,3 +52,15 @@ def test_evaluate_takes_overrides_after_flags(tmp_path, aligned_root):
     proc = run_sample("evaluate", tmp_path / "run", "--split", "test", "data.preprocess=none", "--grid-rows", 1)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"images": 2' in proc.stdout
+
+
+def test_evaluate_saves_every_output_by_input_stem(tmp_path, aligned_root):
+    train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 1, "data.test": "val"}))
+    proc = run_sample("evaluate", tmp_path / "run", "--save-outputs", "--max-images", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "run" / "eval_test" / "outputs"
+    assert sorted(p.name for p in out.iterdir()) == ["000.png"] and '"images": 1' in proc.stdout
+    again = run_sample("evaluate", tmp_path / "run", "--save-outputs")
+    assert again.returncode == 2 and "already holds files" in again.stderr and "--overwrite" in again.stderr
+    assert run_sample("evaluate", tmp_path / "run", "--save-outputs", "--overwrite").returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png"]

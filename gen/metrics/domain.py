@@ -49,7 +49,8 @@ def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], ep
     steps = max(30, epochs * len(y) // 32)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     gen = sample_generator(seed, 0)
-    for _ in range(steps):
+    from tqdm.auto import tqdm
+    for _ in tqdm(range(steps), desc="domain classifier (real training images)", dynamic_ncols=True):
         idx = torch.multinomial(weights, 32, replacement=True, generator=gen)
         top, left = (int(v) for v in torch.randint(0, 9, (2,), generator=gen))
         batch = x[idx, :, top:top + 64, left:left + 64]

@@ -42,8 +42,11 @@ class SegmentationPipeline(NetworkPipeline):
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         """Any PIL photo -> palette PNG of the same size whose pixel values are the raw label ids."""
-        classes = self(from_pil(img, 3))[0].cpu().numpy()
-        raw = (classes + self.first_label).astype(np.uint8)
+        return self.label_png(self(from_pil(img, 3))[0])
+
+    def label_png(self, classes: torch.Tensor) -> Image.Image:
+        """(H, W) class indices -> palette PNG image of the raw label ids (first_label + index)."""
+        raw = (classes.cpu().numpy() + self.first_label).astype(np.uint8)
         out = Image.fromarray(raw, "P")
         colours = np.zeros((256, 3), np.uint8)
         colours[self.first_label:self.first_label + self.num_classes] = palette(self.num_classes)
