@@ -52,3 +52,20 @@ def test_loss_monitor_means_ignore_non_finite_values():
     assert m.first_bad() == (2, ["a", "b"])
     assert m.means() == {"a": 2.0, "b": 3.0}
     assert m.means() == {}
+
+
+def test_skip_mode_stops_a_diverged_run_instead_of_exporting_it(tmp_path):
+    """lr 1e6 on a DDPM: nearly every update is non-finite. Skip mode stops within its window, naming
+    the last good checkpoint, and exports nothing."""
+    from trainers import DDPMTrainer
+    from test_ddpm import ddpm_overrides, write_toy
+    root = write_toy(tmp_path / "data" / "train", n=16).parent
+    cfg = config.load(None, ddpm_overrides(tmp_path / "run", root, **{
+        "train.lr": 1e6, "train.nonfinite": "skip", "train.max_steps": 30, "train.ckpt_every": 1,
+        "train.batch_size": 4}))
+    with pytest.raises(FloatingPointError, match=r"of the last 10 steps had non-finite gradients.*Last good checkpoint: "):
+        DDPMTrainer(cfg).fit()
+    assert not (tmp_path / "run" / "export").exists()
+    for ckpt in checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints"):
+        weights = load_file(str(ckpt / "models" / "unet.safetensors"))
+        assert all(torch.isfinite(w).all() for w in weights.values()), ckpt

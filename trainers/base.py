@@ -426,6 +426,23 @@ class Trainer:
     def _count_skip(self) -> None:
         self.skipped_updates += 1
 
+    SKIP_WINDOW = 10  # steps; skip mode stops when more than half of the last ones were skipped
+
+    def check_skips(self, skipped: bool) -> None:
+        """Skip mode tolerates a rare bad batch, not a diverged run: when most recent steps were
+        skipped, stop (the weights are still those of the last good update) instead of exporting a
+        model that learned nothing since."""
+        if self.cfg.train.nonfinite != "skip":
+            return
+        self.recent_skips = (getattr(self, "recent_skips", []) + [skipped])[-self.SKIP_WINDOW:]
+        if len(self.recent_skips) == self.SKIP_WINDOW and sum(self.recent_skips) > self.SKIP_WINDOW // 2:
+            last = checkpoint.checkpoint_dirs(self.ckpt_root)
+            raise FloatingPointError(
+                f"train.nonfinite=skip: {sum(self.recent_skips)} of the last {self.SKIP_WINDOW} steps had non-finite "
+                f"gradients (up to step {self.step + 1}); the run has diverged, so it stops here without saving. "
+                f"Last good checkpoint: {last[0] if last else 'none'}. Lower train.lr (now {self.cfg.train.lr:g}) "
+                "or set train.max_grad_norm")
+
     def snapshot_buffers(self) -> list[torch.Tensor] | None:
         """Copies of every model buffer (norm running statistics) in skip mode, else None."""
         if self.cfg.train.nonfinite != "skip":
@@ -473,8 +490,10 @@ class Trainer:
             with self.accelerator.accumulate(*self.models.values()):
                 losses = self.train_step(batch)
             self.monitor.add(losses, self.step + 1, 1 / cfg.grad_accum)  # on device; read at log cadence
-        if self.skipped_updates > skipped_before:  # a skipped step leaves no trace, running stats included
+        skipped = self.skipped_updates > skipped_before
+        if skipped:  # a skipped step leaves no trace, running stats included
             self.restore_buffers(buffers)
+        self.check_skips(skipped)
         faults.maybe_kill("during_step", self.step + 1)  # weights updated, schedules and counters not yet
         self.step += 1
         for sched in self.schedulers.values():
