@@ -191,3 +191,14 @@ def test_label_map_inputs_render_as_in_training(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "photos" / "0.png")),
                           np.asarray(pipelines.load(tmp_path / "run").translate_image(as_palette)))
+
+
+def test_every_documented_loader_restores_the_sampling_settings(tmp_path):
+    torch.manual_seed(0)
+    pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny", in_channels=6, out_channels=3).eval(),
+                                     DDPMScheduler(num_train_timesteps=20))
+    pipe.sample_size, pipe.label_input = 16, {"num_classes": 3, "first_label": 1}
+    pipe.save_export(tmp_path / "export")
+    for loaded in (pipelines.load(tmp_path / "export"), DiffusionSamplingPipeline.from_pretrained(tmp_path / "export")):
+        assert loaded.sample_size == 16 and loaded.label_input == {"num_classes": 3, "first_label": 1}
+        assert loaded.scheduler.config.num_train_timesteps == 20

@@ -60,10 +60,32 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
     kind = "diffusion"
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: UNet, scheduler: DDPMScheduler):
+    def __init__(self, unet: UNet, scheduler: DDPMScheduler, sample_size: int = 32, label_classes: int = 0,
+                 first_label: int = 0):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        self.sample_size = 32
+        # In the pipeline's own config (model_index.json), so from_pretrained restores them too.
+        self.register_to_config(sample_size=sample_size, label_classes=label_classes, first_label=first_label)
+
+    @property
+    def sample_size(self) -> int:
+        """The training size: unconditional samples default to it, conditions are resized to it."""
+        return self.config.sample_size
+
+    @sample_size.setter
+    def sample_size(self, size: int) -> None:
+        self.register_to_config(sample_size=int(size))
+
+    @property
+    def label_input(self) -> Optional[dict]:
+        """{"num_classes", "first_label"} when the condition is a class-index label map, else None."""
+        k = self.config.get("label_classes", 0)
+        return {"num_classes": k, "first_label": self.config.get("first_label", 0)} if k else None
+
+    @label_input.setter
+    def label_input(self, value: Optional[dict]) -> None:
+        value = value or {"num_classes": 0, "first_label": 0}
+        self.register_to_config(label_classes=value["num_classes"], first_label=value["first_label"])
 
     @property
     def condition_channels(self) -> int:
@@ -106,7 +128,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
 
     def condition_from_image(self, img: Image.Image) -> torch.Tensor:
         """PIL image -> (1, Cc, H, W) condition in [-1, 1], rendered as in training (label maps by id)."""
-        label = getattr(self, "label_input", None)
+        label = self.label_input
         if label:
             return label_image_to_tensor(img, label["num_classes"], label["first_label"])
         return from_pil(img, self.condition_channels)
@@ -116,7 +138,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         self.save_pretrained(path)
         meta = {"kind": self.kind, "method": method, "sample_size": self.sample_size,
                 "condition_channels": self.condition_channels, "seed": seed,
-                "label_input": getattr(self, "label_input", None)}
+                "label_input": self.label_input}
         (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
