@@ -202,3 +202,47 @@ def test_every_documented_loader_restores_the_sampling_settings(tmp_path):
     for loaded in (pipelines.load(tmp_path / "export"), DiffusionSamplingPipeline.from_pretrained(tmp_path / "export")):
         assert loaded.sample_size == 16 and loaded.label_input == {"num_classes": 3, "first_label": 1}
         assert loaded.scheduler.config.num_train_timesteps == 20
+
+
+def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path):
+    """The numbers training logs for its validation items are the numbers `sample.py evaluate` gives for
+    them: the same pipeline, seeding and rendering (pix2pix in paper mode: seeded dropout noise)."""
+    from gen.evaluate import evaluate_colorization, evaluate_paired, evaluate_segmentation, evaluate_unpaired
+    from trainers import ColorizationTrainer, CycleGANTrainer, Pix2PixTrainer, SegmentationTrainer
+    from conftest import tiny_overrides, write_aligned
+    from test_colorization import colorization_overrides, write_banded
+    from test_cyclegan import cyclegan_overrides, write_unpaired
+    from test_segmentation import overrides, write_colour_classes
+
+    write_aligned(tmp_path / "p" / "train", 4)
+    write_aligned(tmp_path / "p" / "val", 2, seed=1)
+    cfg = config.load(None, tiny_overrides(tmp_path / "p2p", tmp_path / "p", **{"train.max_steps": 2,
+                                                                                "train.eval_batches": 2}))
+    trainer = Pix2PixTrainer(cfg)
+    trainer.fit()
+    logged, (scored, _) = trainer.sample(2), evaluate_paired(cfg, tmp_path / "p2p", "val", None, 2)
+    assert logged["L1"] == scored["L1"] and logged["PSNR"] == scored["PSNR"]
+
+    write_colour_classes(tmp_path / "s" / "data" / "train", 4)
+    write_colour_classes(tmp_path / "s" / "data" / "val", 2, seed=1)
+    cfg = config.load(None, overrides(tmp_path / "s", **{"train.max_steps": 2, "train.eval_batches": 2}))
+    trainer = SegmentationTrainer(cfg)
+    trainer.fit()
+    logged, (scored, _) = trainer.sample(2), evaluate_segmentation(cfg, tmp_path / "s" / "run", "val", None, 2)
+    assert logged["mean_iu"] == scored["mean_iu"] and logged["pixel_acc"] == scored["pixel_acc"]
+
+    write_banded(tmp_path / "c" / "train", 4)
+    write_banded(tmp_path / "c" / "val", 2, seed=1)
+    cfg = config.load(None, colorization_overrides(tmp_path / "col", tmp_path / "c", **{
+        "train.max_steps": 2, "train.eval_batches": 1, "colorization.prior": "imagenet"}))
+    trainer = ColorizationTrainer(cfg)
+    trainer.fit()
+    logged, (scored, _) = trainer.sample(2), evaluate_colorization(cfg, tmp_path / "col", "val", None, 2)
+    assert logged["AuC"] == scored["AuC"] and logged["colourfulness"] == scored["colourfulness"]
+
+    root = write_unpaired(tmp_path / "u", n=4)
+    cfg = config.load(None, cyclegan_overrides(tmp_path / "cyc", root, **{"train.max_steps": 2, "train.eval_batches": 2}))
+    trainer = CycleGANTrainer(cfg)
+    trainer.fit()
+    logged, (scored, _) = trainer.sample(2), evaluate_unpaired(cfg, tmp_path / "cyc", "test", None, 2)
+    assert logged["cycle_PSNR_A"] == scored["cycle_PSNR_A"] and logged["cycle_PSNR_B"] == scored["cycle_PSNR_B"]

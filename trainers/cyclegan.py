@@ -19,7 +19,6 @@ from gen.data.unpaired import UnpairedImages
 from gen.losses import GANLoss
 from gen.losses.image_pool import ImagePool
 from gen.metrics import psnr
-from gen.models.inference import inference_mode
 from gen.pipelines import CycleGANPipeline, TranslationPipeline
 
 from gen.visualize import image_grid
@@ -115,24 +114,26 @@ class CycleGANTrainer(Trainer):
     def sample(self, step: int) -> dict:
         if self.val_set is None:
             return {}
-        g_a, g_b = self.unwrap("G_A"), self.unwrap("G_B")
-        mode = self.cfg.cyclegan.inference
+        pipes = self.pipeline().directions  # the export's pipelines, as evaluate and sample.py run them
+        g_a, g_b = pipes["AtoB"], pipes["BtoA"]
         rows_a, rows_b, psnr_a, psnr_b = [], [], [], []
-        with inference_mode(g_a, mode), inference_mode(g_b, mode):
-            for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
-                item = self.val_set[i]
-                a, b = item["A"][None].to(self.device), item["B"][None].to(self.device)
-                fake_b, fake_a = g_a.forward_any_size(a), g_b.forward_any_size(b)
-                rec_a, rec_b = g_b.forward_any_size(fake_b), g_a.forward_any_size(fake_a)
-                psnr_a += psnr(rec_a.float(), a)
-                psnr_b += psnr(rec_b.float(), b)
-                rows_a.append([a[0], fake_b[0], rec_a[0]])
-                rows_b.append([b[0], fake_a[0], rec_b[0]])
+        for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+            item = self.val_set[i]
+            a, b = item["A"][None], item["B"][None]
+            fake_b, fake_a = g_a(a).cpu(), g_b(b).cpu()
+            rec_a, rec_b = g_b(fake_b).cpu(), g_a(fake_a).cpu()
+            psnr_a += psnr(rec_a.float(), a)
+            psnr_b += psnr(rec_b.float(), b)
+            rows_a.append([a[0], fake_b[0], rec_a[0]])
+            rows_b.append([b[0], fake_a[0], rec_b[0]])
         return {"grid_A": image_grid(rows_a, ["A", "G_A(A)", "G_B(G_A(A))"]),
                 "grid_B": image_grid(rows_b, ["B", "G_B(B)", "G_A(G_B(B))"]),
                 "cycle_PSNR_A": sum(psnr_a) / len(psnr_a), "cycle_PSNR_B": sum(psnr_b) / len(psnr_b)}
 
-    def export(self, path: Path) -> None:
+    def pipeline(self) -> CycleGANPipeline:
         mode, seed, top = self.cfg.cyclegan.inference, self.cfg.run.seed, self.cfg.data.max_16bit
-        CycleGANPipeline(TranslationPipeline(self.unwrap("G_A"), self.method, mode, "AtoB", seed, top),
-                         TranslationPipeline(self.unwrap("G_B"), self.method, mode, "BtoA", seed, top)).save_pretrained(path)
+        return CycleGANPipeline(TranslationPipeline(self.unwrap("G_A"), self.method, mode, "AtoB", seed, top),
+                                TranslationPipeline(self.unwrap("G_B"), self.method, mode, "BtoA", seed, top))
+
+    def export(self, path: Path) -> None:
+        self.pipeline().save_pretrained(path)

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from gen.data import channels
 from gen.losses import GANLoss
 from gen.metrics import l1, psnr
-from gen.models.inference import inference_mode
 from gen.pipelines import TranslationPipeline
 
 from gen.visualize import image_grid
@@ -78,25 +77,26 @@ class Pix2PixTrainer(Trainer):
     def sample(self, step: int) -> dict:
         if self.val_set is None:
             return {}
-        g = self.unwrap("generator")
+        pipe = self.pipeline()  # the export's pipeline: the grid shows what sample.py will produce
         n = len(self.val_set)
         rows, l1s, psnrs = [], [], []
-        with inference_mode(g, self.cfg.pix2pix.inference):
-            for b in range(min(self.cfg.train.eval_batches, n)):
-                item = self.val_set[b * max(1, n // max(1, self.cfg.train.eval_batches))]
-                x, y = item["input"][None].to(self.device), item["target"][None].to(self.device)
-                out = g.forward_any_size(x).float()
-                l1s.append(l1(out, y))
-                psnrs += psnr(out, y)
-                rows.append([x[0], out[0], y[0]])
+        for b in range(min(self.cfg.train.eval_batches, n)):
+            item = self.val_set[b * max(1, n // max(1, self.cfg.train.eval_batches))]
+            x, y = item["input"][None], item["target"][None]
+            out = pipe(x).cpu().float()
+            l1s.append(l1(out, y))
+            psnrs += psnr(out, y)
+            rows.append([x[0], out[0], y[0]])
         return {"grid": image_grid(rows, ["input", "output", "target"]), "L1": sum(l1s) / len(l1s),
                 "PSNR": sum(psnrs) / len(psnrs)}
 
-    def export(self, path: Path) -> None:
+    def pipeline(self) -> TranslationPipeline:
         c = self.cfg.pix2pix
         # The label comparisons and reports show: which loss this generator was trained with.
         label = "pix2pix (L1 only)" if c.gan_mode == "none" else "pix2pix (cGAN only)" if c.lambda_l1 == 0 else "pix2pix"
-        pipe = TranslationPipeline(self.unwrap("generator"), label, self.cfg.pix2pix.inference,
+        return TranslationPipeline(self.unwrap("generator"), label, self.cfg.pix2pix.inference,
                                    self.cfg.data.direction, seed=self.cfg.run.seed, max_16bit=self.cfg.data.max_16bit,
                                    label_input=label_input(self.cfg.data))
-        pipe.save_pretrained(path)
+
+    def export(self, path: Path) -> None:
+        self.pipeline().save_pretrained(path)

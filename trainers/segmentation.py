@@ -11,7 +11,6 @@ from gen.data import IGNORE_INDEX
 from gen.data.labels import label_to_tensor
 from gen.losses.dense import cross_entropy
 from gen.metrics.segmentation import ConfusionMatrix
-from gen.models.inference import inference_mode
 from gen.pipelines import SegmentationPipeline
 from gen.visualize import image_grid
 
@@ -42,19 +41,21 @@ class SegmentationTrainer(Trainer):
     def sample(self, step: int) -> dict:
         if self.val_set is None:
             return {}
-        net, k = self.unwrap("segmenter"), self.cfg.data.num_classes
+        pipe, k = self.pipeline(), self.cfg.data.num_classes  # the export's pipeline, as evaluate runs it
         cm, rows = ConfusionMatrix(k), []
-        with inference_mode(net, "eval"):
-            for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
-                item = self.val_set[i]
-                pred = net.forward_any_size(item["input"][None].to(self.device)).argmax(1)[0].cpu()
-                cm.update(pred.numpy(), item["label"].numpy())
-                rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
+        for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+            item = self.val_set[i]
+            pred = pipe(item["input"][None])[0].cpu()
+            cm.update(pred.numpy(), item["label"].numpy())
+            rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
         return dict(cm.scores(), grid=image_grid(rows, ["photo", "predicted", "ground truth"]))
 
-    def export(self, path: Path) -> None:
+    def pipeline(self) -> SegmentationPipeline:
         m = self.cfg.model
         net = "FCN-" + m.generator[3:] if m.generator.startswith("fcn") else f"U-Net {m.generator}"
         variant = f"{net}, {m.upsample} upsampling" + (", encoder from rotation" if m.init_from else "")
-        SegmentationPipeline(self.unwrap("segmenter"), self.cfg.data.num_classes, self.cfg.data.first_label,
-                             method=f"segmentation ({variant})").save_pretrained(path)
+        return SegmentationPipeline(self.unwrap("segmenter"), self.cfg.data.num_classes, self.cfg.data.first_label,
+                                    method=f"segmentation ({variant})")
+
+    def export(self, path: Path) -> None:
+        self.pipeline().save_pretrained(path)
