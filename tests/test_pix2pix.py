@@ -118,14 +118,16 @@ def test_speed_options_give_the_same_training(aligned_root, tmp_path, option):
     assert (diffs > 1e-5).float().mean() < 1e-3, option  # all but a handful agree to float tolerance
 
 
-def test_time_budget_stops_the_run_with_a_checkpoint_and_an_export(tmp_path, aligned_root):
+def test_time_budget_stops_the_run_with_a_checkpoint_and_an_export(tmp_path, aligned_root, capsys):
     """A spent train.time_budget_minutes ends the run at the current step as if it were the last:
-    checkpoint and export written, and training the same run.dir again resumes from there."""
+    checkpoint and export written, a message says so, and the same run.dir resumes from there."""
     cfg = config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **{
         "train.max_steps": 1000, "train.ckpt_every": 1000, "train.time_budget_minutes": 1e-6}))
     trainer = Pix2PixTrainer(cfg)
     trainer.fit()
     assert trainer.step == 1
+    said = capsys.readouterr().out
+    assert "stopped by train.time_budget_minutes=1e-06 at step 1 of 1000" in said and "run the same command" in said
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000001"]
     assert (tmp_path / "run" / "export" / "pipeline.json").is_file()
     again = Pix2PixTrainer(cfg)
