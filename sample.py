@@ -1,13 +1,14 @@
 """Use a trained run without the training code.
 
-  python sample.py RUN_DIR --input DIR --output DIR      translate every image of a folder (any size)
-  python sample.py DDPM_RUN --num N --steps K --scheduler ddpm|ddim|dpm --seed S --output DIR
-                                                        diffusion samples as PNGs + grid.png; a conditional
-                                                        DDPM takes --input DIR [--samples-per-input k]
-  python sample.py compare RUN_DIR [RUN_DIR ...] --data CONFIG_OR_RUN --output DIR [--segmenter RUN]
-  python sample.py evaluate RUN_DIR [--split test]       score a run on a split of its data: L1 / PSNR /
-                                                        SSIM (paired), cycle PSNR + domain classifier (CycleGAN),
-                                                        AuC / PSNR / colourfulness + gray baseline (colorization)
+python sample.py RUN_DIR --input DIR --output DIR      translate every image of a folder (any size)
+python sample.py DDPM_RUN --num N --steps K --scheduler ddpm|ddim|dpm --seed S --output DIR
+                                                      diffusion samples as PNGs + grid.png; a conditional
+                                                      DDPM takes --input DIR [--samples-per-input k]
+python sample.py compare RUN_DIR [RUN_DIR ...] --data CONFIG_OR_RUN --output DIR [--segmenter RUN]
+python sample.py evaluate RUN_DIR [--split test]       score a run on a split of its data: L1 / PSNR /
+                                                      SSIM (paired), cycle PSNR + domain classifier
+                                                      (CycleGAN), AuC / PSNR / colourfulness + gray
+                                                      baseline (colorization)
 """
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def sample_diffusion(pipe, args) -> int:
     rows, written = [], 0
     if pipe.condition_channels:
         if not args.input:
-            raise ValueError(f"{args.run_dir} is an image-conditioned DDPM: pass --input DIR of condition images")
+            raise ValueError(
+                f"{args.run_dir} is an image-conditioned DDPM: pass --input DIR of condition images"
+            )
         files = list_images(Path(args.input), "condition images")
         k = args.samples_per_input
         stems = output_stems(files)
@@ -69,7 +72,9 @@ def sample_diffusion(pipe, args) -> int:
             x = pipe(num_inference_steps=args.steps, scheduler=args.scheduler, generator=gen,
                      condition=model_in.expand(k, -1, -1, -1)).cpu().float()
             if small:
-                x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+                x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(
+                    -1, 1
+                )
             for im, name in zip(x, group):
                 to_pil(im).save(out_dir / name)
                 written += 1
@@ -89,7 +94,10 @@ def sample_diffusion(pipe, args) -> int:
         side = math.ceil(math.sqrt(len(images)))
         rows = [images[i:i + side] for i in range(0, len(images), side)]
     image_grid(rows[:64]).save(out_dir / "grid.png")
-    print(f"wrote {written} samples and grid.png to {out_dir} ({args.scheduler}, {args.steps} steps, seed {args.seed})")
+    print(
+        f"wrote {written} samples and grid.png to {out_dir} "
+        f"({args.scheduler}, {args.steps} steps, seed {args.seed})"
+    )
     return 0
 
 
@@ -116,7 +124,9 @@ def translate_folder(args) -> int:
     written = 0
     for path, out in zip(tqdm(files, desc="translate", dynamic_ncols=True), outputs):
         img = open_image(path)
-        (pipe.translate_image(img, args.bit_depth) if args.bit_depth == 16 else pipe.translate_image(img)).save(out)
+        (
+            pipe.translate_image(img, args.bit_depth) if args.bit_depth == 16 else pipe.translate_image(img)
+        ).save(out)
         written += 1
     print(f"wrote {written} images to {out_dir}")
     return 0
@@ -138,20 +148,26 @@ def evaluate(args) -> int:
     saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
     extra = dict(device=device, max_images=args.max_images, saved=saved)
     if cfg.method == "pix2pix":
-        result, grid = evaluate_paired(cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter,
-                                       **extra)
+        result, grid = evaluate_paired(
+            cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter, **extra
+        )
     else:
         score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
                  "colorization": evaluate_colorization}.get(cfg.method)
         if score is None:
-            raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
-                             "sample.py RUN --num N (ddpm) or compare them with sample.py compare")
+            raise ValueError(
+                f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
+                "sample.py RUN --num N (ddpm) or compare them with sample.py compare"
+            )
         result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows, **extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     grid.save(out_dir / "grid.png")
     print(json.dumps(result, indent=1))
-    print(f"grid and metrics.json in {out_dir}" + (f"; {saved.count} outputs in {saved.folder}" if saved.folder else ""))
+    print(
+        f"grid and metrics.json in {out_dir}"
+        + (f"; {saved.count} outputs in {saved.folder}" if saved.folder else "")
+    )
     return 0
 
 
@@ -181,7 +197,9 @@ def compare(args) -> int:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["compare"]:
-        p = argparse.ArgumentParser(prog="sample.py compare", description="run every run on the same test inputs")
+        p = argparse.ArgumentParser(
+            prog="sample.py compare", description="run every run on the same test inputs"
+        )
         p.add_argument("run_dirs", nargs="+",
                        help="runs to compare: translation, segmentation, colorization, conditional DDPM")
         p.add_argument("--data", required=True, help="a config YAML or a run directory whose data to use")
@@ -193,9 +211,13 @@ def main(argv: list[str]) -> int:
         p.add_argument("--samples-per-input", type=int, default=1,
                        help="DDPM runs: k samples per input; k > 1 adds the diversity columns")
         p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
-        p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM runs: sampler")
+        p.add_argument(
+            "--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM runs: sampler"
+        )
         p.add_argument("--seed", type=int, default=0, help="DDPM runs: input i is sampled with seed + i")
-        p.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default: offline without an API key")
+        p.add_argument(
+            "--wandb", choices=["offline", "online", "disabled"], help="default: offline without an API key"
+        )
         p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
         args, run = p.parse_intermixed_args(argv[1:]), compare
@@ -203,42 +225,64 @@ def main(argv: list[str]) -> int:
         args.overrides += [r for r in args.run_dirs if "=" in r and not Path(r).exists()]
         args.run_dirs = [r for r in args.run_dirs if r not in args.overrides]
     elif argv[:1] == ["evaluate"]:
-        p = argparse.ArgumentParser(prog="sample.py evaluate", description="score a run on a split of its data")
+        p = argparse.ArgumentParser(
+            prog="sample.py evaluate", description="score a run on a split of its data"
+        )
         p.add_argument("run_dir")
         p.add_argument("--split", default="test", choices=["train", "val", "test"])
         p.add_argument("--output", help="folder for metrics.json and grid.png (default RUN_DIR/eval_SPLIT)")
         p.add_argument("--grid-rows", type=int, default=8)
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
-        p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs")
+        p.add_argument(
+            "--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs"
+        )
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
-        p.add_argument("--max-images", type=int, help="score only the first N images of the split (each domain)")
+        p.add_argument(
+            "--max-images", type=int, help="score only the first N images of the split (each domain)"
+        )
         p.add_argument("--save-outputs", action="store_true",
                        help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
                             "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")
-        p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier --save-outputs")
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace the files of an earlier --save-outputs"
+        )
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
         args, run = p.parse_intermixed_args(argv[1:]), evaluate  # key=value anywhere on the line
     else:
         p = argparse.ArgumentParser(prog="sample.py", description=__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("run_dir", help="a run directory (or its export/ folder)")
-        p.add_argument("--input", help="folder of input images (any size); condition images for a conditional DDPM")
+        p.add_argument(
+            "--input", help="folder of input images (any size); condition images for a conditional DDPM"
+        )
         p.add_argument("--output", required=True, help="folder for the translated PNGs / samples")
-        p.add_argument("--direction", choices=["AtoB", "BtoA"], help="CycleGAN: which generator (default AtoB)")
+        p.add_argument(
+            "--direction", choices=["AtoB", "BtoA"], help="CycleGAN: which generator (default AtoB)"
+        )
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
         p.add_argument("--num", type=int, default=64, help="DDPM: number of unconditional samples")
-        p.add_argument("--steps", type=int, default=50, help="DDPM: sampling steps (1000 for the full DDPM chain)")
+        p.add_argument(
+            "--steps", type=int, default=50, help="DDPM: sampling steps (1000 for the full DDPM chain)"
+        )
         p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM: sampler")
         p.add_argument("--seed", type=int, default=0, help="DDPM: seed of the sampling noise")
         p.add_argument("--samples-per-input", type=int, default=1, help="conditional DDPM: samples per input")
         p.add_argument("--batch-size", type=int, default=16, help="DDPM: unconditional samples per batch")
-        p.add_argument("--full-size", action="store_true",
-                       help="conditional DDPM: sample at each input's own size (default: at the training size, "
-                            "resized back to the input's size)")
+        p.add_argument(
+            "--full-size",
+            action="store_true",
+            help="conditional DDPM: sample at each input's own size (default: at the training size, "
+            "resized back to the input's size)",
+        )
         p.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
-        p.add_argument("--bit-depth", type=int, choices=[8, 16], default=8,
-                       help="16: single-channel outputs as 16-bit PNGs on the training data's 0..data.max_16bit scale")
+        p.add_argument(
+            "--bit-depth",
+            type=int,
+            choices=[8, 16],
+            default=8,
+            help="16: single-channel outputs as 16-bit PNGs on the training data's 0..data.max_16bit scale",
+        )
         args, run = p.parse_args(argv), translate_folder
     try:
         return run(args)

@@ -31,11 +31,19 @@ def diffusers_twin(ours):
     attention = set(c.attention_levels)
     n = len(c.channels)
     return UNet2DModel(
-        sample_size=32, in_channels=c.in_channels, out_channels=c.out_channels, block_out_channels=tuple(c.channels),
-        layers_per_block=c.layers_per_level, norm_num_groups=c.norm_groups, dropout=c.dropout,
-        attention_head_dim=c.attention_head_dim, flip_sin_to_cos=False, freq_shift=1,
+        sample_size=32,
+        in_channels=c.in_channels,
+        out_channels=c.out_channels,
+        block_out_channels=tuple(c.channels),
+        layers_per_block=c.layers_per_level,
+        norm_num_groups=c.norm_groups,
+        dropout=c.dropout,
+        attention_head_dim=c.attention_head_dim,
+        flip_sin_to_cos=False,
+        freq_shift=1,
         down_block_types=tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(n)),
-        up_block_types=tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(n))))
+        up_block_types=tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(n))),
+    )
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -89,7 +97,9 @@ def compare_networks(preset: str, batch: int, size: int, repeats: int) -> dict:
             sec = statistics.median(times[name])
             result[f"{kind}_sec_{name}"] = sec
             result[f"{kind}_gflops_{name}"] = result[f"{kind}_gflop_{name}"] / sec
-        result[f"{kind}_ratio_ours_over_diffusers"] = result[f"{kind}_sec_ours"] / result[f"{kind}_sec_diffusers"]
+        result[f"{kind}_ratio_ours_over_diffusers"] = (
+            result[f"{kind}_sec_ours"] / result[f"{kind}_sec_diffusers"]
+        )
     return result
 
 
@@ -131,8 +141,11 @@ def main() -> None:
               f"ratio ours/diffusers {r[f'{kind}_ratio_ours_over_diffusers']:.3f}")
     if not args.skip_sampling:
         r.update(sampling_wall_time(args.sample_preset, args.sample_batch, args.size))
-        print(f"  sampling {args.sample_batch} images with {args.sample_preset}: DDIM-50 {r['ddim50_sec']:.1f} s, "
-              f"DDPM-1000 {r['ddpm1000_sec']:.1f} s ({r['ddpm1000_over_ddim50']:.1f}x)")
+        print(
+            f"  sampling {args.sample_batch} images with {args.sample_preset}: "
+            f"DDIM-50 {r['ddim50_sec']:.1f} s, "
+            f"DDPM-1000 {r['ddpm1000_sec']:.1f} s ({r['ddpm1000_over_ddim50']:.1f}x)"
+        )
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

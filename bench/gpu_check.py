@@ -3,7 +3,8 @@
 First DDPM CIFAR-10 (Ho et al.'s 35.7M U-Net, `ddpm_cifar10`) at batch 128: seconds per training and
 sampling step, images per second, achieved TFLOP/s (FLOPs counted by torch.utils.flop_counter) and
 MFU against the GPU's dense bf16 peak, and peak memory, for fp32 / bf16 / fp16. Then, per method
-(pix2pix, CycleGAN, colorization, DDPM unconditional and conditional, segmentation) and precision: a run of `--steps` training steps with a checkpoint half-way and at the end
+(pix2pix, CycleGAN, colorization, DDPM unconditional and conditional, segmentation) and precision:
+a run of `--steps` training steps with a checkpoint half-way and at the end
 (train.deterministic=true), its export, `sample.py` on a folder with the export, then the last
 checkpoint removed and the run resumed from the half-way one: the resumed weights must equal the
 uninterrupted ones within `--tolerance` (deterministic kernels: 0 is expected) and it must have
@@ -69,8 +70,9 @@ def write_data(root: Path, size: int) -> None:
             Image.fromarray(a[..., ::-1].copy()).save(root / "unpaired" / f"{split}B" / f"{i}.png")
             Image.fromarray(a).save(root / "photos" / split / f"{i}.png")
             classes = np.kron(rng.integers(0, 3, (4, 4)), np.ones((size // 4, size // 4), int))
-            Image.fromarray((np.eye(3)[classes] * 200 + 30).astype(np.uint8)).save(root / "seg" / split / f"{i}.jpg",
-                                                                                   quality=95)
+            Image.fromarray((np.eye(3)[classes] * 200 + 30).astype(np.uint8)).save(
+                root / "seg" / split / f"{i}.jpg", quality=95
+            )
             Image.fromarray((classes + 1).astype(np.uint8), "L").save(root / "seg" / split / f"{i}.png")
 
 
@@ -83,22 +85,44 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
             "ddpm.sample_steps=5", "ddpm.num_samples=4", "train.eval_batches=2"]
     return {
         "pix2pix": common + ["method=pix2pix", f"data.root={data / 'aligned'}"],
-        "cyclegan": common + ["method=cyclegan", "data.kind=unpaired", f"data.root={data / 'unpaired'}",
-                              "model.norm=instance", "model.d_norm=instance"],
-        "colorization": common + ["method=colorization", "data.kind=images", f"data.root={data / 'photos'}",
-                                  "colorization.prior=imagenet"],
+        "cyclegan": common
+        + [
+            "method=cyclegan",
+            "data.kind=unpaired",
+            f"data.root={data / 'unpaired'}",
+            "model.norm=instance",
+            "model.d_norm=instance",
+        ],
+        "colorization": common
+        + [
+            "method=colorization",
+            "data.kind=images",
+            f"data.root={data / 'photos'}",
+            "colorization.prior=imagenet",
+        ],
         "ddpm": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}"],
-        "ddpm-conditional": ddpm + ["method=ddpm", "data.kind=paired", "data.layout=folders",
-                                    f"data.root={data / 'folders'}"],
-        "segmentation": common + ["method=segmentation", "data.kind=segmentation", f"data.root={data / 'seg'}",
-                                  "data.num_classes=3", "data.first_label=1", "data.direction=BtoA"],
+        "ddpm-conditional": ddpm
+        + ["method=ddpm", "data.kind=paired", "data.layout=folders", f"data.root={data / 'folders'}"],
+        "segmentation": common
+        + [
+            "method=segmentation",
+            "data.kind=segmentation",
+            f"data.root={data / 'seg'}",
+            "data.num_classes=3",
+            "data.first_label=1",
+            "data.direction=BtoA",
+        ],
     }
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     ckpt = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
-    return {f"{p.stem}.{k}": v for p in (ckpt / "models").glob("*.safetensors") for k, v in load_file(str(p)).items()}
+    return {
+        f"{p.stem}.{k}": v
+        for p in (ckpt / "models").glob("*.safetensors")
+        for k, v in load_file(str(p)).items()
+    }
 
 
 def sample_cli(run_dir: Path, case: str, inputs: Path, out: Path, device: str) -> dict:
@@ -128,8 +152,13 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     row["train_seconds"] = time.perf_counter() - t
     row["export"] = (run_dir / "export").is_dir()
     uninterrupted = final_weights(run_dir)
-    row["sample_cli"] = sample_cli(run_dir, case, inputs / "photos" / "val", work / f"samples-{case}-{precision}",
-                                   "cuda" if device == "cuda" else "cpu")
+    row["sample_cli"] = sample_cli(
+        run_dir,
+        case,
+        inputs / "photos" / "val",
+        work / f"samples-{case}-{precision}",
+        "cuda" if device == "cuda" else "cpu",
+    )
     shutil.rmtree(checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0])  # back to the half-way checkpoint
     t = time.perf_counter()
     again = TRAINERS[cfg.method](cfg)
@@ -216,7 +245,11 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+    report = {
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+    }
     if not torch.cuda.is_available() and not args.allow_cpu:
         from trainers.devices import why_no_gpu
         report["skipped"] = f"no CUDA GPU: {why_no_gpu()}"
@@ -254,16 +287,29 @@ def main() -> int:
                     rows.append({"case": case, "precision": precision, "skipped": "time budget spent"})
                     continue
                 if precision == "fp16" and device == "cpu":
-                    rows.append({"case": case, "precision": precision, "skipped": "fp16 needs a GPU (refused)"})
+                    rows.append(
+                        {"case": case, "precision": precision, "skipped": "fp16 needs a GPU (refused)"}
+                    )
                     continue
                 try:
-                    row = check_one(case, all_cases[case], precision, steps, work / "runs", device, work / "data")
-                    row["ok"] = (row["export"] and row["sample_cli"]["rc"] == 0 and row["sample_cli"]["pngs"] > 0
-                                 and row["resume_max_abs_diff"] <= args.tolerance
-                                 and row["resumed_from_step"] == steps // 2)
+                    row = check_one(
+                        case, all_cases[case], precision, steps, work / "runs", device, work / "data"
+                    )
+                    row["ok"] = (
+                        row["export"]
+                        and row["sample_cli"]["rc"] == 0
+                        and row["sample_cli"]["pngs"] > 0
+                        and row["resume_max_abs_diff"] <= args.tolerance
+                        and row["resumed_from_step"] == steps // 2
+                    )
                 except Exception as err:  # record and go on: one failing case must not hide the others
-                    row = {"case": case, "precision": precision, "ok": False,
-                           "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
+                    row = {
+                        "case": case,
+                        "precision": precision,
+                        "ok": False,
+                        "error": f"{type(err).__name__}: {err}",
+                        "traceback": traceback.format_exc()[-2000:],
+                    }
                 rows.append(row)
                 if not row.get("ok", True):
                     failures.append(f"{case}/{precision}")

@@ -99,9 +99,18 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
     cfg_file, size_overrides, batch = METHODS[method]
     batch *= 4 if option == "batch_x4" else 1
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
-                                            f"train.device={device}",  # the whole trainer, not only the batch
-                                            "colorization.prior=imagenet", *size_overrides, *OPTIONS[option]])
+        cfg = config.load(
+            ROOT / cfg_file,
+            [
+                f"run.dir={tmp}",
+                "log.wandb=disabled",
+                f"train.batch_size={batch}",
+                f"train.device={device}",  # the whole trainer, not only the batch
+                "colorization.prior=imagenet",
+                *size_overrides,
+                *OPTIONS[option],
+            ],
+        )
         trainer = TRAINERS[method](cfg)
         trainer.build()
         trainer.prepare()
@@ -206,8 +215,16 @@ def data_rate(method: str, workers: int, batches: int = 10) -> dict:
 
     cfg_file, size_overrides, batch = METHODS[method]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config.load(ROOT / cfg_file, [f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}",
-                                            f"data.num_workers={workers}", *size_overrides])
+        cfg = config.load(
+            ROOT / cfg_file,
+            [
+                f"run.dir={tmp}",
+                "log.wandb=disabled",
+                f"train.batch_size={batch}",
+                f"data.num_workers={workers}",
+                *size_overrides,
+            ],
+        )
         trainer = TRAINERS[method](cfg)
         trainer.build_data()
         loader = iter(trainer.train_loader(trainer.train_set, 0))
@@ -247,8 +264,12 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     # bf16 and compile are opt-in: bf16 autocast is emulated (minutes per row) on CPUs without
     # AVX-512 BF16, and compiling takes minutes on 2 cores.
-    p.add_argument("--options", nargs="+", choices=list(OPTIONS),
-                   default=["fp32", "for_loop", "channels_last", "foreach", "channels_last+fused", "batch_x4"])
+    p.add_argument(
+        "--options",
+        nargs="+",
+        choices=list(OPTIONS),
+        default=["fp32", "for_loop", "channels_last", "foreach", "channels_last+fused", "batch_x4"],
+    )
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=1,
                    help="measure every option this many times, alternating the order; medians per row")
@@ -257,13 +278,15 @@ def main() -> None:
     p.add_argument("--diffusers-repeats", type=int, default=3,
                    help="ddpm_cifar10 vs diffusers' UNet2DModel, train and sampling step (0 skips it)")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
-    p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print(json.dumps(one(args.one[0], args.one[1], args.steps, args.device)))
         return
     rows, data_rows = [], []
-    print(f"{'method':>12} {'option':>13} {'s/step':>8} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8} {'mem MB':>8}  vs fp32")
+    print(
+        f"{'method':>12} {'option':>13} {'s/step':>8} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8} "
+        f"{'mem MB':>8}  vs fp32"
+    )
     for method in args.methods:
         samples: dict[str, list[list[dict]]] = {o: [] for o in args.options}
         for r in range(args.rounds):  # the order alternates each round so drift favours no option
@@ -280,31 +303,45 @@ def main() -> None:
                     r.update(row(r["method"], r["sec_per_step"], fp32["gflop_per_step"] * 1e9, r["batch"], r))
                 rows.append(r)
                 speedup = f"{fp32['sec_per_step'] / r['sec_per_step']:.2f}x" if fp32 else ""
-                print(f"{r['method']:>12} {option:>13} {r['sec_per_step']:>8.3f} {r['images_per_sec']:>8.2f} "
-                      f"{r['gflops']:>8.1f} {100 * r['fraction_of_peak']:>7.0f}% {r['peak_memory_mb']:>8.0f}  {speedup}",
-                      flush=True)
+                print(
+                    f"{r['method']:>12} {option:>13} {r['sec_per_step']:>8.3f} {r['images_per_sec']:>8.2f} "
+                    f"{r['gflops']:>8.1f} {100 * r['fraction_of_peak']:>7.0f}% "
+                    f"{r['peak_memory_mb']:>8.0f}  {speedup}",
+                    flush=True,
+                )
         for w in args.workers:
             d = data_rate(method, w)
-            consumed = next((r["images_per_sec"] for r in rows if r["method"] == method and r["option"] == "fp32"), None)
+            consumed = next(
+                (r["images_per_sec"] for r in rows if r["method"] == method and r["option"] == "fp32"), None
+            )
             d["step_images_per_sec"] = consumed
             data_rows.append(d)
-            ratio = f" = {d['images_per_sec'] / consumed:.1f}x what the fp32 step consumes" if consumed else ""
+            ratio = (
+                f" = {d['images_per_sec'] / consumed:.1f}x what the fp32 step consumes" if consumed else ""
+            )
             print(f"{method:>12} data, {w} workers: {d['images_per_sec']:.0f} img/s{ratio}", flush=True)
     versus = None
     if "ddpm" in args.methods and args.diffusers_repeats > 0:
         from ddpm import compare_networks  # bench/ddpm.py: same-config UNet2DModel, interleaved repeats
         versus = compare_networks("ddpm_cifar10", 16, 32, args.diffusers_repeats)
         for kind in ("train_fwd_bwd", "sample_fwd"):
-            print(f"ddpm_cifar10 {kind} (batch 16, 32x32): ours {versus[f'{kind}_sec_ours']:.3f} s, UNet2DModel "
-                  f"{versus[f'{kind}_sec_diffusers']:.3f} s = {versus[f'{kind}_ratio_ours_over_diffusers']:.3f} "
-                  "(ours / theirs, < 1 is faster)", flush=True)
+            print(
+                f"ddpm_cifar10 {kind} (batch 16, 32x32): ours {versus[f'{kind}_sec_ours']:.3f} s, "
+                f"UNet2DModel {versus[f'{kind}_sec_diffusers']:.3f} s = "
+                f"{versus[f'{kind}_ratio_ours_over_diffusers']:.3f} "
+                "(ours / theirs, < 1 is faster)",
+                flush=True,
+            )
     adam = adam_kernels()
     print("Adam step, pix2pix 256 G + D (57.2M params): " + ", ".join(
         f"{k} {v:.3f} s ({adam['for_loop'] / v:.1f}x)" for k, v in adam.items()), flush=True)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "run.json").write_text(json.dumps({"steps": rows, "data": data_rows, "ddpm_vs_diffusers": versus,
-                                                  "adam_step_sec": adam}, indent=1))
+    (out_dir / "run.json").write_text(
+        json.dumps(
+            {"steps": rows, "data": data_rows, "ddpm_vs_diffusers": versus, "adam_step_sec": adam}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,9 @@ def _diffusion_outputs(pipe, x: torch.Tensor, sampling: Sampling, index: int) ->
     out = pipe(condition=cond.expand(sampling.samples_per_input, -1, -1, -1), generator=gen,
                num_inference_steps=sampling.steps, scheduler=sampling.scheduler, progress=False).cpu().float()
     if out.shape[-2:] != (h, w):
-        out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+        out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(
+            -1, 1
+        )
     return out
 
 
@@ -131,7 +133,9 @@ class RunScores:
 
     def row(self) -> dict:
         row = {"run": self.name, "method": self.pipe.method}
-        row.update({m: _mean(vals) for m, vals in self.values.items() if vals and not m.startswith("diversity")})
+        row.update(
+            {m: _mean(vals) for m, vals in self.values.items() if vals and not m.startswith("diversity")}
+        )
         if self.lpips is None:
             row["LPIPS"] = "unavailable"
         if self.colour is not None:
@@ -146,9 +150,16 @@ class RunScores:
         return row
 
 
-def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test", segmenter: Optional[Path] = None,
-                 grid_rows: int = 6, max_images: Optional[int] = None,
-                 sampling: Optional[Sampling] = None, device: Optional[str] = None) -> Comparison:
+def compare_runs(
+    cfg: ExperimentConfig,
+    run_dirs: list[Path],
+    split: str = "test",
+    segmenter: Optional[Path] = None,
+    grid_rows: int = 6,
+    max_images: Optional[int] = None,
+    sampling: Optional[Sampling] = None,
+    device: Optional[str] = None,
+) -> Comparison:
     sampling = sampling or Sampling()
     if sampling.samples_per_input < 1:
         raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
@@ -161,18 +172,31 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
         raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
     for name, pipe in pipes.items():
         if pipe.kind == "segmentation" and not labelled:
-            raise ValueError(f"run {name} is a segmenter but the data has no labels (data.kind={cfg.data.kind})")
+            raise ValueError(
+                f"run {name} is a segmenter but the data has no labels (data.kind={cfg.data.kind})"
+            )
         if pipe.kind == "diffusion" and not pipe.condition_channels:
-            raise ValueError(f"run {name} is an unconditional DDPM: it has no input to compare on; sample it with "
-                             f"sample.py {name} --num N")
+            raise ValueError(
+                f"run {name} is an unconditional DDPM: it has no input to compare on; sample it with "
+                f"sample.py {name} --num N"
+            )
         if cfg.data.kind == "images" and pipe.kind not in ("colorization", "diffusion"):
             raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
                              "grayscale -> colour inputs, for colorization runs")
     lpips_metric, lpips_missing = try_lpips()
     from .evaluate import load_bins_of
-    makers = {name: RunScores(name, pipe, k, lpips_metric, seg is not None,
-                              torch.from_numpy(load_bins_of(pipe, cfg)) if pipe.kind == "colorization" else None)
-              for name, pipe in pipes.items() if pipe.kind != "segmentation"}
+    makers = {
+        name: RunScores(
+            name,
+            pipe,
+            k,
+            lpips_metric,
+            seg is not None,
+            torch.from_numpy(load_bins_of(pipe, cfg)) if pipe.kind == "colorization" else None,
+        )
+        for name, pipe in pipes.items()
+        if pipe.kind != "segmentation"
+    }
     colorizers = [name for name, pipe in pipes.items() if pipe.kind == "colorization"]
     gray = None
     if colorizers:  # the baseline every colorization table needs, scored by the same code (table only)
@@ -222,12 +246,18 @@ def compare_runs(cfg: ExperimentConfig, run_dirs: list[Path], split: str = "test
             h, w = data[0]["input"].shape[-2:]
             how = "" if (h, w) == (pipe.sample_size,) * 2 else (
                 f", at its training size {pipe.sample_size}x{pipe.sample_size} and resized to {h}x{w}")
-            result.notes.append(f"{name}: {sampling.samples_per_input} sample(s) per input, {sampling.scheduler} "
-                                f"{sampling.steps} steps, seed {sampling.seed} + input index{how}")
+            result.notes.append(
+                f"{name}: {sampling.samples_per_input} sample(s) per input, {sampling.scheduler} "
+                f"{sampling.steps} steps, seed {sampling.seed} + input index{how}"
+            )
     if colorizers:
-        source = "the gray input" if cfg.data.kind == "images" else "the ground-truth photo (not the input column)"
-        result.notes.append(f"colorization runs ({', '.join(colorizers)}) colour the L channel of {source}; the "
-                            "grayscale baseline row (ab = 0) is scored by the same code")
+        source = (
+            "the gray input" if cfg.data.kind == "images" else "the ground-truth photo (not the input column)"
+        )
+        result.notes.append(
+            f"colorization runs ({', '.join(colorizers)}) colour the L channel of {source}; the "
+            "grayscale baseline row (ab = 0) is scored by the same code"
+        )
     return result
 
 
@@ -259,8 +289,9 @@ def write_report(result: Comparison, out_dir: Path, title: str = "gen comparison
     md += ["| " + " | ".join(_cell(row.get(h)) for h in header) + " |" for row in result.table]
     md += [f"\n{note}" for note in result.notes]
     paths["markdown"].write_text("\n".join(md) + "\n")
-    paths["json"].write_text(json.dumps({"columns": result.columns, "table": result.table, "notes": result.notes},
-                                        indent=1))
+    paths["json"].write_text(
+        json.dumps({"columns": result.columns, "table": result.table, "notes": result.notes}, indent=1)
+    )
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(h)))}</td>" for h in header) + "</tr>"
                    for r in result.table)

@@ -27,8 +27,10 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: str = "paired"  # paired | segmentation | builtin | unpaired (CycleGAN trainA/trainB/testA/testB) | images
-    pattern: str = "**/*"  # images: glob under root/<split> (recursive by default; "*.jpg" for facades photos)
+    kind: str = "paired"
+    pattern: str = (
+        "**/*"  # images: glob under root/<split> (recursive by default; "*.jpg" for facades photos)
+    )
     root: Optional[str] = None
     layout: str = "aligned"  # paired only: aligned (A|B in one file) | folders (A/ and B/ subfolders)
     train: str = "train"  # split = folder under root, optionally sliced: "extended[:100]"
@@ -41,7 +43,9 @@ class DataConfig:
     flip: bool = True
     channels_a: int = 3  # 1 (grayscale) or 3 (RGB); inputs are converted to this
     channels_b: int = 3
-    max_16bit: Optional[float] = None  # 16-bit images: the value shown as white (None: 65535), e.g. 4000 for mm depth
+    max_16bit: Optional[float] = (
+        None  # 16-bit images: the value shown as white (None: 65535), e.g. 4000 for mm depth
+    )
     num_classes: int = 0  # segmentation: number of classes
     first_label: int = 0  # segmentation: raw label value of class 0 (CMP facades use 1)
     ignore_label: Optional[int] = None  # segmentation: raw value ignored by losses and metrics
@@ -58,7 +62,9 @@ class ModelConfig:
     norm: str = "batch"  # batch | instance | group | none
     dropout: float = 0.5
     num_downs: Optional[int] = None  # only for generator "unet": number of stride-2 levels
-    init_from: Optional[str] = None  # a rotation run (or its export): start the U-Net encoder from its weights
+    init_from: Optional[str] = (
+        None  # a rotation run (or its export): start the U-Net encoder from its weights
+    )
     # U-Net decoder: transposed | bilinear (fixed, + learned conv) | unpool (switches);
     # FCN head: transposed (learned, bilinear init) | bilinear (fixed)
     upsample: str = "transposed"
@@ -90,11 +96,13 @@ class TrainConfig:
     optimizer_impl: str = "auto"  # Adam kernel: auto (= fused) | for_loop | foreach | fused
     channels_last: bool = False  # NHWC memory format for models and batches
     compile: bool = False  # torch.compile the networks
-    deterministic: bool = False  # GPU: deterministic kernels (slower); CPU runs are bit-reproducible either way
-    device: str = "auto"  # auto (a GPU when one is usable, else the CPU) | cpu | cuda (an error without a GPU)
-    cudnn_benchmark: Optional[bool] = None  # None: on for CUDA unless train.deterministic (picks conv kernels per shape)
-    tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls/convs (~1e-3 relative error; still deterministic)
-    nonfinite: str = "stop"  # stop: a NaN/inf loss ends the run, naming step and term | skip: skip such updates
+    deterministic: bool = False
+    device: str = "auto"
+    cudnn_benchmark: Optional[bool] = None
+    tf32: bool = True
+    nonfinite: str = (
+        "stop"  # stop: a NaN/inf loss ends the run, naming step and term | skip: skip such updates
+    )
 
 
 @dataclass(frozen=True)
@@ -135,13 +143,18 @@ class DDPMConfig:
 
 @dataclass(frozen=True)
 class ColorizationConfig:
-    loss: str = "classification"  # classification (Zhang et al.) | l2 | l1 (ab regression) | gan (pix2pix-style L -> ab)
-    bins: str = "zhang313"  # zhang313 (the paper's 313 centres, shipped) | gamut (derived in code at bin_grid)
+    # classification (Zhang et al.) | l2 | l1 (ab regression) | gan (pix2pix-style L -> ab)
+    loss: str = "classification"
+    bins: str = (
+        "zhang313"  # zhang313 (the paper's 313 centres, shipped) | gamut (derived in code at bin_grid)
+    )
     bin_grid: int = 10
     neighbours: int = 5  # soft-encoding: nearest bins per pixel
     sigma: float = 5.0  # soft-encoding and prior smoothing Gaussian, in ab units
     rebalance: bool = True  # class rebalancing (Zhang eq. 4)
-    prior: str = "data"  # data (empirical prior of the training set, cached in run_dir) | imagenet (the paper's)
+    prior: str = (
+        "data"  # data (empirical prior of the training set, cached in run_dir) | imagenet (the paper's)
+    )
     prior_images: int = 2000  # training images read for the empirical prior
     mix: float = 0.5  # lambda: weight of the uniform distribution mixed into the prior
     temperature: float = 0.38  # annealed-mean decoding; -> 0 mode, 1 mean
@@ -205,9 +218,20 @@ POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.built
             "ddpm.beta_end", "ddpm.sample_steps", "ddpm.num_samples", "colorization.bin_grid",
             "colorization.neighbours", "colorization.sigma", "colorization.prior_images",
             "colorization.temperature")
-NON_NEGATIVE = ("data.num_workers", "data.num_classes", "train.eval_batches", "pix2pix.lambda_l1",
-                "pix2pix.lambda_gan", "model.init_gain", "cyclegan.lambda_a", "cyclegan.lambda_b",
-                "cyclegan.lambda_identity", "cyclegan.pool_size", "train.warmup_steps", "colorization.lambda_l1")
+NON_NEGATIVE = (
+    "data.num_workers",
+    "data.num_classes",
+    "train.eval_batches",
+    "pix2pix.lambda_l1",
+    "pix2pix.lambda_gan",
+    "model.init_gain",
+    "cyclegan.lambda_a",
+    "cyclegan.lambda_b",
+    "cyclegan.lambda_identity",
+    "cyclegan.pool_size",
+    "train.warmup_steps",
+    "colorization.lambda_l1",
+)
 OPTIONAL = ("data.num_workers",)  # None means "choose for the device"
 POSITIVE_OR_NONE = ("data.max_16bit", "train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2", "ddpm.ema_decay",
@@ -224,7 +248,9 @@ def validate(cfg: ExperimentConfig) -> None:
     """Raise ValueError naming the first key whose value is out of range."""
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
-            raise ValueError(f"config key {key}={_get(cfg, key)!r} is not allowed; choose one of {list(allowed)}")
+            raise ValueError(
+                f"config key {key}={_get(cfg, key)!r} is not allowed; choose one of {list(allowed)}"
+            )
     for key in POSITIVE + NON_NEGATIVE + UNIT_INTERVAL:
         value = _get(cfg, key)
         if value is None and key in OPTIONAL:
@@ -247,25 +273,36 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.data.kind == "segmentation" and cfg.data.num_classes < 1:
         raise ValueError("config key data.num_classes must be >= 1 for data.kind=segmentation")
     if (cfg.data.kind == "images") != (cfg.method == "colorization") and cfg.method != "ddpm":
-        raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}: data.kind=images (photos "
-                         "without targets) is read by method=colorization (always) and method=ddpm (unconditional)")
+        raise ValueError(
+            f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}: data.kind=images (photos "
+            "without targets) is read by method=colorization (always) and method=ddpm (unconditional)"
+        )
     if cfg.method == "ddpm" and cfg.data.preprocess == "none":
         raise ValueError("method=ddpm trains on fixed-size crops (the noise covers the whole image): set "
                          "data.preprocess=resize_and_crop or crop; sampling then takes any size")
     if cfg.method == "ddpm" and cfg.ddpm.sample_steps > cfg.ddpm.num_train_timesteps:
-        raise ValueError(f"config key ddpm.sample_steps={cfg.ddpm.sample_steps} exceeds ddpm.num_train_timesteps="
-                         f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps")
+        raise ValueError(
+            f"config key ddpm.sample_steps={cfg.ddpm.sample_steps} exceeds ddpm.num_train_timesteps="
+            f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps"
+        )
     if cfg.method == "ddpm" and cfg.ddpm.beta_start >= cfg.ddpm.beta_end:
-        raise ValueError(f"config key ddpm.beta_start={cfg.ddpm.beta_start} must be below ddpm.beta_end={cfg.ddpm.beta_end}")
+        raise ValueError(
+            f"config key ddpm.beta_start={cfg.ddpm.beta_start} must be below "
+            f"ddpm.beta_end={cfg.ddpm.beta_end}"
+        )
     if (cfg.method == "cyclegan") != (cfg.data.kind == "unpaired"):
         raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}; CycleGAN reads "
                          "data.kind=unpaired and the paired methods read paired, segmentation or builtin")
     if cfg.method == "segmentation" and (cfg.data.kind != "segmentation" or cfg.data.direction != "BtoA"):
-        raise ValueError("method=segmentation reads photo -> labels: set data.kind=segmentation and "
-                         f"data.direction=BtoA (got kind={cfg.data.kind!r}, direction={cfg.data.direction!r})")
+        raise ValueError(
+            "method=segmentation reads photo -> labels: set data.kind=segmentation and "
+            f"data.direction=BtoA (got kind={cfg.data.kind!r}, direction={cfg.data.direction!r})"
+        )
     if cfg.method == "rotation":
         if cfg.data.kind == "segmentation" and cfg.data.direction != "BtoA":
-            raise ValueError("method=rotation learns from photos: with data.kind=segmentation set data.direction=BtoA")
+            raise ValueError(
+                "method=rotation learns from photos: with data.kind=segmentation set data.direction=BtoA"
+            )
         if cfg.data.preprocess not in ("resize_and_crop", "crop") and cfg.data.kind != "builtin":
             raise ValueError("method=rotation needs square crops: data.preprocess=resize_and_crop or crop")
     if cfg.data.kind != "builtin" and not cfg.data.root:
@@ -318,8 +355,18 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
 
 # Keys that change what the networks are (their layers or shapes): a checkpoint made with other values
 # cannot be loaded. Every model.* key counts except the two that only say where weights start.
-ARCHITECTURE_KEYS = ("method", "data.channels_a", "data.channels_b", "data.num_classes", "data.kind",
-                     "pix2pix.gan_mode", "colorization.loss", "colorization.bins", "colorization.bin_grid", "ddpm.ngf")
+ARCHITECTURE_KEYS = (
+    "method",
+    "data.channels_a",
+    "data.channels_b",
+    "data.num_classes",
+    "data.kind",
+    "pix2pix.gan_mode",
+    "colorization.loss",
+    "colorization.bins",
+    "colorization.bin_grid",
+    "ddpm.ngf",
+)
 NOT_ARCHITECTURE = ("model.init_from", "model.init_gain")
 SCHEDULE_KEYS = ("train.max_steps", "train.lr", "train.lr_decay_start", "train.warmup_steps")
 

@@ -54,9 +54,17 @@ def _limit(n: int, max_images: Optional[int]) -> int:
     return n if max_images is None else min(n, max_images)
 
 
-def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                    segmenter: Optional[Path] = None, device: Optional[str] = None,
-                    max_images: Optional[int] = None, saved: Optional[SavedOutputs] = None):
+def evaluate_paired(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    split: str,
+    inference: Optional[str],
+    grid_rows: int,
+    segmenter: Optional[Path] = None,
+    device: Optional[str] = None,
+    max_images: Optional[int] = None,
+    saved: Optional[SavedOutputs] = None,
+):
     """L1 / PSNR / SSIM; with a segmenter run and labelled data (labels -> photo), also the FCN-score:
     the segmenter's scores on the generated photos against the input labels, and on the real photos
     (the ground-truth row, an upper bound) -- Isola et al. 2017 §4.2."""
@@ -65,10 +73,14 @@ def evaluate_paired(cfg: ExperimentConfig, run_dir: Path, split: str, inference:
     pipe = pipelines.load(run_dir, inference=inference, device=device)
     seg = pipelines.load(segmenter, device=device) if segmenter else None
     if seg is not None and (cfg.data.kind != "segmentation" or seg.kind != "segmentation"):
-        raise ValueError("the FCN-score needs a labels -> photo run on segmentation data and a segmentation run "
-                         f"as --segmenter (got data.kind={cfg.data.kind!r}, segmenter kind={seg.kind!r})")
+        raise ValueError(
+            "the FCN-score needs a labels -> photo run on segmentation data and a segmentation run "
+            f"as --segmenter (got data.kind={cfg.data.kind!r}, segmenter kind={seg.kind!r})"
+        )
     if seg is not None and seg.num_classes != cfg.data.num_classes:
-        raise ValueError(f"segmenter predicts {seg.num_classes} classes but the data has {cfg.data.num_classes}")
+        raise ValueError(
+            f"segmenter predicts {seg.num_classes} classes but the data has {cfg.data.num_classes}"
+        )
     data = build_paired(cfg.data, split, train=False)
     lpips_metric, lpips_missing = try_lpips()
     cm_fake = ConfusionMatrix(cfg.data.num_classes) if seg else None
@@ -110,15 +122,25 @@ def domain_classifier(cfg: ExperimentConfig, run_dir: Path, device: Optional[str
         net.load_state_dict(load_file(str(cache)))
         return net.eval().to(device or "cpu")
     root = Path(cfg.data.root)
-    net = train_domain_classifier(list_images(root / f"{cfg.data.train}A"), list_images(root / f"{cfg.data.train}B"),
-                                  device=device or "cpu")
+    net = train_domain_classifier(
+        list_images(root / f"{cfg.data.train}A"),
+        list_images(root / f"{cfg.data.train}B"),
+        device=device or "cpu",
+    )
     save_file({k: v.cpu() for k, v in net.state_dict().items()}, str(cache))
     return net
 
 
-def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                      device: Optional[str] = None, max_images: Optional[int] = None,
-                      saved: Optional[SavedOutputs] = None):
+def evaluate_unpaired(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    split: str,
+    inference: Optional[str],
+    grid_rows: int,
+    device: Optional[str] = None,
+    max_images: Optional[int] = None,
+    saved: Optional[SavedOutputs] = None,
+):
     d = cfg.data
     g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference, device=device)
     g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)
@@ -129,16 +151,23 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
             "B": load_images(files["B"], geo, d.channels_b, d.max_16bit)}
     fake, rec, rows, saved = {}, {}, [], saved or SavedOutputs(None)
     for src, fwd, back in (("A", g_ab, g_ba), ("B", g_ba, g_ab)):
-        outs = [fwd(x[None]).cpu() for x in tqdm(real[src], desc=f"translate {split}{src}", dynamic_ncols=True)]
+        outs = [
+            fwd(x[None]).cpu() for x in tqdm(real[src], desc=f"translate {split}{src}", dynamic_ncols=True)
+        ]
         for path, out in zip(files[src], outs):
             saved.save(to_pil(out[0]), path.name, sub="AtoB" if src == "A" else "BtoA")
         fake[src] = torch.cat(outs)
         rec[src] = torch.cat([back(y[None]).cpu() for y in fake[src]])
     for i in range(min(grid_rows, len(real["A"]), len(real["B"]))):
         rows.append([real["A"][i], fake["A"][i], rec["A"][i], real["B"][i], fake["B"][i], rec["B"][i]])
-    result = {"cycle_PSNR_A": sum(psnr(rec["A"], real["A"])) / len(real["A"]),
-              "cycle_PSNR_B": sum(psnr(rec["B"], real["B"])) / len(real["B"]),
-              "split": split, "images_A": len(real["A"]), "images_B": len(real["B"]), "inference": g_ab.inference}
+    result = {
+        "cycle_PSNR_A": sum(psnr(rec["A"], real["A"])) / len(real["A"]),
+        "cycle_PSNR_B": sum(psnr(rec["B"], real["B"])) / len(real["B"]),
+        "split": split,
+        "images_A": len(real["A"]),
+        "images_B": len(real["B"]),
+        "inference": g_ab.inference,
+    }
     if d.channels_a == 3 and d.channels_b == 3:
         net = domain_classifier(cfg, run_dir, device)
         pred_a, pred_b = predict_domain(net, real["A"]), predict_domain(net, real["B"])
@@ -149,16 +178,28 @@ def evaluate_unpaired(cfg: ExperimentConfig, run_dir: Path, split: str, inferenc
     return result, image_grid(rows, ["A", "G_A(A)", "G_B(G_A(A))", "B", "G_B(B)", "G_A(G_B(B))"])
 
 
-def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                          device: Optional[str] = None, max_images: Optional[int] = None,
-                          saved: Optional[SavedOutputs] = None):
+def evaluate_segmentation(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    split: str,
+    inference: Optional[str],
+    grid_rows: int,
+    device: Optional[str] = None,
+    max_images: Optional[int] = None,
+    saved: Optional[SavedOutputs] = None,
+):
     """Pixel accuracy, mean accuracy, mean IU, f.w. IU from one confusion matrix over the split."""
     from .metrics.segmentation import ConfusionMatrix
     from .data.labels import label_to_tensor
 
     pipe = pipelines.load(run_dir, device=device)
     data = build_paired(cfg.data, split, train=False)
-    cm, rows, n, saved = ConfusionMatrix(cfg.data.num_classes), [], _limit(len(data), max_images), saved or SavedOutputs(None)
+    cm, rows, n, saved = (
+        ConfusionMatrix(cfg.data.num_classes),
+        [],
+        _limit(len(data), max_images),
+        saved or SavedOutputs(None),
+    )
     for i in tqdm(range(n), desc=f"evaluate {split}", dynamic_ncols=True):
         item = data[i]
         pred = pipe(item["input"][None])[0].cpu()
@@ -171,9 +212,16 @@ def evaluate_segmentation(cfg: ExperimentConfig, run_dir: Path, split: str, infe
     return result, image_grid(rows, ["photo", "predicted", "ground truth"])
 
 
-def evaluate_colorization(cfg: ExperimentConfig, run_dir: Path, split: str, inference: Optional[str], grid_rows: int,
-                          device: Optional[str] = None, max_images: Optional[int] = None,
-                          saved: Optional[SavedOutputs] = None):
+def evaluate_colorization(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    split: str,
+    inference: Optional[str],
+    grid_rows: int,
+    device: Optional[str] = None,
+    max_images: Optional[int] = None,
+    saved: Optional[SavedOutputs] = None,
+):
     """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
     from .color import split_lab

@@ -122,8 +122,13 @@ def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
         raise RuntimeError(f"final resume failed:\n{finish.stderr.read()[-3000:]}")
     _compare(final_weights(workdir / "run"), final_weights(workdir / "ref"), method)
     export = workdir / "run" / "export"
-    return {"method": method, "kills": survived, "identical": True, "export_whole": (export / "pipeline.json").is_file(),
-            "log": log}
+    return {
+        "method": method,
+        "kills": survived,
+        "identical": True,
+        "export_whole": (export / "pipeline.json").is_file(),
+        "log": log,
+    }
 
 
 def _compare(got: dict, ref: dict, method: str) -> None:

@@ -66,7 +66,9 @@ def test_label_ids_out_of_range(tmp_path):
     (root / "base").mkdir(parents=True)
     Image.new("RGB", (40, 40)).save(root / "base" / "a.jpg")
     Image.fromarray(np.full((40, 40), 13, np.uint8), "L").save(root / "base" / "a.png")
-    with pytest.raises(ValueError, match=r"a\.png: label values \[13\] are outside the allowed range 1\.\.12"):
+    with pytest.raises(
+        ValueError, match=r"a\.png: label values \[13\] are outside the allowed range 1\.\.12"
+    ):
         fit(tmp_path, root, **{"data.kind": "segmentation", "data.train": "base", "data.val": "null",
                                "data.num_classes": 12, "data.first_label": 1})
 
@@ -101,8 +103,12 @@ def test_unwritable_run_dir(tmp_path, aligned_root):
     (["train.batch_size=two"], "train.batch_size"),
 ])
 def test_cli_reports_config_errors_without_traceback(args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "quickstart.yaml"), *args],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "quickstart.yaml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -111,8 +117,18 @@ def test_cli_reports_data_errors_without_traceback(tmp_path):
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
     Image.new("RGB", (81, 40)).save(root / "train" / "odd.png")
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny_overrides(tmp_path / "run", root),
-                           "data.val=null", "data.num_workers=1"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *tiny_overrides(tmp_path / "run", root),
+            "data.val=null",
+            "data.num_workers=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "odd.png has odd width 81" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -120,18 +136,36 @@ def test_cli_reports_data_errors_without_traceback(tmp_path):
 def test_model_options_checked_against_the_crop_at_start(tmp_path, aligned_root):
     with pytest.raises(ValueError, match=r"model.d_layers=4 is too deep for 32x32 crops.*d_layers <= 3"):
         fit(tmp_path, aligned_root, **{"model.d_layers": 4})
-    with pytest.raises(ValueError, match=r"model.generator='patchgan' is not a generator preset; choose one of .*unet_128"):
+    with pytest.raises(
+        ValueError, match=r"model.generator='patchgan' is not a generator preset; choose one of .*unet_128"
+    ):
         fit(tmp_path, aligned_root, **{"model.generator": "patchgan"})
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "configs/quickstart.yaml", "model.generator=unet_512",
-                           "log.wandb=disabled", f"run.dir={tmp_path / 'q'}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "configs/quickstart.yaml",
+            "model.generator=unet_512",
+            "log.wandb=disabled",
+            f"run.dir={tmp_path / 'q'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "model.generator='unet_512' is not a generator preset" in proc.stderr
     assert "num_downs" not in proc.stderr
 
 
 def test_train_help_and_list_name_configs_methods_presets_and_keys():
-    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "train.py"), *a], cwd=ROOT, capture_output=True,  # noqa: E731
-                                    text=True, timeout=60)
+    run = lambda *a: subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *a],
+        cwd=ROOT,
+        capture_output=True,  # noqa: E731
+        text=True,
+        timeout=60,
+    )
     assert "--list" in run("--help").stdout
     listing = run("--list").stdout
     assert "configs/quickstart.yaml" in listing and "methods: pix2pix, cyclegan" in listing

@@ -8,8 +8,19 @@ from PIL import Image
 from skimage import color
 
 from gen import config, pipelines
-from gen.color import (annealed_mean, gamut_bins, join_lab, lab_to_rgb, rebalance_weights, rgb_to_lab, smooth_prior,
-                       soft_encode, split_lab, zhang_bins, zhang_prior)
+from gen.color import (
+    annealed_mean,
+    gamut_bins,
+    join_lab,
+    lab_to_rgb,
+    rebalance_weights,
+    rgb_to_lab,
+    smooth_prior,
+    soft_encode,
+    split_lab,
+    zhang_bins,
+    zhang_prior,
+)
 from gen.metrics.colorization import AuCAccumulator, colourfulness
 from trainers import ColorizationTrainer
 from conftest import run_sample
@@ -43,7 +54,9 @@ def test_lab_matches_scikit_image_and_round_trips():
     assert np.abs(back - color.lab2rgb(ref)).max() < 1e-4
     l_norm, ab = split_lab(torch.tensor(rgb).permute(2, 0, 1)[None].float() * 2 - 1)
     assert l_norm.min() >= -1 and l_norm.max() <= 1 and ab.shape == (1, 2, 6, 7)
-    assert torch.allclose(join_lab(l_norm, ab), torch.tensor(rgb).permute(2, 0, 1)[None].float() * 2 - 1, atol=1e-4)
+    assert torch.allclose(
+        join_lab(l_norm, ab), torch.tensor(rgb).permute(2, 0, 1)[None].float() * 2 - 1, atol=1e-4
+    )
 
 
 def test_soft_encoding_rows():
@@ -154,7 +167,9 @@ def ab_error(pipe, root) -> float:
 
 @pytest.mark.parametrize("loss", ["classification", "l2"])
 def test_colorization_learns_colour_from_lightness(banded_root, tmp_path, loss):
-    cfg = config.load(None, colorization_overrides(tmp_path / "run", banded_root, **{"colorization.loss": loss}))
+    cfg = config.load(
+        None, colorization_overrides(tmp_path / "run", banded_root, **{"colorization.loss": loss})
+    )
     trainer = ColorizationTrainer(cfg)
     trainer.build_data()
     trainer.build()

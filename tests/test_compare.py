@@ -30,8 +30,21 @@ def test_compare_writes_report_and_wandb_tables(tmp_path):
     Pix2PixTrainer(config.load(None, overrides(tmp_path, **short, **{"run.dir": tmp_path / "l1only",
                                                                        "pix2pix.gan_mode": "none"}))).fit()
     out = tmp_path / "report"
-    proc = run_sample("compare", tmp_path / "p2p", tmp_path / "l1only", "--data", tmp_path / "p2p", "--output", out,
-                      "--segmenter", tmp_path / "seg", "--grid-rows", 2, "--wandb", "offline")
+    proc = run_sample(
+        "compare",
+        tmp_path / "p2p",
+        tmp_path / "l1only",
+        "--data",
+        tmp_path / "p2p",
+        "--output",
+        out,
+        "--segmenter",
+        tmp_path / "seg",
+        "--grid-rows",
+        2,
+        "--wandb",
+        "offline",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     rows = list(csv.DictReader(open(out / "metrics.csv")))
@@ -62,8 +75,14 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
     write_colour_classes(tmp_path / "data" / "train", 8)
     write_colour_classes(tmp_path / "data" / "val", 3, seed=1)
     torch.manual_seed(0)
-    SegmentationTrainer(config.load(None, overrides(tmp_path, **{"run.dir": tmp_path / "seg", "train.max_steps": 20,
-                                                                  "train.sample_every": 20}))).fit()
+    SegmentationTrainer(
+        config.load(
+            None,
+            overrides(
+                tmp_path, **{"run.dir": tmp_path / "seg", "train.max_steps": 20, "train.sample_every": 20}
+            ),
+        )
+    ).fit()
     ddpm = ddpm_overrides(tmp_path / "ddpm", tmp_path / "data", **{
         "data.kind": "segmentation", "data.train": "train", "data.val": "val", "data.test": "val",
         "data.num_classes": 3, "data.first_label": 1, "data.direction": "AtoB", "data.load_size": 32,
@@ -74,8 +93,21 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
     ColorizationTrainer(config.load(None, colour)).fit()
 
     out = tmp_path / "report"
-    proc = run_sample("compare", tmp_path / "ddpm", tmp_path / "colour", "--data", tmp_path / "ddpm",
-                      "--output", out, "--segmenter", tmp_path / "seg", "--samples-per-input", 2, "--steps", 3)
+    proc = run_sample(
+        "compare",
+        tmp_path / "ddpm",
+        tmp_path / "colour",
+        "--data",
+        tmp_path / "ddpm",
+        "--output",
+        out,
+        "--segmenter",
+        tmp_path / "seg",
+        "--samples-per-input",
+        2,
+        "--steps",
+        3,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["run"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
     assert list(rows) == ["ground truth (real photos)", "ddpm", "colour", "grayscale baseline"]

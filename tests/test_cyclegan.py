@@ -34,16 +34,36 @@ def write_unpaired(root, n=8, size=40, seed=0):
                 coarse = rng.uniform(0, 1, (4, 4, 3)) * [100, 120, 60] + [150, 40, 20]
                 img = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.BILINEAR)
                 arr = np.asarray(img)
-                (Image.fromarray(arr[..., ::-1].copy()) if dom == "B" else img).save(root / f"{split}{dom}" / f"{i}.png")
+                (Image.fromarray(arr[..., ::-1].copy()) if dom == "B" else img).save(
+                    root / f"{split}{dom}" / f"{i}.png"
+                )
     return root
 
 
 def cyclegan_overrides(run_dir, root, **extra):
-    items = {"method": "cyclegan", "run.dir": run_dir, "data.kind": "unpaired", "data.root": root,
-             "data.val": "test", "data.test": "test", "data.load_size": 36, "data.crop_size": 32,
-             "model.generator": "unet", "model.num_downs": 5, "model.ngf": 8, "model.ndf": 8, "model.norm": "instance",
-             "model.d_norm": "instance", "model.dropout": 0.0, "train.batch_size": 2, "train.max_steps": 4,
-             "train.log_every": 2, "train.sample_every": 2, "train.ckpt_every": 2, "log.wandb": "disabled"}
+    items = {
+        "method": "cyclegan",
+        "run.dir": run_dir,
+        "data.kind": "unpaired",
+        "data.root": root,
+        "data.val": "test",
+        "data.test": "test",
+        "data.load_size": 36,
+        "data.crop_size": 32,
+        "model.generator": "unet",
+        "model.num_downs": 5,
+        "model.ngf": 8,
+        "model.ndf": 8,
+        "model.norm": "instance",
+        "model.d_norm": "instance",
+        "model.dropout": 0.0,
+        "train.batch_size": 2,
+        "train.max_steps": 4,
+        "train.log_every": 2,
+        "train.sample_every": 2,
+        "train.ckpt_every": 2,
+        "log.wandb": "disabled",
+    }
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
 
@@ -97,9 +117,14 @@ def test_loss_terms_match_hand_computation(tmp_path):
     d_a, d_b = copy.deepcopy(t.models["D_A"]), copy.deepcopy(t.models["D_B"])
     with torch.no_grad():
         fb, fa = g_a(a), g_b(b)
-        expect = {"G_A": ((d_a(fb) - 1) ** 2).mean(), "G_B": ((d_b(fa) - 1) ** 2).mean(),
-                  "cycle_A": 10 * (g_b(fb) - a).abs().mean(), "cycle_B": 10 * (g_a(fa) - b).abs().mean(),
-                  "idt_A": 10 * 0.5 * (g_a(b) - b).abs().mean(), "idt_B": 10 * 0.5 * (g_b(a) - a).abs().mean()}
+        expect = {
+            "G_A": ((d_a(fb) - 1) ** 2).mean(),
+            "G_B": ((d_b(fa) - 1) ** 2).mean(),
+            "cycle_A": 10 * (g_b(fb) - a).abs().mean(),
+            "cycle_B": 10 * (g_a(fa) - b).abs().mean(),
+            "idt_A": 10 * 0.5 * (g_a(b) - b).abs().mean(),
+            "idt_B": 10 * 0.5 * (g_b(a) - a).abs().mean(),
+        }
     losses = t.train_step({"A": a, "B": b})
     for k, v in expect.items():
         assert losses[k].item() == pytest.approx(v.item(), rel=1e-4, abs=1e-6), k
@@ -145,10 +170,15 @@ def test_fit_resume_export_and_both_directions(tmp_path):
     root = write_unpaired(tmp_path / "data")
     args = cyclegan_overrides(tmp_path / "run", root)
     CycleGANTrainer(config.load(None, args)).fit()
-    pools = torch.load(next((tmp_path / "run" / "checkpoints").glob("step_*/rng_rank0.pt")), weights_only=True)
+    pools = torch.load(
+        next((tmp_path / "run" / "checkpoints").glob("step_*/rng_rank0.pt")), weights_only=True
+    )
     assert pools["rank_state"]["fake_B"]["images"].shape[0] == 8  # 4 steps x batch 2 < 50: all kept
     x = torch.rand(1, 3, 37, 29) * 2 - 1
-    ab, ba = pipelines.load(tmp_path / "run", direction="AtoB"), pipelines.load(tmp_path / "run", direction="BtoA")
+    ab, ba = (
+        pipelines.load(tmp_path / "run", direction="AtoB"),
+        pipelines.load(tmp_path / "run", direction="BtoA"),
+    )
     assert ab(x).shape == (1, 3, 37, 29) and not torch.equal(ab(x), ba(x))
     assert (tmp_path / "run" / "samples" / "grid_A_00000004.png").is_file()
 
@@ -159,13 +189,22 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     CycleGANTrainer(config.load(None, cyclegan_overrides(tmp_path / "ref", root))).fit()
     args = cyclegan_overrides(tmp_path / "run", root)
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    run = lambda extra: subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=dict(env, **extra),  # noqa: E731
-                                       capture_output=True, text=True, timeout=240)
+    run = lambda extra: subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        env=dict(env, **extra),  # noqa: E731
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run({"GEN_FAULT": "after_checkpoint:2"}).returncode == -9
     assert run({}).returncode == 0
     for name in ("G_A", "G_B", "D_A", "D_B"):
-        ref, got = [load_file(str(checkpoint.checkpoint_dirs(d / "checkpoints")[0] / "models" / f"{name}.safetensors"))
-                    for d in (tmp_path / "ref", tmp_path / "run")]
+        ref, got = [
+            load_file(
+                str(checkpoint.checkpoint_dirs(d / "checkpoints")[0] / "models" / f"{name}.safetensors")
+            )
+            for d in (tmp_path / "ref", tmp_path / "run")
+        ]
         assert all(torch.equal(ref[k], got[k]) for k in ref), name
 
 

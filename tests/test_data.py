@@ -22,7 +22,9 @@ def test_aligned_joint_crop_and_flip(tmp_path):
         assert item["input"].shape == (3, 32, 32) and item["input"].min() >= -1 and item["input"].max() <= 1
         # B = 255 - A pixel by pixel, so any crop/flip mismatch between A and B breaks A + B = 0.
         assert (item["input"] + item["target"]).abs().max() < 0.05
-        plain = AlignedPairs(tmp_path / "train", geometry=Geometry("resize_and_crop", 36, 32, False), seed=3)[g]
+        plain = AlignedPairs(tmp_path / "train", geometry=Geometry("resize_and_crop", 36, 32, False), seed=3)[
+            g
+        ]
         flips.append(torch.equal(item["input"], plain["input"].flip(-1)))
     assert any(flips) and not all(flips)  # both flipped and unflipped samples occur
     assert torch.equal(ds[5]["input"], ds[5]["input"])  # augmentation is a function of the sample number
@@ -97,7 +99,9 @@ def write_segmentation(folder, n=3, size=(40, 36), values=(1, 12)):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"p{i}.jpg")
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+            folder / f"p{i}.jpg"
+        )
         lab = Image.fromarray(rng.integers(values[0], values[1] + 1, (size[1], size[0]), dtype=np.uint8), "P")
         lab.putpalette(list(np.random.default_rng(1).integers(0, 255, 768)))
         lab.save(folder / f"p{i}.png")
@@ -118,7 +122,9 @@ def test_split_slices(tmp_path):
     assert resolve_split(tmp_path, "extended[:100]") == (tmp_path / "extended", slice(None, 100))
     assert resolve_split(tmp_path, "extended[100:]")[1] == slice(100, None)
     write_aligned(tmp_path / "ext", 5)
-    cfg = config.load(None, [f"data.root={tmp_path}", "data.train=ext[1:4]", "data.crop_size=32", "data.load_size=36"])
+    cfg = config.load(
+        None, [f"data.root={tmp_path}", "data.train=ext[1:4]", "data.crop_size=32", "data.load_size=36"]
+    )
     assert len(build_paired(cfg.data, "train", train=True)) == 3
 
 
@@ -149,8 +155,14 @@ def test_builtin_dataset_needs_no_download():
 
 
 def test_facades_split_counts(shared_data):
-    cfg = config.load(ROOT / "configs" / "pix2pix" / "facades.yaml", [f"data.root={shared_data / 'facades_cmp'}"])
+    cfg = config.load(
+        ROOT / "configs" / "pix2pix" / "facades.yaml", [f"data.root={shared_data / 'facades_cmp'}"]
+    )
     sizes = [len(build_paired(cfg.data, s, train=s == "train")) for s in ("train", "val", "test")]
     assert sizes == [378, 100, 128]
     item = build_paired(cfg.data, "test", train=False)[0]
-    assert item["input"].shape == (3, 256, 256) and 0 <= int(item["label"].min()) and int(item["label"].max()) <= 11
+    assert (
+        item["input"].shape == (3, 256, 256)
+        and 0 <= int(item["label"].min())
+        and int(item["label"].max()) <= 11
+    )

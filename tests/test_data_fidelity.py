@@ -22,7 +22,9 @@ def depth_pairs(root, n=2):
     for sub in ("A", "B"):
         (root / "train" / sub).mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "train" / "A" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+            root / "train" / "A" / f"{i}.png"
+        )
         depth = np.linspace(500, 4000, 256).reshape(16, 16).astype(np.uint16)
         Image.fromarray(depth).save(root / "train" / "B" / f"{i}.png")
     return root
@@ -32,9 +34,15 @@ def test_16bit_targets_keep_their_precision_and_scale(tmp_path):
     root = depth_pairs(tmp_path / "data")
     with pytest.warns(UserWarning, match=r"0\.png: this 16-bit image uses only 0\.\.4000 .*data\.max_16bit"):
         full = FolderPairs(root / "train", channels_b=1, geometry=NONE, train=False)[0]["target"]
-    assert full.shape == (1, 16, 16) and len(torch.unique(full)) == 256  # every depth value distinct, not 15 levels
-    scaled = FolderPairs(root / "train", channels_b=1, geometry=NONE, train=False, max_16bit=4000)[0]["target"]
-    stored = torch.from_numpy(np.linspace(500, 4000, 256).astype(np.uint16).astype(np.float32)).view(1, 16, 16)
+    assert (
+        full.shape == (1, 16, 16) and len(torch.unique(full)) == 256
+    )  # every depth value distinct, not 15 levels
+    scaled = FolderPairs(root / "train", channels_b=1, geometry=NONE, train=False, max_16bit=4000)[0][
+        "target"
+    ]
+    stored = torch.from_numpy(np.linspace(500, 4000, 256).astype(np.uint16).astype(np.float32)).view(
+        1, 16, 16
+    )
     assert torch.allclose((scaled + 1) / 2 * 4000, stored, atol=0.01)
 
 
@@ -79,7 +87,9 @@ def test_photo_jpg_mask_png_pairing_and_missing_masks_name_the_path(tmp_path):
     ds = SegmentationPairs(photos, 3, geometry=NONE, train=False)
     assert ds[0]["label"].unique().tolist() == [2]
     (tmp_path / "a" / "trainannot" / "1.png").unlink()
-    with pytest.raises(ValueError, match=r"no label map for 1 photo\(s\): \['1\.jpg \(looked for .*trainannot/1\.png\)"):
+    with pytest.raises(
+        ValueError, match=r"no label map for 1 photo\(s\): \['1\.jpg \(looked for .*trainannot/1\.png\)"
+    ):
         SegmentationPairs(photos, 3, geometry=NONE)
 
 
@@ -91,5 +101,7 @@ def test_pairs_of_different_sizes_are_found_at_start(tmp_path):
         Image.new("RGB", (16, 16)).save(root / "A" / f"{i}.png")
         Image.new("RGB", (16, 12) if i == 2 else (16, 16)).save(root / "B" / f"{i}.png")
     cfg = config.load(None, ["data.root=" + str(tmp_path / "data"), "data.layout=folders"])
-    with pytest.raises(ValueError, match=r"1 pair\(s\) whose A and B sizes differ.*2\.png: A \(16, 16\) vs B \(16, 12\)"):
+    with pytest.raises(
+        ValueError, match=r"1 pair\(s\) whose A and B sizes differ.*2\.png: A \(16, 16\) vs B \(16, 12\)"
+    ):
         build_paired(cfg.data, "train", train=True)

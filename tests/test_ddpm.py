@@ -31,12 +31,30 @@ def write_toy(folder, n=48, seed=0):
 
 
 def ddpm_overrides(run_dir, root, **extra):
-    items = {"method": "ddpm", "run.dir": run_dir, "data.kind": "images", "data.root": root, "data.val": "null",
-             "data.test": "null", "data.preprocess": "crop", "data.load_size": 8, "data.crop_size": 8,
-             "model.generator": "ddpm_tiny", "train.batch_size": 16, "train.max_steps": 6, "train.lr": 2e-3,
-             "train.beta1": 0.9, "train.lr_decay_start": 1.0, "train.log_every": 2, "train.sample_every": 1000,
-             "train.ckpt_every": 3, "ddpm.sample_steps": 5, "ddpm.num_samples": 4, "ddpm.ema_decay": 0.99,
-             "log.wandb": "disabled"}
+    items = {
+        "method": "ddpm",
+        "run.dir": run_dir,
+        "data.kind": "images",
+        "data.root": root,
+        "data.val": "null",
+        "data.test": "null",
+        "data.preprocess": "crop",
+        "data.load_size": 8,
+        "data.crop_size": 8,
+        "model.generator": "ddpm_tiny",
+        "train.batch_size": 16,
+        "train.max_steps": 6,
+        "train.lr": 2e-3,
+        "train.beta1": 0.9,
+        "train.lr_decay_start": 1.0,
+        "train.log_every": 2,
+        "train.sample_every": 1000,
+        "train.ckpt_every": 3,
+        "ddpm.sample_steps": 5,
+        "ddpm.num_samples": 4,
+        "ddpm.ema_decay": 0.99,
+        "log.wandb": "disabled",
+    }
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
 
@@ -165,8 +183,12 @@ def test_conditional_ddpm_uses_its_condition(tmp_path):
     pipe = pipelines.load(tmp_path / "run")
     assert pipe.condition_channels == 3
     light, dark = torch.full((4, 3, 8, 8), 0.8), torch.full((4, 3, 8, 8), -0.8)
-    out_light = pipe(num_inference_steps=20, generator=torch.Generator().manual_seed(0), condition=light, progress=False)
-    out_dark = pipe(num_inference_steps=20, generator=torch.Generator().manual_seed(0), condition=dark, progress=False)
+    out_light = pipe(
+        num_inference_steps=20, generator=torch.Generator().manual_seed(0), condition=light, progress=False
+    )
+    out_dark = pipe(
+        num_inference_steps=20, generator=torch.Generator().manual_seed(0), condition=dark, progress=False
+    )
     red_minus_blue = lambda x: float((x[:, 0] - x[:, 2]).mean())  # noqa: E731
     assert red_minus_blue(out_light) > 0.5 and red_minus_blue(out_dark) < -0.5, \
         (red_minus_blue(out_light), red_minus_blue(out_dark))
@@ -206,15 +228,24 @@ def ddpm_reference(tmp_path_factory):
     return tmp
 
 
-@pytest.mark.parametrize("fault", ["after_checkpoint:3", pytest.param("during_checkpoint:6", marks=pytest.mark.slow),
-                                   pytest.param("after_step:4", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "after_checkpoint:3",
+        pytest.param("during_checkpoint:6", marks=pytest.mark.slow),
+        pytest.param("after_step:4", marks=pytest.mark.slow),
+    ],
+)
 def test_killed_ddpm_run_resumes_to_identical_weights_and_ema(ddpm_reference, tmp_path, fault):
     args = ddpm_overrides(tmp_path / "run", ddpm_reference / "data")
     killed = train_cli(args, {"GEN_FAULT": fault}, check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = train_cli(args)
     assert "resumed from" in resumed.stdout + resumed.stderr
-    (ref_w, ref_ema), (got_w, got_ema) = final_ddpm_state(ddpm_reference / "ref"), final_ddpm_state(tmp_path / "run")
+    (ref_w, ref_ema), (got_w, got_ema) = (
+        final_ddpm_state(ddpm_reference / "ref"),
+        final_ddpm_state(tmp_path / "run"),
+    )
     assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
     assert len(ref_ema) == len(got_ema) and all(torch.equal(a, b) for a, b in zip(ref_ema, got_ema))
 
@@ -233,7 +264,9 @@ def test_sample_cli_writes_samples_and_grid(toy_run, tmp_path):
 
 def test_sample_cli_conditional_k_samples_per_input_at_input_size(tmp_path):
     torch.manual_seed(0)
-    pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny", in_channels=6, out_channels=3).eval(), DDPMScheduler())
+    pipe = DiffusionSamplingPipeline(
+        create_model("ddpm_tiny", in_channels=6, out_channels=3).eval(), DDPMScheduler()
+    )
     pipe.sample_size = 16
     pipe.save_export(tmp_path / "export")
     inputs = tmp_path / "in"
@@ -242,7 +275,9 @@ def test_sample_cli_conditional_k_samples_per_input_at_input_size(tmp_path):
     Image.fromarray(rng.integers(0, 255, (13, 19, 3), dtype=np.uint8)).save(inputs / "odd.png")
     Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(inputs / "gray.png")
     out = tmp_path / "out"
-    proc = run_sample(tmp_path / "export", "--input", inputs, "--samples-per-input", 3, "--steps", 2, "--output", out)
+    proc = run_sample(
+        tmp_path / "export", "--input", inputs, "--samples-per-input", 3, "--steps", 2, "--output", out
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in out.glob("*.png")) == sorted(
         ["grid.png"] + [f"{s}_{k}.png" for s in ("odd", "gray") for k in range(3)])

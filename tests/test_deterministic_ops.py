@@ -34,7 +34,9 @@ def test_pad_to_multiple_equals_replicate_pad(hw):
     h, w = hw
     x = torch.randn(1, 2, h, w)
     ph, pw = -h % 16, -w % 16
-    same_with_grad(lambda t: pad_to_multiple(t, 16)[0], lambda t: F.pad(t, (0, pw, 0, ph), mode="replicate"), x)
+    same_with_grad(
+        lambda t: pad_to_multiple(t, 16)[0], lambda t: F.pad(t, (0, pw, 0, ph), mode="replicate"), x
+    )
     assert pad_to_multiple(x, 16)[1] == (h, w)
 
 
@@ -51,11 +53,19 @@ def test_cross_entropy_equals_torch_with_ignored_pixels():
     logits = torch.randn(2, 4, 5, 6)
     target = torch.randint(0, 4, (2, 5, 6))
     target[0, :2] = -100
-    same_with_grad(lambda t: cross_entropy(t, target), lambda t: F.cross_entropy(t, target, ignore_index=-100), logits,
-                   exact=False)  # summation order differs
+    same_with_grad(
+        lambda t: cross_entropy(t, target),
+        lambda t: F.cross_entropy(t, target, ignore_index=-100),
+        logits,
+        exact=False,
+    )  # summation order differs
     labels = torch.tensor([0, 3, 1])
-    same_with_grad(lambda t: cross_entropy(t, labels), lambda t: F.cross_entropy(t, labels), torch.randn(3, 4),
-                   exact=False)
+    same_with_grad(
+        lambda t: cross_entropy(t, labels),
+        lambda t: F.cross_entropy(t, labels),
+        torch.randn(3, 4),
+        exact=False,
+    )
     # By hand: two classes, logits (0, log 3) -> p = (1/4, 3/4); target 1 -> -log(3/4).
     hand = cross_entropy(torch.tensor([[0.0, float(torch.log(torch.tensor(3.0)))]]), torch.tensor([1]))
     assert torch.isclose(hand, -torch.log(torch.tensor(0.75)))

@@ -74,13 +74,15 @@ def _cyclegan(tmp, **extra):
 
 def _colorization(tmp, **extra):
     write_banded(tmp / "data" / "train", 4)
-    return colorization_overrides(tmp / "run", tmp / "data", **{"data.val": "null", "colorization.prior": "imagenet",
-                                                                **extra})
+    return colorization_overrides(
+        tmp / "run", tmp / "data", **{"data.val": "null", "colorization.prior": "imagenet", **extra}
+    )
 
 
 def _ddpm(tmp, **extra):
-    return ddpm_overrides(tmp / "run", write_toy(tmp / "data" / "train", n=16).parent, **{"train.batch_size": 4,
-                                                                                            **extra})
+    return ddpm_overrides(
+        tmp / "run", write_toy(tmp / "data" / "train", n=16).parent, **{"train.batch_size": 4, **extra}
+    )
 
 
 def _ddpm_conditional(tmp):
@@ -98,14 +100,17 @@ CASES = {
     "pix2pix": lambda t: _pix2pix(t),
     "pix2pix-any-size": lambda t: _pix2pix(t, **{"data.preprocess": "none", "train.batch_size": 1}),
     "pix2pix-unpool": lambda t: _pix2pix(t, **{"model.upsample": "unpool"}),
-    "cyclegan-resnet": lambda t: _cyclegan(t, **{"model.generator": "resnet_6blocks", "model.num_downs": "null"}),
+    "cyclegan-resnet": lambda t: _cyclegan(
+        t, **{"model.generator": "resnet_6blocks", "model.num_downs": "null"}
+    ),
     "colorization": lambda t: _colorization(t),
     "colorization-gan": lambda t: _colorization(t, **{"colorization.loss": "gan"}),
     "ddpm": lambda t: _ddpm(t),
     "ddpm-conditional": _ddpm_conditional,
     "segmentation": lambda t: _segmentation(t),
-    "segmentation-fcn8s-bilinear": lambda t: _segmentation(t, **{"model.generator": "fcn8s", "model.num_downs": "null",
-                                                                 "model.upsample": "bilinear"}),
+    "segmentation-fcn8s-bilinear": lambda t: _segmentation(
+        t, **{"model.generator": "fcn8s", "model.num_downs": "null", "model.upsample": "bilinear"}
+    ),
     "rotation": lambda t: _segmentation(t, **{"method": "rotation"}),
 }
 AUDIT = {"train.max_steps": 2, "train.ckpt_every": 2, "train.log_every": 1000, "train.sample_every": 1000,
@@ -152,7 +157,11 @@ def test_training_step_and_resume_on_another_device(case, tmp_path, monkeypatch)
     with on_meta_device(monkeypatch):
         for label, c in (("fresh", fresh), ("resumed", cfg)):
             recorder = audit_two_steps(c)
-            assert not recorder.host_copies, f"{case} ({label}): host-to-device copies in a step: {recorder.host_copies}"
+            assert not recorder.host_copies, (
+                f"{case} ({label}): host-to-device copies in a step: {recorder.host_copies}"
+            )
             bad = sorted(recorder.ops & NONDETERMINISTIC_ON_CUDA)
             assert not bad, f"{case} ({label}): no deterministic CUDA kernel for {bad}"
-            assert "convolution" in recorder.ops or "convolution_backward" in recorder.ops  # it did record the step
+            assert (
+                "convolution" in recorder.ops or "convolution_backward" in recorder.ops
+            )  # it did record the step

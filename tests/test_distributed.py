@@ -52,9 +52,18 @@ def test_two_process_run_equals_single_process_big_batch(tmp_path, aligned_root,
     diff = torch.cat([(ddp[k] - one[k]).abs().flatten() for k in one])
     assert diff.mean() < 1e-5 and diff.max() < 1e-3  # one rank alone: mean 7e-4, max 7e-3 here
     # Adam at lr 1e-3 moves weights by ~1e-3 a step, so agreement to 1e-5 is not agreement by standing still.
-    older = load_file(str(checkpoint.checkpoint_dirs(tmp_path / "ddp" / "checkpoints")[1] / "models" / "generator.safetensors"))
+    older = load_file(
+        str(
+            checkpoint.checkpoint_dirs(tmp_path / "ddp" / "checkpoints")[1]
+            / "models"
+            / "generator.safetensors"
+        )
+    )
     assert max((older[k] - ddp[k]).abs().max().item() for k in ddp) > 1e-4
-    logged = [[row["train/G_L1"] for row in read_history(tmp_path / run) if "train/G_L1" in row] for run in ("ddp", "one")]
+    logged = [
+        [row["train/G_L1"] for row in read_history(tmp_path / run) if "train/G_L1" in row]
+        for run in ("ddp", "one")
+    ]
     assert len(logged[0]) == 2 and logged[0] == pytest.approx(logged[1], rel=1e-5)
 
 
@@ -76,6 +85,9 @@ def test_two_process_cyclegan_keeps_a_pool_per_rank(tmp_path):
     proc = torchrun(cyclegan_overrides(tmp_path / "run", root))
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")[0]
-    pools = [torch.load(ckpt / f"rng_rank{r}.pt", weights_only=True)["rank_state"]["fake_B"]["images"] for r in (0, 1)]
+    pools = [
+        torch.load(ckpt / f"rng_rank{r}.pt", weights_only=True)["rank_state"]["fake_B"]["images"]
+        for r in (0, 1)
+    ]
     assert pools[0].shape == pools[1].shape == (8, 3, 32, 32)  # 4 steps x batch 2 per rank
     assert not torch.equal(pools[0], pools[1])  # each rank pooled its own fakes

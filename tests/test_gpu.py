@@ -18,7 +18,12 @@ pytestmark = [pytest.mark.gpu,
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_train_resume_export_on_cuda(case, precision, tmp_path):
     extra = [f"{k}={v}" for k, v in AUDIT.items() if k != "train.optimizer_impl"]
-    extra += ["train.device=cuda", f"train.mixed_precision={precision}", "train.max_steps=4", "train.deterministic=true"]
+    extra += [
+        "train.device=cuda",
+        f"train.mixed_precision={precision}",
+        "train.max_steps=4",
+        "train.deterministic=true",
+    ]
     cfg = config.load(None, CASES[case](tmp_path) + extra)
     trainer = TRAINERS[cfg.method](cfg)
     assert trainer.device.type == "cuda"

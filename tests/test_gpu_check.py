@@ -10,8 +10,14 @@ from conftest import ROOT
 
 def run_check(*args, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_skips_cleanly_without_cuda(tmp_path):
@@ -22,8 +28,19 @@ def test_skips_cleanly_without_cuda(tmp_path):
 
 
 def test_dry_run_on_the_cpu(tmp_path):
-    proc = run_check("--allow-cpu", "--tiny", "--cases", "pix2pix", "ddpm-conditional", "--precisions", "fp32", "fp16",
-                     "--out", tmp_path, env_extra={"CUDA_VISIBLE_DEVICES": ""})
+    proc = run_check(
+        "--allow-cpu",
+        "--tiny",
+        "--cases",
+        "pix2pix",
+        "ddpm-conditional",
+        "--precisions",
+        "fp32",
+        "fp16",
+        "--out",
+        tmp_path,
+        env_extra={"CUDA_VISIBLE_DEVICES": ""},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     done = [r for r in report["checks"] if "skipped" not in r]
@@ -31,5 +48,8 @@ def test_dry_run_on_the_cpu(tmp_path):
     assert all(r["resume_max_abs_diff"] == 0.0 and r["sample_cli"]["pngs"] > 0 and r["resumed_from_step"] == 2
                for r in done)
     assert {r["skipped"] for r in report["checks"] if "skipped" in r} == {"fp16 needs a GPU (refused)"}
-    assert [r["bench"] for r in report["benchmark"]] == ["ddpm_cifar10 train step", "ddpm_cifar10 sample step"]
+    assert [r["bench"] for r in report["benchmark"]] == [
+        "ddpm_cifar10 train step",
+        "ddpm_cifar10 sample step",
+    ]
     assert all(r["tflop_per_step"] > 0 and r["sec_per_step"] > 0 for r in report["benchmark"])

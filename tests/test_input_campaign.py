@@ -75,23 +75,59 @@ def _is(value):
 
 CASES = [
     ("truncated JPEG", "b.jpg", _truncated_jpeg, ("error", r"cannot read image .*b\.jpg")),
-    ("corrupt PNG bytes", "b.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200))),
-     ("error", r"cannot read image .*b\.png")),
+    (
+        "corrupt PNG bytes",
+        "b.png",
+        lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200))),
+        ("error", r"cannot read image .*b\.png"),
+    ),
     ("zero-byte file", "b.png", lambda p: p.write_bytes(b""), ("error", r"cannot read image .*b\.png")),
-    ("text with an image extension", "b.jpg", lambda p: p.write_text("not an image"),
-     ("error", r"cannot read image .*b\.jpg")),
-    ("PNG content with a .jpg name", "b.jpg", lambda p: rgb().save(p, "PNG"), ("converted", lambda t: t.shape == (3, 32, 32))),
+    (
+        "text with an image extension",
+        "b.jpg",
+        lambda p: p.write_text("not an image"),
+        ("error", r"cannot read image .*b\.jpg"),
+    ),
+    (
+        "PNG content with a .jpg name",
+        "b.jpg",
+        lambda p: rgb().save(p, "PNG"),
+        ("converted", lambda t: t.shape == (3, 32, 32)),
+    ),
     ("CMYK JPEG", "b.jpg", _cmyk, ("converted", lambda t: t.shape == (3, 32, 32))),
-    ("16-bit grayscale PNG", "b.png", _sixteen_bit, ("warned", (r"b\.png: a 16-bit grayscale image read as 8-bit RGB",
-                                                                _is(1.0)))),
+    (
+        "16-bit grayscale PNG",
+        "b.png",
+        _sixteen_bit,
+        ("warned", (r"b\.png: a 16-bit grayscale image read as 8-bit RGB", _is(1.0))),
+    ),
     ("RGBA, transparent", "b.png", _rgba, ("converted", _is(1.0))),
     ("palette PNG", "b.png", _palette, ("converted", lambda t: t[2].mean() > 0.9 and t[0].mean() < -0.9)),
-    ("grayscale in an RGB set", "b.png", lambda p: Image.new("L", (40, 30), 255).save(p), ("converted", _is(1.0))),
+    (
+        "grayscale in an RGB set",
+        "b.png",
+        lambda p: Image.new("L", (40, 30), 255).save(p),
+        ("converted", _is(1.0)),
+    ),
     ("EXIF-rotated JPEG", "b.jpg", _exif_rotated, ("converted", lambda t: t.shape == (3, 32, 32))),
-    ("very large image (6000x4000)", "b.png", lambda p: Image.new("RGB", (6000, 4000), (0, 255, 0)).save(p),
-     ("converted", lambda t: t[1].mean() > 0.95)),
-    ("1x1 image", "b.png", lambda p: Image.new("RGB", (1, 1), (255, 255, 255)).save(p), ("converted", _is(1.0))),
-    ("README beside the images", "README.txt", lambda p: p.write_text("about"), ("skipped", r"skipping 1 non-image")),
+    (
+        "very large image (6000x4000)",
+        "b.png",
+        lambda p: Image.new("RGB", (6000, 4000), (0, 255, 0)).save(p),
+        ("converted", lambda t: t[1].mean() > 0.95),
+    ),
+    (
+        "1x1 image",
+        "b.png",
+        lambda p: Image.new("RGB", (1, 1), (255, 255, 255)).save(p),
+        ("converted", _is(1.0)),
+    ),
+    (
+        "README beside the images",
+        "README.txt",
+        lambda p: p.write_text("about"),
+        ("skipped", r"skipping 1 non-image"),
+    ),
     ("hidden .DS_Store", ".DS_Store", lambda p: p.write_bytes(b"\0\0"), ("silent", None)),
 ]
 
@@ -165,7 +201,9 @@ def test_empty_and_missing_splits(tmp_path):
 def test_label_ids_out_of_range_name_the_file(tmp_path):
     rgb(40, 40).save(tmp_path / "x.jpg")
     Image.fromarray(np.full((40, 40), 40, np.uint8), "L").save(tmp_path / "x.png")
-    ds = SegmentationPairs(tmp_path, num_classes=12, first_label=1, geometry=GEO, direction="BtoA", train=False)
+    ds = SegmentationPairs(
+        tmp_path, num_classes=12, first_label=1, geometry=GEO, direction="BtoA", train=False
+    )
     with pytest.raises(ValueError, match=r"x\.png: label values \[40\]"):
         ds[0]
 
@@ -193,11 +231,16 @@ def test_sample_cli_missing_run_dir_and_wrong_export(tmp_path):
     TranslationPipeline(create_model("unet", num_downs=5, ngf=8)).save_pretrained(tmp_path / "p2p")
     SegmentationPipeline(create_model("unet", num_downs=5, ngf=8, out_channels=12, out_activation="none"),
                          12).save_pretrained(tmp_path / "seg")
-    with pytest.raises(ValueError, match="--direction chooses between the two generators of a CycleGAN export"):
+    with pytest.raises(
+        ValueError, match="--direction chooses between the two generators of a CycleGAN export"
+    ):
         pipelines.load(tmp_path / "seg", direction="BtoA")
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(config.to_yaml(config.load(None, [
         "data.kind=segmentation", f"data.root={tmp_path}", "data.num_classes=12", "data.train=x"])))
     from gen.evaluate import evaluate_paired
-    with pytest.raises(ValueError, match="needs a labels -> photo run on segmentation data and a segmentation run"):
+
+    with pytest.raises(
+        ValueError, match="needs a labels -> photo run on segmentation data and a segmentation run"
+    ):
         evaluate_paired(config.load(cfg_file), tmp_path / "p2p", "train", None, 1, segmenter=tmp_path / "p2p")

@@ -9,7 +9,9 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("name,count", [("unet_256", 54_413_955), ("unet_128", 41_828_995), ("patchgan", 2_768_705)])
+@pytest.mark.parametrize(
+    "name,count", [("unet_256", 54_413_955), ("unet_128", 41_828_995), ("patchgan", 2_768_705)]
+)
 def test_reference_parameter_counts(name, count):
     assert n_params(create_model(name)) == count
 
@@ -47,7 +49,9 @@ def test_pixelgan_is_per_pixel():
 
 def test_dropout_on_the_reference_levels():
     g = create_model("unet_256")
-    with_dropout = [i for i, up in enumerate(g.ups) if any(isinstance(m, torch.nn.Dropout) for m in up.modules())]
+    with_dropout = [
+        i for i, up in enumerate(g.ups) if any(isinstance(m, torch.nn.Dropout) for m in up.modules())
+    ]
     assert with_dropout == [4, 5, 6]  # the three 8ngf blocks between the innermost and the 4ngf level
 
 

@@ -63,7 +63,9 @@ def test_skip_mode_stops_a_diverged_run_instead_of_exporting_it(tmp_path):
     cfg = config.load(None, ddpm_overrides(tmp_path / "run", root, **{
         "train.lr": 1e6, "train.nonfinite": "skip", "train.max_steps": 30, "train.ckpt_every": 1,
         "train.batch_size": 4}))
-    with pytest.raises(FloatingPointError, match=r"of the last 10 steps had non-finite gradients.*Last good checkpoint: "):
+    with pytest.raises(
+        FloatingPointError, match=r"of the last 10 steps had non-finite gradients.*Last good checkpoint: "
+    ):
         DDPMTrainer(cfg).fit()
     assert not (tmp_path / "run" / "export").exists()
     for ckpt in checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints"):

@@ -18,7 +18,9 @@ def test_lpips_code_path_with_random_backbone():
 def test_lpips_reports_unavailable_instead_of_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty cache
     assert cached_backbone("alex") is None
-    with pytest.raises(MetricUnavailable, match="LPIPS unavailable: the alex backbone weights are not cached"):
+    with pytest.raises(
+        MetricUnavailable, match="LPIPS unavailable: the alex backbone weights are not cached"
+    ):
         LPIPS("alex")
     metric, reason = try_lpips("alex")
     assert metric is None and "not cached" in reason

@@ -79,7 +79,9 @@ def test_linear_decay_schedule(tmp_path, aligned_root):
 def test_learns_tiny_paired_task(tmp_path, aligned_root):
     """B = 255 - A: validation L1 must fall well below the untrained generator's."""
     torch.manual_seed(0)
-    t = make_trainer(tmp_path, aligned_root, **{"train.max_steps": 80, "train.lr": 1e-3, "pix2pix.lambda_gan": 0.1})
+    t = make_trainer(
+        tmp_path, aligned_root, **{"train.max_steps": 80, "train.lr": 1e-3, "pix2pix.lambda_gan": 0.1}
+    )
     before = t.sample(0)["L1"]
     loader = iter(t.train_loader(t.train_set, 0))
     for _ in range(80):
@@ -105,15 +107,20 @@ def test_bf16_autocast_and_grad_accumulation_train(tmp_path, aligned_root):
                                     "train.optimizer_impl=for_loop"])
 def test_speed_options_give_the_same_training(aligned_root, tmp_path, option):
     """Each speed option computes the same updates: weights after 6 steps agree with the default run
-    (fused Adam; kernels differ, so not bit for bit). Adam's early steps move each weight by about lr * sign(grad),
-    so a gradient within rounding of 0 may move the other way: allow that for a few weights, no more."""
+    (fused Adam; kernels differ, so not bit for bit). Adam's early steps move each weight by about
+    lr * sign(grad), so a gradient within rounding of 0 may move the other way: allow that for a few
+    weights, no more."""
     def weights(run_dir, extra):
-        t = Pix2PixTrainer(config.load(None, tiny_overrides(run_dir, aligned_root, **{"model.dropout": 0.0}) + extra))
+        t = Pix2PixTrainer(
+            config.load(None, tiny_overrides(run_dir, aligned_root, **{"model.dropout": 0.0}) + extra)
+        )
         t.fit()
         return t.unwrap("generator").state_dict()
     ref, got = weights(tmp_path / "ref", []), weights(tmp_path / "opt", [option])
     lr, steps = 2e-4, 6
-    diffs = torch.cat([(got[k].float() - ref[k].float()).abs().flatten() for k in ref if ref[k].is_floating_point()])
+    diffs = torch.cat(
+        [(got[k].float() - ref[k].float()).abs().flatten() for k in ref if ref[k].is_floating_point()]
+    )
     assert diffs.max() <= 2 * lr * steps, option
     assert (diffs > 1e-5).float().mean() < 1e-3, option  # all but a handful agree to float tolerance
 
@@ -127,7 +134,10 @@ def test_time_budget_stops_the_run_with_a_checkpoint_and_an_export(tmp_path, ali
     trainer.fit()
     assert trainer.step == 1
     said = capsys.readouterr().out
-    assert "stopped by train.time_budget_minutes=1e-06 at step 1 of 1000" in said and "run the same command" in said
+    assert (
+        "stopped by train.time_budget_minutes=1e-06 at step 1 of 1000" in said
+        and "run the same command" in said
+    )
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000001"]
     assert (tmp_path / "run" / "export" / "pipeline.json").is_file()
     again = Pix2PixTrainer(cfg)

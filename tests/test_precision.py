@@ -17,13 +17,17 @@ from conftest import tiny_overrides
 
 def fp16_like(cfg, **scaler):
     trainer = Pix2PixTrainer(cfg)
-    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", **scaler)  # what Accelerate builds for fp16 on CUDA
+    trainer.accelerator.scaler = torch.amp.GradScaler(
+        "cpu", **scaler
+    )  # what Accelerate builds for fp16 on CUDA
     return trainer
 
 
 def weights(run_dir):
     ckpt = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
-    return load_file(str(ckpt / "models" / "generator.safetensors")), torch.load(ckpt / "state.pt", weights_only=True)
+    return load_file(str(ckpt / "models" / "generator.safetensors")), torch.load(
+        ckpt / "state.pt", weights_only=True
+    )
 
 
 def test_every_optimizer_gets_its_own_loss_scale_and_accumulation_stays_exact(tmp_path, aligned_root):
@@ -36,7 +40,10 @@ def test_every_optimizer_gets_its_own_loss_scale_and_accumulation_stays_exact(tm
                        init_scale=2.0 ** 8, growth_interval=1)
     scaled.fit()
     scalers = scaled.scalers()
-    assert set(scalers) == {"generator", "discriminator"} and scalers["generator"] is not scalers["discriminator"]
+    assert (
+        set(scalers) == {"generator", "discriminator"}
+        and scalers["generator"] is not scalers["discriminator"]
+    )
     assert scalers["generator"].get_scale() == 2.0 ** 11  # grew once per update: 3 steps, no overflow
     (w_plain, _), (w_scaled, state) = weights(tmp_path / "plain"), weights(tmp_path / "scaled")
     for k in w_plain:
@@ -78,10 +85,14 @@ def test_resume_restores_the_loss_scale(tmp_path, aligned_root):
 
 def test_refused_at_start_with_the_key_named(tmp_path, aligned_root):
     with pytest.raises(ValueError, match="train.mixed_precision=fp16 needs a GPU"):
-        Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.mixed_precision": "fp16"})))
+        Pix2PixTrainer(
+            config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.mixed_precision": "fp16"}))
+        )
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="train.device=cuda"):
-            Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.device": "cuda"})))
+            Pix2PixTrainer(
+                config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.device": "cuda"}))
+            )
 
     class Sharded:
         distributed_type = DistributedType.FSDP
@@ -90,7 +101,9 @@ def test_refused_at_start_with_the_key_named(tmp_path, aligned_root):
 
 
 def test_start_line_names_device_precision_and_processes(tmp_path, aligned_root, capsys):
-    trainer = Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.max_steps": 1})))
+    trainer = Pix2PixTrainer(
+        config.load(None, tiny_overrides(tmp_path, aligned_root, **{"train.max_steps": 1}))
+    )
     trainer.fit()
     out = capsys.readouterr().out
     assert "pix2pix: device cpu, precision fp32, 1 process(es), 2 images per step" in out

@@ -53,7 +53,9 @@ def test_readme_train_commands_load_and_every_run_read_was_made_before():
         checked += 1
     assert checked >= 20
     for argv in commands():
-        reads = [a for a in argv if re.fullmatch(r"runs/[\w-]+/?", a) or a.startswith("model.init_from=runs/")]
+        reads = [
+            a for a in argv if re.fullmatch(r"runs/[\w-]+/?", a) or a.startswith("model.init_from=runs/")
+        ]
         for r in reads:
             name = r.split("=", 1)[-1].rstrip("/")
             is_output = "train.py" in argv and r.startswith("run.dir=")

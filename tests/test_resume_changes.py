@@ -26,7 +26,12 @@ def test_other_architecture_is_refused_naming_the_keys(tmp_path, aligned_root):
 
 
 def test_extending_a_finished_run_trains_at_the_new_schedule(tmp_path, aligned_root):
-    extra = {"train.max_steps": 4, "train.ckpt_every": 1, "train.keep_checkpoints": 10, "train.lr_decay_start": 0.0}
+    extra = {
+        "train.max_steps": 4,
+        "train.ckpt_every": 1,
+        "train.keep_checkpoints": 10,
+        "train.lr_decay_start": 0.0,
+    }
     Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **extra))).fit()
     finished = generator(tmp_path / "run")
     longer = Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "run", aligned_root,
@@ -44,12 +49,16 @@ def test_extending_a_finished_run_trains_at_the_new_schedule(tmp_path, aligned_r
     proc = train_cli(tiny_overrides(tmp_path / "run", aligned_root, **dict(extra, **{"train.max_steps": 2})),
                      check=False)
     assert proc.returncode == 1 and "train.max_steps=2 is below the step" in proc.stderr
-    assert config.load(tmp_path / "run" / "config.yaml").train.max_steps == 8  # the refused config is not recorded
+    assert (
+        config.load(tmp_path / "run" / "config.yaml").train.max_steps == 8
+    )  # the refused config is not recorded
 
 
 def test_evaluate_takes_overrides_after_flags(tmp_path, aligned_root):
     train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 1, "data.test": "val"}))
-    proc = run_sample("evaluate", tmp_path / "run", "--split", "test", "data.preprocess=none", "--grid-rows", 1)
+    proc = run_sample(
+        "evaluate", tmp_path / "run", "--split", "test", "data.preprocess=none", "--grid-rows", 1
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"images": 2' in proc.stdout
 

@@ -21,7 +21,9 @@ from wandb_records import read_history
 
 def train_cli(args, env_extra=None, check=True):
     # Same thread count as the in-process reference run: CPU kernels reduce in a thread-dependent order.
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), WANDB_SILENT="true", **(env_extra or {}))
+    env = dict(
+        os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), WANDB_SILENT="true", **(env_extra or {})
+    )
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     if check and proc.returncode != 0:
@@ -31,7 +33,10 @@ def train_cli(args, env_extra=None, check=True):
 
 def final_weights(run_dir):
     ckpt = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
-    return {name: load_file(str(ckpt / "models" / f"{name}.safetensors")) for name in ("generator", "discriminator")}
+    return {
+        name: load_file(str(ckpt / "models" / f"{name}.safetensors"))
+        for name in ("generator", "discriminator")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +112,9 @@ def test_wandb_offline_run_holds_losses_and_images(tmp_path, aligned_root):
     assert all(np.isfinite(row["train/G_L1"]) and row["train/G_L1"] > 0 for row in l1_rows)
     image = next(row["samples/grid"] for row in history if "samples/grid" in row)
     files = next(run_dir.glob("wandb/offline-run-*/files"))
-    assert Image.open(files / image["path"]).size == grid_size(3, 2, 32)  # input | output | target, 2 val rows
+    assert Image.open(files / image["path"]).size == grid_size(
+        3, 2, 32
+    )  # input | output | target, 2 val rows
     assert (run_dir / "samples" / "grid_00000006.png").is_file()
     saved = config.load(run_dir / "config.yaml")
     assert saved.run.dir == str(run_dir) and saved.train.max_steps == 6
@@ -134,8 +141,14 @@ def test_damaged_newest_checkpoint_falls_back(reference_run, tmp_path):
 
 def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not(reference_run, tmp_path):
     ref = final_weights(reference_run / "run")
-    for name, extra in (("same", {}), ("deterministic", {"train.deterministic": "true"}), ("other", {"run.seed": 1})):
-        Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / name, reference_run / "data", **extra))).fit()
+    for name, extra in (
+        ("same", {}),
+        ("deterministic", {"train.deterministic": "true"}),
+        ("other", {"run.seed": 1}),
+    ):
+        Pix2PixTrainer(
+            config.load(None, tiny_overrides(tmp_path / name, reference_run / "data", **extra))
+        ).fit()
         got = final_weights(tmp_path / name)
         same = all(torch.equal(ref[n][k], got[n][k]) for n in ref for k in ref[n])
         assert same == (name != "other"), name
@@ -154,7 +167,9 @@ def test_failed_checkpoint_write_keeps_the_previous_one(reference_run, tmp_path,
 
     monkeypatch.setattr(checkpoint, "write_models_and_state", full_disk)
     cfg = config.load(None, tiny_overrides(tmp_path / "run", reference_run / "data"))
-    with pytest.raises(OSError, match=r"could not write checkpoint step 6 .*No space left on device.*step_00000003"):
+    with pytest.raises(
+        OSError, match=r"could not write checkpoint step 6 .*No space left on device.*step_00000003"
+    ):
         Pix2PixTrainer(cfg).fit()
     root = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["step_00000003"]

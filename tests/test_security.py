@@ -25,13 +25,19 @@ def unsafe_loads(source: str, filename: str = "<src>") -> list[str]:
     for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-            if any(n and n.split(".")[0] in ("pickle", "cPickle", "dill", "cloudpickle", "joblib") for n in names):
+            if any(
+                n and n.split(".")[0] in ("pickle", "cPickle", "dill", "cloudpickle", "joblib") for n in names
+            ):
                 found.append(f"{filename}:{node.lineno} imports a pickle module")
         if isinstance(node, ast.Call):
             func = ast.unparse(node.func)
             kw = {k.arg: k.value for k in node.keywords}
             if func.endswith("torch.load") or func == "load" and "weights_only" in kw:
-                ok = "weights_only" in kw and isinstance(kw["weights_only"], ast.Constant) and kw["weights_only"].value is True
+                ok = (
+                    "weights_only" in kw
+                    and isinstance(kw["weights_only"], ast.Constant)
+                    and kw["weights_only"].value is True
+                )
                 if not ok:
                     found.append(f"{filename}:{node.lineno} {func}() without weights_only=True")
             if func.endswith(("np.load", "numpy.load")) and "allow_pickle" in kw:
@@ -131,11 +137,22 @@ def test_no_digest_needs_consent(server, tmp_path, capsys):
 def test_malicious_archives_are_refused_before_writing(server, tmp_path, capsys, kind):
     www, url = server
     evil = {
-        "tar_dotdot": ("facades.tar.gz", lambda: tar_bytes({"facades/ok.jpg": b"a", "../../evil.txt": b"x"}), "facades"),
+        "tar_dotdot": (
+            "facades.tar.gz",
+            lambda: tar_bytes({"facades/ok.jpg": b"a", "../../evil.txt": b"x"}),
+            "facades",
+        ),
         "tar_absolute": ("facades.tar.gz", lambda: tar_bytes({"/tmp/evil.txt": b"x"}), "facades"),
-        "tar_symlink": ("facades.tar.gz", lambda: tar_bytes({"facades/ok.jpg": b"a"}, {"facades/up": "../../.."}),
-                        "facades"),
-        "zip_dotdot": ("horse2zebra.zip", lambda: zip_bytes({"h/ok.jpg": b"a", "../../evil.txt": b"x"}), "horse2zebra"),
+        "tar_symlink": (
+            "facades.tar.gz",
+            lambda: tar_bytes({"facades/ok.jpg": b"a"}, {"facades/up": "../../.."}),
+            "facades",
+        ),
+        "zip_dotdot": (
+            "horse2zebra.zip",
+            lambda: zip_bytes({"h/ok.jpg": b"a", "../../evil.txt": b"x"}),
+            "horse2zebra",
+        ),
         "zip_absolute": ("horse2zebra.zip", lambda: zip_bytes({"/evil.txt": b"x"}), "horse2zebra"),
     }
     file, make, name = evil[kind]

@@ -44,7 +44,10 @@ def test_segmenter_learns_exports_and_labels_a_folder(tmp_path):
     trainer = SegmentationTrainer(cfg)
     trainer.fit()
     result, grid = evaluate_segmentation(cfg, tmp_path / "run", "test", None, grid_rows=2)
-    assert result["images"] == 2 and result["mean_iu"] > 0.9 and result["mean_iu"] > before + 0.3, (before, result)
+    assert result["images"] == 2 and result["mean_iu"] > 0.9 and result["mean_iu"] > before + 0.3, (
+        before,
+        result,
+    )
     assert grid.size == grid_size(3, 2, 32)
 
     pipe = pipelines.load(tmp_path / "run")

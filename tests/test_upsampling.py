@@ -98,5 +98,9 @@ def test_fcn_built_from_config_keeps_its_bilinear_and_zero_skip_init():
         opt.step()
         assert torch.equal(net.final_up.weight, bilinear_kernel(5, 8)) == (upsample == "bilinear")
     with pytest.raises(ValueError, match="model.upsample='unpool'"):
-        build_generator(config.load(None, ["model.generator=fcn8s", "model.upsample=unpool", "data.kind=builtin"]), 3, 5,
-                        out_activation="none")
+        build_generator(
+            config.load(None, ["model.generator=fcn8s", "model.upsample=unpool", "data.kind=builtin"]),
+            3,
+            5,
+            out_activation="none",
+        )

@@ -19,7 +19,9 @@ from test_ddpm import ddpm_overrides, write_toy
 def translator(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("translator")
     torch.manual_seed(0)
-    TranslationPipeline(create_model("unet", num_downs=5, ngf=4), inference="eval").save_pretrained(tmp / "export")
+    TranslationPipeline(create_model("unet", num_downs=5, ngf=4), inference="eval").save_pretrained(
+        tmp / "export"
+    )
     return tmp / "export"
 
 
@@ -43,7 +45,9 @@ def write_inputs(folder, names, size=(12, 10)):
 
 
 def test_output_names_keep_inputs_that_share_a_stem_apart(tmp_path):
-    files = [tmp_path / n for n in ("tile.jpg", "tile.png", "IMG_1.JPG", "IMG_1.jpeg", "x.png", "tile_jpg.png")]
+    files = [
+        tmp_path / n for n in ("tile.jpg", "tile.png", "IMG_1.JPG", "IMG_1.jpeg", "x.png", "tile_jpg.png")
+    ]
     stems = output_stems(files)
     assert stems == ["tile_jpg", "tile_png", "IMG_1_JPG", "IMG_1_jpeg", "x", "tile_jpg_2"]
     assert len({s.lower() for s in stems}) == len(files)
@@ -65,21 +69,32 @@ def test_never_overwrites_an_input_or_an_existing_file_unless_asked(translator, 
     assert proc.returncode == 2 and "overwrite input" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_sample(translator, "--input", inputs, "--output", inputs, "--overwrite")
     assert proc.returncode == 2  # an input is never replaced, --overwrite or not
-    assert (inputs / "a.png").read_bytes() == before and sorted(p.name for p in inputs.iterdir()) == ["a.png", "b.png"]
+    assert (inputs / "a.png").read_bytes() == before and sorted(p.name for p in inputs.iterdir()) == [
+        "a.png",
+        "b.png",
+    ]
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "b.png").write_bytes(b"the user's own file")
     proc = run_sample(translator, "--input", inputs, "--output", out)
     assert proc.returncode == 2 and "already exist" in proc.stderr and "--overwrite" in proc.stderr
-    assert (out / "b.png").read_bytes() == b"the user's own file" and not (out / "a.png").exists()  # nothing written
+    assert (out / "b.png").read_bytes() == b"the user's own file" and not (
+        out / "a.png"
+    ).exists()  # nothing written
     proc = run_sample(translator, "--input", inputs, "--output", out, "--overwrite")
     assert proc.returncode == 0 and Image.open(out / "b.png").size == (12, 10)
 
 
-@pytest.mark.parametrize("flags,named", [(["--steps", "0"], "--steps 0"), (["--steps", "-5"], "--steps -5"),
-                                         (["--steps", "21"], "--steps 21"),
-                                         (["--samples-per-input", "0", "--steps", "2"], "--samples-per-input 0")])
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--steps", "0"], "--steps 0"),
+        (["--steps", "-5"], "--steps -5"),
+        (["--steps", "21"], "--steps 21"),
+        (["--samples-per-input", "0", "--steps", "2"], "--samples-per-input 0"),
+    ],
+)
 def test_conditional_sampling_flags_out_of_range_are_named(conditional_ddpm, tmp_path, flags, named):
     inputs = write_inputs(tmp_path / "in", ["a.png"])
     proc = run_sample(conditional_ddpm, "--input", inputs, "--output", tmp_path / "out", *flags)
@@ -94,7 +109,9 @@ def test_conditional_ddpm_samples_at_training_size_unless_full_size(conditional_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["big_jpg.png", "big_png.png", "grid.png"]
     assert Image.open(tmp_path / "out" / "big_png.png").size == (40, 24)  # resized back to the input's size
-    full = run_sample(conditional_ddpm, "--input", inputs, "--output", tmp_path / "full", "--steps", 2, "--full-size")
+    full = run_sample(
+        conditional_ddpm, "--input", inputs, "--output", tmp_path / "full", "--steps", 2, "--full-size"
+    )
     assert full.returncode == 0 and Image.open(tmp_path / "full" / "big_png.png").size == (40, 24)
     a, b = (np.asarray(Image.open(tmp_path / d / "big_png.png")) for d in ("out", "full"))
     assert not np.array_equal(a, b)  # a different computation, not the same one relabelled
@@ -117,10 +134,15 @@ def test_unconditional_counts_are_checked(tmp_path):
     torch.manual_seed(0)
     pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny").eval(), DDPMScheduler(num_train_timesteps=20))
     pipe.save_export(tmp_path / "export")
-    for flags, named in ((["--num", "0", "--steps", "2"], "--num 0"), (["--batch-size", "0", "--steps", "2"], "--batch-size 0"),
-                         (["--steps", "1000", "--scheduler", "dpm"], "--steps 1000")):
+    for flags, named in (
+        (["--num", "0", "--steps", "2"], "--num 0"),
+        (["--batch-size", "0", "--steps", "2"], "--batch-size 0"),
+        (["--steps", "1000", "--scheduler", "dpm"], "--steps 1000"),
+    ):
         proc = run_sample(tmp_path / "export", "--output", tmp_path / "out", *flags)
-        assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-800:]
+        assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[
+            -800:
+        ]
     proc = run_sample(tmp_path / "export", "--output", tmp_path / "out", "--num", 3, "--steps", 20,
                       "--scheduler", "dpm")
     assert proc.returncode == 0 and "wrote 3 samples" in proc.stdout, proc.stderr[-2000:]
@@ -136,7 +158,9 @@ def test_broken_weights_are_an_error_not_black_images(translator, tmp_path):
     inputs = write_inputs(tmp_path / "in", ["a.png"])
     proc = run_sample(tmp_path / "nan", "--input", inputs, "--output", tmp_path / "out")
     assert proc.returncode == 2 and "non-finite" in proc.stderr and not list((tmp_path / "out").glob("*.png"))
-    seg = SegmentationPipeline(create_model("unet", num_downs=5, ngf=4, out_channels=3, out_activation="none"), 3)
+    seg = SegmentationPipeline(
+        create_model("unet", num_downs=5, ngf=4, out_channels=3, out_activation="none"), 3
+    )
     with torch.no_grad():
         next(seg.net.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError):
@@ -147,9 +171,20 @@ def test_broken_weights_are_an_error_not_black_images(translator, tmp_path):
 def test_training_grid_and_export_sample_the_same_images(tmp_path, scheduler):
     """The in-memory pipeline of the training grid and the exported one: same timesteps, same samples."""
     root = write_toy(tmp_path / "data" / "train", n=16).parent
-    cfg = config.load(None, ddpm_overrides(tmp_path / "run", root, **{
-        "train.max_steps": 2, "train.batch_size": 4, "ddpm.sample_scheduler": scheduler, "ddpm.sample_steps": 10,
-        "ddpm.num_samples": 4}))
+    cfg = config.load(
+        None,
+        ddpm_overrides(
+            tmp_path / "run",
+            root,
+            **{
+                "train.max_steps": 2,
+                "train.batch_size": 4,
+                "ddpm.sample_scheduler": scheduler,
+                "ddpm.sample_steps": 10,
+                "ddpm.num_samples": 4,
+            },
+        ),
+    )
     trainer = DDPMTrainer(cfg)
     trainer.fit()
     memory, exported = trainer.pipeline(), pipelines.load(tmp_path / "run")
@@ -166,8 +201,19 @@ def test_label_map_inputs_render_as_in_training(tmp_path):
     from test_segmentation import overrides, write_colour_classes
     write_colour_classes(tmp_path / "data" / "train", 4)
     write_colour_classes(tmp_path / "data" / "val", 2, seed=1)
-    cfg = config.load(None, overrides(tmp_path, **{"method": "pix2pix", "data.direction": "AtoB", "train.max_steps": 2,
-                                                   "data.load_size": 32, "data.preprocess": "crop"}))
+    cfg = config.load(
+        None,
+        overrides(
+            tmp_path,
+            **{
+                "method": "pix2pix",
+                "data.direction": "AtoB",
+                "train.max_steps": 2,
+                "data.load_size": 32,
+                "data.preprocess": "crop",
+            },
+        ),
+    )
     Pix2PixTrainer(cfg).fit()
     pipe = pipelines.load(tmp_path / "run")
     assert pipe.label_input == {"num_classes": 3, "first_label": 1}
@@ -175,10 +221,14 @@ def test_label_map_inputs_render_as_in_training(tmp_path):
     expected = pipe(item["input"][None])
     ids = np.asarray(Image.open(tmp_path / "data" / "val" / "0.png"))  # raw ids 1..3, mode L
     as_palette = Image.fromarray(ids.astype(np.uint8), "P")
-    as_palette.putpalette([255, 0, 255, 10, 20, 30, 200, 200, 0, 0, 90, 90] + [0] * 756)  # the file's own colours
+    as_palette.putpalette(
+        [255, 0, 255, 10, 20, 30, 200, 200, 0, 0, 90, 90] + [0] * 756
+    )  # the file's own colours
     for img in (Image.open(tmp_path / "data" / "val" / "0.png"), as_palette):
         assert torch.equal(pipe(pipe.input_from_image(img)), expected)
-    rendered = Image.fromarray(((item["input"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
+    rendered = Image.fromarray(
+        ((item["input"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    )
     assert torch.equal(pipe(pipe.input_from_image(rendered)), expected)  # an RGB map in gen's palette
     odd = np.array(rendered)
     odd[0, 0] = (1, 2, 3)
@@ -187,7 +237,9 @@ def test_label_map_inputs_render_as_in_training(tmp_path):
     inputs = tmp_path / "labels"
     inputs.mkdir()
     as_palette.save(inputs / "0.png")
-    proc = run_sample(tmp_path / "run", "--input", inputs, "--output", tmp_path / "photos", "--inference", "paper")
+    proc = run_sample(
+        tmp_path / "run", "--input", inputs, "--output", tmp_path / "photos", "--inference", "paper"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "photos" / "0.png")),
                           np.asarray(pipelines.load(tmp_path / "run").translate_image(as_palette)))
@@ -199,7 +251,10 @@ def test_every_documented_loader_restores_the_sampling_settings(tmp_path):
                                      DDPMScheduler(num_train_timesteps=20))
     pipe.sample_size, pipe.label_input = 16, {"num_classes": 3, "first_label": 1}
     pipe.save_export(tmp_path / "export")
-    for loaded in (pipelines.load(tmp_path / "export"), DiffusionSamplingPipeline.from_pretrained(tmp_path / "export")):
+    for loaded in (
+        pipelines.load(tmp_path / "export"),
+        DiffusionSamplingPipeline.from_pretrained(tmp_path / "export"),
+    ):
         assert loaded.sample_size == 16 and loaded.label_input == {"num_classes": 3, "first_label": 1}
         assert loaded.scheduler.config.num_train_timesteps == 20
 
@@ -228,7 +283,10 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     cfg = config.load(None, overrides(tmp_path / "s", **{"train.max_steps": 2, "train.eval_batches": 2}))
     trainer = SegmentationTrainer(cfg)
     trainer.fit()
-    logged, (scored, _) = trainer.sample(2), evaluate_segmentation(cfg, tmp_path / "s" / "run", "val", None, 2)
+    logged, (scored, _) = (
+        trainer.sample(2),
+        evaluate_segmentation(cfg, tmp_path / "s" / "run", "val", None, 2),
+    )
     assert logged["mean_iu"] == scored["mean_iu"] and logged["pixel_acc"] == scored["pixel_acc"]
 
     write_banded(tmp_path / "c" / "train", 4)
@@ -241,8 +299,12 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     assert logged["AuC"] == scored["AuC"] and logged["colourfulness"] == scored["colourfulness"]
 
     root = write_unpaired(tmp_path / "u", n=4)
-    cfg = config.load(None, cyclegan_overrides(tmp_path / "cyc", root, **{"train.max_steps": 2, "train.eval_batches": 2}))
+    cfg = config.load(
+        None, cyclegan_overrides(tmp_path / "cyc", root, **{"train.max_steps": 2, "train.eval_batches": 2})
+    )
     trainer = CycleGANTrainer(cfg)
     trainer.fit()
     logged, (scored, _) = trainer.sample(2), evaluate_unpaired(cfg, tmp_path / "cyc", "test", None, 2)
-    assert logged["cycle_PSNR_A"] == scored["cycle_PSNR_A"] and logged["cycle_PSNR_B"] == scored["cycle_PSNR_B"]
+    assert (
+        logged["cycle_PSNR_A"] == scored["cycle_PSNR_A"] and logged["cycle_PSNR_B"] == scored["cycle_PSNR_B"]
+    )

@@ -11,4 +11,13 @@ TRAINERS = {"pix2pix": Pix2PixTrainer, "cyclegan": CycleGANTrainer, "segmentatio
             "rotation": RotationTrainer, "ddpm": DDPMTrainer,
             "colorization": ColorizationTrainer}
 
-__all__ = ["Trainer", "Pix2PixTrainer", "CycleGANTrainer", "SegmentationTrainer", "RotationTrainer", "DDPMTrainer", "ColorizationTrainer", "TRAINERS"]
+__all__ = [
+    "Trainer",
+    "Pix2PixTrainer",
+    "CycleGANTrainer",
+    "SegmentationTrainer",
+    "RotationTrainer",
+    "DDPMTrainer",
+    "ColorizationTrainer",
+    "TRAINERS",
+]

@@ -145,12 +145,18 @@ class Trainer:
     # ---- helpers -----------------------------------------------------------------------------
     def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         t = self.cfg.train
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay(t.max_steps, t.lr_decay_start, t.warmup_steps))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, linear_decay(t.max_steps, t.lr_decay_start, t.warmup_steps)
+        )
 
     def use_single_model(self, name: str, net: nn.Module) -> None:
         """One network, one Adam, one schedule: the single-loss methods."""
         opt = adam(self.cfg, net)
-        self.models, self.optimizers, self.schedulers = {name: net}, {name: opt}, {name: self.lr_schedule(opt)}
+        self.models, self.optimizers, self.schedulers = (
+            {name: net},
+            {name: opt},
+            {name: self.lr_schedule(opt)},
+        )
 
     def backward(self, loss: torch.Tensor, optimizer: str) -> None:
         """Backward of the loss that optimizer `optimizer` will step on, scaled by that optimizer's own
@@ -232,9 +238,11 @@ class Trainer:
         except OSError as err:
             shutil.rmtree(checkpoint.tmp_dir(self.ckpt_root, step), ignore_errors=True)
             last = checkpoint.checkpoint_dirs(self.ckpt_root)
-            raise OSError(f"could not write checkpoint step {step} in {self.ckpt_root} ({err.strerror or err}); "
-                          f"the newest whole checkpoint is {last[0] if last else 'none'} and training can resume "
-                          "from it once there is space") from None
+            raise OSError(
+                f"could not write checkpoint step {step} in {self.ckpt_root} ({err.strerror or err}); "
+                f"the newest whole checkpoint is {last[0] if last else 'none'} and training can resume "
+                "from it once there is space"
+            ) from None
 
     def scalers(self) -> dict[str, Any]:
         """Each optimizer's fp16 GradScaler (empty without fp16)."""
@@ -260,7 +268,9 @@ class Trainer:
         checkpoint.write_rng(tmp, acc.process_index, self.rank_state())
         acc.wait_for_everyone()
         if acc.is_main_process:
-            checkpoint.finalize(self.ckpt_root, step, files, acc.num_processes, self.cfg.train.keep_checkpoints)
+            checkpoint.finalize(
+                self.ckpt_root, step, files, acc.num_processes, self.cfg.train.keep_checkpoints
+            )
         acc.wait_for_everyone()
         faults.maybe_kill("after_checkpoint", step)
 
@@ -273,7 +283,9 @@ class Trainer:
             try:
                 old = config_lib.load(saved)
             except (ValueError, FileNotFoundError) as err:
-                warnings.warn(f"cannot compare with the run's saved config ({err}); resuming without the check")
+                warnings.warn(
+                    f"cannot compare with the run's saved config ({err}); resuming without the check"
+                )
                 old = None
             if old is not None:
                 diff = {k: v for k, v in config_lib.differences(old, self.cfg).items() if k != "run.dir"}
@@ -281,16 +293,24 @@ class Trainer:
                 if arch:
                     changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in arch.items())
                     keep = " ".join(f"{k}={a}" for k, (a, b) in arch.items())
-                    raise ValueError(f"run.dir {self.run_dir} holds a run whose networks were built differently "
-                                     f"({changes}); its checkpoint {ckpt} cannot be loaded into them. Use a new "
-                                     f"run.dir for the new architecture, or continue this run with {keep}")
+                    raise ValueError(
+                        f"run.dir {self.run_dir} holds a run whose networks were built differently "
+                        f"({changes}); its checkpoint {ckpt} cannot be loaded into them. Use a new "
+                        f"run.dir for the new architecture, or continue this run with {keep}"
+                    )
                 self.config_changes = diff
         if self.cfg.train.max_steps < step:
-            raise ValueError(f"config key train.max_steps={self.cfg.train.max_steps} is below the step of the "
-                             f"checkpoint in run.dir ({ckpt}, step {step}); raise train.max_steps to continue, or "
-                             "use a new run.dir")
+            raise ValueError(
+                f"config key train.max_steps={self.cfg.train.max_steps} is below the step of the "
+                f"checkpoint in run.dir ({ckpt}, step {step}); raise train.max_steps to continue, or "
+                "use a new run.dir"
+            )
         for k, (a, b) in self.config_changes.items():
-            note = " (the LR schedule follows the new value from this step on)" if k in config_lib.SCHEDULE_KEYS else ""
+            note = (
+                " (the LR schedule follows the new value from this step on)"
+                if k in config_lib.SCHEDULE_KEYS
+                else ""
+            )
             self.accelerator.print(f"resume: {k} changed {a!r} -> {b!r}{note}")
 
     def restart_schedules(self) -> None:
@@ -310,9 +330,11 @@ class Trainer:
         shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sd
                   if k in target and sd[k].shape != target[k].shape]
         if missing or unexpected or shapes:
-            raise ValueError(f"{source}: the weights of {name!r} do not fit the network this config builds "
-                             f"(shapes differ: {shapes[:3]}, missing: {missing[:3]}, unexpected: {unexpected[:3]}); "
-                             "use the run's original model settings or a new run.dir")
+            raise ValueError(
+                f"{source}: the weights of {name!r} do not fit the network this config builds "
+                f"(shapes differ: {shapes[:3]}, missing: {missing[:3]}, unexpected: {unexpected[:3]}); "
+                "use the run's original model settings or a new run.dir"
+            )
         net.load_state_dict(sd)
 
     def resume(self) -> int:
@@ -332,7 +354,9 @@ class Trainer:
         self.restart_schedules()
         scalers, saved = self.scalers(), loaded.state.get("scalers", {})
         if scalers and not saved:
-            warnings.warn(f"{loaded.path} holds no fp16 loss scale (saved without fp16); starting the scale afresh")
+            warnings.warn(
+                f"{loaded.path} holds no fp16 loss scale (saved without fp16); starting the scale afresh"
+            )
         for name, sd in saved.items():
             if name in scalers:
                 scalers[name].load_state_dict(sd)
@@ -352,17 +376,23 @@ class Trainer:
         saved = self.run_dir / "config.yaml"
         if acc.is_main_process:
             if getattr(self, "config_changes", None) and saved.is_file():
-                saved.replace(self.run_dir / f"config_until_step_{self.step:08d}.yaml")  # kept, not overwritten
+                saved.replace(
+                    self.run_dir / f"config_until_step_{self.step:08d}.yaml"
+                )  # kept, not overwritten
             saved.write_text(config_lib.to_yaml(self.cfg))
         if self.wandb_mode == "disabled":
             return
         id_file = self.run_dir / "wandb_id.txt"
         if acc.is_main_process and not id_file.exists():
-            id_file.write_text(secrets.token_hex(4))  # a stable id lets a resumed run continue the same wandb run
+            id_file.write_text(
+                secrets.token_hex(4)
+            )  # a stable id lets a resumed run continue the same wandb run
         acc.wait_for_everyone()
         kwargs = {"dir": str(self.run_dir), "mode": self.wandb_mode, "id": id_file.read_text().strip(),
                   "resume": "allow", "name": self.cfg.log.name or self.run_dir.name}
-        acc.init_trackers(self.cfg.log.project, config=config_lib.to_dict(self.cfg), init_kwargs={"wandb": kwargs})
+        acc.init_trackers(
+            self.cfg.log.project, config=config_lib.to_dict(self.cfg), init_kwargs={"wandb": kwargs}
+        )
 
     def log_images(self, images: dict[str, Image.Image], step: int) -> None:
         samples = self.run_dir / "samples"
@@ -396,7 +426,9 @@ class Trainer:
         if self.cfg.train.nonfinite == "skip":
             logged["skipped_updates"] = self.skipped_updates
         if self.scalers():
-            logged["fp16_overflow_steps"] = int(self.amp_skipped)  # the scaler's own back-offs, not bad updates
+            logged["fp16_overflow_steps"] = int(
+                self.amp_skipped
+            )  # the scaler's own back-offs, not bad updates
         logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
         self.accelerator.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})
@@ -438,10 +470,12 @@ class Trainer:
         if len(self.recent_skips) == self.SKIP_WINDOW and sum(self.recent_skips) > self.SKIP_WINDOW // 2:
             last = checkpoint.checkpoint_dirs(self.ckpt_root)
             raise FloatingPointError(
-                f"train.nonfinite=skip: {sum(self.recent_skips)} of the last {self.SKIP_WINDOW} steps had non-finite "
-                f"gradients (up to step {self.step + 1}); the run has diverged, so it stops here without saving. "
-                f"Last good checkpoint: {last[0] if last else 'none'}. Lower train.lr (now {self.cfg.train.lr:g}) "
-                "or set train.max_grad_norm")
+                f"train.nonfinite=skip: {sum(self.recent_skips)} of the last {self.SKIP_WINDOW} steps had "
+                f"non-finite gradients (up to step {self.step + 1}); the run has diverged, so it stops here "
+                f"without saving. Last good checkpoint: {last[0] if last else 'none'}. Lower train.lr (now "
+                f"{self.cfg.train.lr:g}) "
+                "or set train.max_grad_norm"
+            )
 
     def snapshot_buffers(self) -> list[torch.Tensor] | None:
         """Copies of every model buffer (norm running statistics) in skip mode, else None."""
@@ -471,7 +505,9 @@ class Trainer:
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.method,
                         disable=not acc.is_local_main_process, dynamic_ncols=True)
         self.monitor = LossMonitor(self.device)
-        self.deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
+        self.deadline = (
+            time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
+        )
         self.end = cfg.max_steps
 
     def fit(self) -> Path:
@@ -528,9 +564,11 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         if self.end < self.cfg.train.max_steps:
-            acc.print(f"stopped by train.time_budget_minutes={self.cfg.train.time_budget_minutes} at step "
-                      f"{self.step} of {self.cfg.train.max_steps} (checkpoint and export written); run the same "
-                      "command again to continue from there")
+            acc.print(
+                f"stopped by train.time_budget_minutes={self.cfg.train.time_budget_minutes} at step "
+                f"{self.step} of {self.cfg.train.max_steps} (checkpoint and export written); run the same "
+                "command again to continue from there"
+            )
         return export_dir
 
     def out_of_time(self) -> bool:
@@ -554,8 +592,10 @@ class Trainer:
         if self.accelerator.num_processes > 1:  # every process stops together, not one while the rest wait
             flag = torch.tensor([float(bad is not None)], device=self.device)
             if bool(self.accelerator.reduce(flag, reduction="max").item()) and bad is None:
-                raise FloatingPointError("non-finite loss on another process; see its message. Lower train.lr, "
-                                         "try train.mixed_precision=fp32, or set train.nonfinite=skip")
+                raise FloatingPointError(
+                    "non-finite loss on another process; see its message. Lower train.lr, "
+                    "try train.mixed_precision=fp32, or set train.nonfinite=skip"
+                )
         if bad is not None:
             last = checkpoint.checkpoint_dirs(self.ckpt_root)
             raise FloatingPointError(

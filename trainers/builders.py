@@ -13,8 +13,10 @@ def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, 
     m = cfg.model
     generators = list_models("generator")
     if m.generator not in generators:
-        raise ValueError(f"config key model.generator={m.generator!r} is not a generator preset; choose one of "
-                         f"{generators}")
+        raise ValueError(
+            f"config key model.generator={m.generator!r} is not a generator preset; choose one of "
+            f"{generators}"
+        )
     kw = dict(in_channels=in_channels, out_channels=out_channels, ngf=m.ngf, norm=m.norm, dropout=m.dropout,
               **overrides)
     if m.upsample != "transposed":
@@ -25,7 +27,9 @@ def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, 
         kw["upsample"] = m.upsample
     if m.num_downs is not None:
         if m.generator != "unet":
-            raise ValueError(f"config key model.num_downs is only for model.generator=unet, not {m.generator!r}")
+            raise ValueError(
+                f"config key model.num_downs is only for model.generator=unet, not {m.generator!r}"
+            )
         kw["num_downs"] = m.num_downs
     net = init_weights(create_model(m.generator, **kw), m.init_gain)
     check_size(cfg, net.multiple)
@@ -40,10 +44,12 @@ def check_size(cfg: ExperimentConfig, multiple: int) -> None:
     size = d.builtin_size if d.kind == "builtin" else d.crop_size
     key = "data.builtin_size" if d.kind == "builtin" else "data.crop_size"
     if size % multiple:
-        raise ValueError(f"config key {key}={size} is not a multiple of {multiple}, which model.generator="
-                         f"{cfg.model.generator!r} needs ({multiple.bit_length() - 1} stride-2 levels); use a crop of "
-                         f"{max(multiple, size // multiple * multiple)} or a generator with fewer levels "
-                         "(unet_128 for 128, generator=unet with model.num_downs)")
+        raise ValueError(
+            f"config key {key}={size} is not a multiple of {multiple}, which model.generator="
+            f"{cfg.model.generator!r} needs ({multiple.bit_length() - 1} stride-2 levels); use a crop of "
+            f"{max(multiple, size // multiple * multiple)} or a generator with fewer levels "
+            "(unet_128 for 128, generator=unet with model.num_downs)"
+        )
 
 
 def label_input(d) -> dict | None:
@@ -62,8 +68,10 @@ def build_discriminator(cfg: ExperimentConfig, in_channels: int) -> nn.Module:
         # n stride-2 convs, then two 4x4 stride-1 convs that each remove a pixel: S / 2^n - 2 >= 1.
         if d.preprocess != "none" and size // 2 ** m.d_layers < 3:
             most = max(n for n in range(0, 9) if size // 2 ** n >= 3)
-            raise ValueError(f"config key model.d_layers={m.d_layers} is too deep for {size}x{size} crops (the "
-                             f"PatchGAN would have no output left); use model.d_layers <= {most} at this size")
+            raise ValueError(
+                f"config key model.d_layers={m.d_layers} is too deep for {size}x{size} crops (the "
+                f"PatchGAN would have no output left); use model.d_layers <= {most} at this size"
+            )
     return init_weights(create_model(m.discriminator, **kw), m.init_gain)
 
 

@@ -92,7 +92,9 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]), reverse=True)
 
 
-def write_models_and_state(tmp: Path, models: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> list[str]:
+def write_models_and_state(
+    tmp: Path, models: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]
+) -> list[str]:
     """Main process: weights and training state into the temporary folder; returns file names."""
     (tmp / "models").mkdir(parents=True, exist_ok=True)
     files = []

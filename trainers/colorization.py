@@ -17,8 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen.color import (load_bins, nearest_bin, rebalance_weights, smooth_prior, soft_encode, split_lab, join_lab,
-                       zhang_prior)
+from gen.color import (
+    load_bins,
+    nearest_bin,
+    rebalance_weights,
+    smooth_prior,
+    soft_encode,
+    split_lab,
+    join_lab,
+    zhang_prior,
+)
 from gen.data import build_images
 from gen.losses import GANLoss
 from gen.metrics.colorization import ColorizationScores
@@ -81,8 +89,15 @@ class ColorizationTrainer(Trainer):
                                  f"with colorization.bins={c.bins!r} use prior=data")
             return rebalance_weights(zhang_prior(), c.mix)
         cache = self.run_dir / PRIOR_FILE
-        key = {"root": str(self.cfg.data.root), "train": self.cfg.data.train, "pattern": self.cfg.data.pattern,
-               "bins": c.bins, "grid": c.bin_grid, "images": c.prior_images, "sigma": c.sigma}
+        key = {
+            "root": str(self.cfg.data.root),
+            "train": self.cfg.data.train,
+            "pattern": self.cfg.data.pattern,
+            "bins": c.bins,
+            "grid": c.bin_grid,
+            "images": c.prior_images,
+            "sigma": c.sigma,
+        }
         stored = json.loads(cache.read_text()) if cache.is_file() else {}
         # Every process has looked before the main one may write: all take the same branch below.
         self.accelerator.wait_for_everyone()
@@ -134,7 +149,9 @@ class ColorizationTrainer(Trainer):
             loss = diff.abs().mean()
             losses["L1"] = loss
             if c.loss == "gan":
-                g_gan = self.gan_loss(self.unwrap("discriminator")(torch.cat([l_norm, fake_ab / AB_SCALE], 1)), True)
+                g_gan = self.gan_loss(
+                    self.unwrap("discriminator")(torch.cat([l_norm, fake_ab / AB_SCALE], 1)), True
+                )
                 losses["G_GAN"] = g_gan
                 loss = c.lambda_l1 * loss + g_gan
         self.backward(loss, "generator")

@@ -35,12 +35,22 @@ class CycleGANTrainer(Trainer):
         d = self.cfg.data
         if not d.root:
             raise ValueError("config key data.root is required: a folder with trainA/ and trainB/")
-        self.train_set = UnpairedImages(Path(d.root), d.train, geometry(d), d.channels_a, d.channels_b, train=True,
-                                        seed=self.cfg.run.seed, serial_b=d.serial_b, max_16bit=d.max_16bit)
+        self.train_set = UnpairedImages(
+            Path(d.root),
+            d.train,
+            geometry(d),
+            d.channels_a,
+            d.channels_b,
+            train=True,
+            seed=self.cfg.run.seed,
+            serial_b=d.serial_b,
+            max_16bit=d.max_16bit,
+        )
         if d.val:
             eval_geo = Geometry(d.preprocess, d.load_size, d.crop_size, False)
-            self.val_set = UnpairedImages(Path(d.root), d.val, eval_geo, d.channels_a, d.channels_b, train=False,
-                                          max_16bit=d.max_16bit)
+            self.val_set = UnpairedImages(
+                Path(d.root), d.val, eval_geo, d.channels_a, d.channels_b, train=False, max_16bit=d.max_16bit
+            )
         else:
             self.val_set = None
 
@@ -58,8 +68,10 @@ class CycleGANTrainer(Trainer):
         self.pools = {"fake_A": ImagePool(c.pool_size, seed), "fake_B": ImagePool(c.pool_size, seed + 500)}
         self.use_identity = c.lambda_identity > 0
         if self.use_identity and d.channels_a != d.channels_b:
-            warnings.warn(f"identity loss switched off: domain A has {d.channels_a} channel(s) and domain B "
-                          f"{d.channels_b}, so G_A(B) is undefined (set cyclegan.lambda_identity=0 to silence this)")
+            warnings.warn(
+                f"identity loss switched off: domain A has {d.channels_a} channel(s) and domain B "
+                f"{d.channels_b}, so G_A(B) is undefined (set cyclegan.lambda_identity=0 to silence this)"
+            )
             self.use_identity = False
 
     def generator_losses(self, real_a, real_b) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
@@ -74,8 +86,12 @@ class CycleGANTrainer(Trainer):
                  "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * c.lambda_a,
                  "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * c.lambda_b}
         if self.use_identity:
-            terms["idt_A"] = F.l1_loss(g("G_A", real_b).float(), real_b.float()) * c.lambda_b * c.lambda_identity
-            terms["idt_B"] = F.l1_loss(g("G_B", real_a).float(), real_a.float()) * c.lambda_a * c.lambda_identity
+            terms["idt_A"] = (
+                F.l1_loss(g("G_A", real_b).float(), real_b.float()) * c.lambda_b * c.lambda_identity
+            )
+            terms["idt_B"] = (
+                F.l1_loss(g("G_B", real_a).float(), real_a.float()) * c.lambda_a * c.lambda_identity
+            )
         return sum(terms.values()), terms, fake_a, fake_b
 
     def discriminator_loss(self, net: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -43,17 +43,24 @@ class DDPMTrainer(Trainer):
 
     def build(self) -> None:
         c = self.cfg.ddpm
-        self.noise = DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                                   beta_start=c.beta_start, beta_end=c.beta_end, prediction_type=c.prediction_type,
-                                   timestep_spacing=c.timestep_spacing)
+        self.noise = DDPMScheduler(
+            num_train_timesteps=c.num_train_timesteps,
+            beta_schedule=c.beta_schedule,
+            beta_start=c.beta_start,
+            beta_end=c.beta_end,
+            prediction_type=c.prediction_type,
+            timestep_spacing=c.timestep_spacing,
+        )
         if self.conditional:
             self.cond_c, self.out_c = channels(self.cfg.data)
         else:
             self.cond_c, self.out_c = 0, self.cfg.data.channels_b
         m = self.cfg.model
         if not m.generator.startswith("ddpm"):
-            raise ValueError(f"method=ddpm needs a ddpm-style U-Net (model.generator=ddpm_small, ddpm_cifar10, "
-                             f"ddpm_tiny or ddpm_unet), got {m.generator!r}")
+            raise ValueError(
+                f"method=ddpm needs a ddpm-style U-Net (model.generator=ddpm_small, ddpm_cifar10, "
+                f"ddpm_tiny or ddpm_unet), got {m.generator!r}"
+            )
         width = {"ngf": c.ngf} if c.ngf else {}
         net = create_model(m.generator, in_channels=self.out_c + self.cond_c, out_channels=self.out_c,
                            dropout=c.dropout, **width)
@@ -72,14 +79,18 @@ class DDPMTrainer(Trainer):
         t = torch.randint(0, self.noise.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         x_t = self.noise.add_noise(x0, noise, t)
         model_in = torch.cat([x_t, batch["input"]], dim=1) if self.conditional else x_t
-        target = noise if self.cfg.ddpm.prediction_type == "epsilon" else self.noise.get_velocity(x0, noise, t)
+        target = (
+            noise if self.cfg.ddpm.prediction_type == "epsilon" else self.noise.get_velocity(x0, noise, t)
+        )
         net = self.models["unet"]
         per_sample = (net(model_in, t).float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
         loss = per_sample.mean()
         self.backward(loss, "unet")
         skipped = self.skipped_updates
         self.step_optimizer("unet")
-        if self.accelerator.sync_gradients and self.skipped_updates == skipped:  # a skipped update moves no EMA
+        if (
+            self.accelerator.sync_gradients and self.skipped_updates == skipped
+        ):  # a skipped update moves no EMA
             self.ema.step(self.unwrap("unet").parameters())
         q = (t * QUARTILES // self.noise.config.num_train_timesteps).long()
         self.q_sum.index_add_(0, q, per_sample.detach())
@@ -87,7 +98,9 @@ class DDPMTrainer(Trainer):
         return {"MSE": loss}
 
     def log_extras(self) -> dict[str, float]:
-        totals = self.accelerator.reduce(torch.stack([self.q_sum, self.q_count]), reduction="sum")  # all processes
+        totals = self.accelerator.reduce(
+            torch.stack([self.q_sum, self.q_count]), reduction="sum"
+        )  # all processes
         sums, counts = totals.tolist()
         self._reset_quartiles()
         return {f"MSE_t_q{i}": s / n for i, (s, n) in enumerate(zip(sums, counts)) if n}
@@ -129,8 +142,13 @@ class DDPMTrainer(Trainer):
             l1s.append(l1(out, y))
             psnrs += psnr(out, y)
             rows.append([cond[0], out[0], y[0]])
-        return {"grid": image_grid(rows, ["condition", f"sample ({c.sample_scheduler} {c.sample_steps})", "target"]),
-                "L1": sum(l1s) / len(l1s), "PSNR": sum(psnrs) / len(psnrs)}
+        return {
+            "grid": image_grid(
+                rows, ["condition", f"sample ({c.sample_scheduler} {c.sample_steps})", "target"]
+            ),
+            "L1": sum(l1s) / len(l1s),
+            "PSNR": sum(psnrs) / len(psnrs),
+        }
 
     def on_device(self) -> None:
         # EMAModel copies the parameters where they are when it is built (before prepare() moves the

@@ -27,8 +27,10 @@ def why_no_gpu() -> str:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return "CUDA_VISIBLE_DEVICES hides every GPU"
-    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no usable GPU (none "
-            "installed, or a driver too old for this CUDA version: compare `nvidia-smi` with torch.version.cuda)")
+    return (
+        f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no usable GPU (none "
+        "installed, or a driver too old for this CUDA version: compare `nvidia-smi` with torch.version.cuda)"
+    )
 
 
 def use_cpu(cfg: ExperimentConfig) -> bool:
@@ -44,8 +46,10 @@ def use_cpu(cfg: ExperimentConfig) -> bool:
 def check_precision(cfg: ExperimentConfig, cpu: bool) -> None:
     if cfg.train.mixed_precision == "fp16" and cpu:
         # Accelerate would silently train in fp32 here (no GradScaler, no autocast on the CPU).
-        raise ValueError("config key train.mixed_precision=fp16 needs a GPU (loss scaling); on the CPU use bf16 "
-                         "(native on CPUs with AVX-512 BF16 or AMX) or fp32")
+        raise ValueError(
+            "config key train.mixed_precision=fp16 needs a GPU (loss scaling); on the CPU use bf16 "
+            "(native on CPUs with AVX-512 BF16 or AMX) or fp32"
+        )
 
 
 def configure_backends(cfg: ExperimentConfig, cuda: bool) -> None:
@@ -67,8 +71,10 @@ def configure_backends(cfg: ExperimentConfig, cuda: bool) -> None:
 def check_distributed(acc: Accelerator) -> None:
     name = UNSUPPORTED_DISTRIBUTED.get(acc.distributed_type)
     if name is not None:
-        raise ValueError(f"{name} is not supported: gen's trainers keep a whole replica of every network on each "
-                         "process (data parallelism, `accelerate launch --multi_gpu`); the networks fit on one GPU")
+        raise ValueError(
+            f"{name} is not supported: gen's trainers keep a whole replica of every network on each "
+            "process (data parallelism, `accelerate launch --multi_gpu`); the networks fit on one GPU"
+        )
 
 
 def local_processes(default: int) -> int:

@@ -27,7 +27,9 @@ class LossMonitor:
             finite = torch.isfinite(v)
             self.sums[k] = self.sums.get(k, 0) + torch.where(finite, v, 0.0) * scale
             self.counts[k] = self.counts.get(k, 0) + finite.float() * scale
-            self.bad_terms[k] = self.bad_terms.get(k, torch.zeros((), dtype=torch.bool, device=self.device)) | ~finite
+            self.bad_terms[k] = (
+                self.bad_terms.get(k, torch.zeros((), dtype=torch.bool, device=self.device)) | ~finite
+            )
             self.first_bad_step = torch.where(~finite & (self.first_bad_step < 0), step, self.first_bad_step)
 
     def means(self, reduce=None) -> dict[str, float]:

@@ -93,10 +93,22 @@ class Pix2PixTrainer(Trainer):
     def pipeline(self) -> TranslationPipeline:
         c = self.cfg.pix2pix
         # The label comparisons and reports show: which loss this generator was trained with.
-        label = "pix2pix (L1 only)" if c.gan_mode == "none" else "pix2pix (cGAN only)" if c.lambda_l1 == 0 else "pix2pix"
-        return TranslationPipeline(self.unwrap("generator"), label, self.cfg.pix2pix.inference,
-                                   self.cfg.data.direction, seed=self.cfg.run.seed, max_16bit=self.cfg.data.max_16bit,
-                                   label_input=label_input(self.cfg.data))
+        label = (
+            "pix2pix (L1 only)"
+            if c.gan_mode == "none"
+            else "pix2pix (cGAN only)"
+            if c.lambda_l1 == 0
+            else "pix2pix"
+        )
+        return TranslationPipeline(
+            self.unwrap("generator"),
+            label,
+            self.cfg.pix2pix.inference,
+            self.cfg.data.direction,
+            seed=self.cfg.run.seed,
+            max_16bit=self.cfg.data.max_16bit,
+            label_input=label_input(self.cfg.data),
+        )
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)

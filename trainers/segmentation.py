@@ -54,8 +54,12 @@ class SegmentationTrainer(Trainer):
         m = self.cfg.model
         net = "FCN-" + m.generator[3:] if m.generator.startswith("fcn") else f"U-Net {m.generator}"
         variant = f"{net}, {m.upsample} upsampling" + (", encoder from rotation" if m.init_from else "")
-        return SegmentationPipeline(self.unwrap("segmenter"), self.cfg.data.num_classes, self.cfg.data.first_label,
-                                    method=f"segmentation ({variant})")
+        return SegmentationPipeline(
+            self.unwrap("segmenter"),
+            self.cfg.data.num_classes,
+            self.cfg.data.first_label,
+            method=f"segmentation ({variant})",
+        )
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)

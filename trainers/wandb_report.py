@@ -18,12 +18,16 @@ def log_comparison(result: Comparison, out_dir: Path, mode: str, project: str = 
         images.add_data(*[wandb.Image(img) for img in row])
     metric_names = [m for m in result.metric_names
                     if all(isinstance(r.get(m), (int, float)) or r.get(m) is None for r in result.table)]
-    metrics = wandb.Table(columns=["run", "method"] + metric_names,
-                          data=[[r["run"], r["method"]] + [r.get(m) for m in metric_names] for r in result.table])
+    metrics = wandb.Table(
+        columns=["run", "method"] + metric_names,
+        data=[[r["run"], r["method"]] + [r.get(m) for m in metric_names] for r in result.table],
+    )
     logged = {"comparison/images": images, "comparison/metrics": metrics}
     for m in metric_names:
         rows = [[r["run"], r[m]] for r in result.table if isinstance(r.get(m), (int, float))]
-        logged[f"comparison/bar/{m}"] = wandb.plot.bar(wandb.Table(columns=["run", m], data=rows), "run", m, title=m)
+        logged[f"comparison/bar/{m}"] = wandb.plot.bar(
+            wandb.Table(columns=["run", m], data=rows), "run", m, title=m
+        )
     run.log(logged)
     run.finish()
     return Path(run.dir)

@@ -50,7 +50,9 @@ def load_bins(name: str, grid: int = 10) -> np.ndarray:
     raise ValueError(f"unknown colour bins {name!r}; choose zhang313 or gamut")
 
 
-def soft_encode(ab: torch.Tensor, centres: torch.Tensor, neighbours: int = 5, sigma: float = 5.0) -> torch.Tensor:
+def soft_encode(
+    ab: torch.Tensor, centres: torch.Tensor, neighbours: int = 5, sigma: float = 5.0
+) -> torch.Tensor:
     """ab (B, 2, H, W) -> soft targets (B, Q, H, W): a Gaussian (sigma, in ab units) over the
     `neighbours` nearest bin centres, each pixel's weights summing to 1."""
     b, _, h, w = ab.shape

@@ -14,7 +14,11 @@ _RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
                             [0.212671, 0.715160, 0.072169],
                             [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
-_CONSTANTS = {"rgb_to_xyz": _RGB_TO_XYZ, "xyz_to_rgb": torch.linalg.inv(_RGB_TO_XYZ), "white": _WHITE.view(1, 3, 1, 1)}
+_CONSTANTS = {
+    "rgb_to_xyz": _RGB_TO_XYZ,
+    "xyz_to_rgb": torch.linalg.inv(_RGB_TO_XYZ),
+    "white": _WHITE.view(1, 3, 1, 1),
+}
 _EPS, _KAPPA = 0.008856, 7.787
 _cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -55,7 +59,9 @@ def lab_to_linear_rgb(lab: torch.Tensor) -> torch.Tensor:
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) Lab -> (B, 3, H, W) sRGB in [0, 1] (out-of-gamut colours clipped)."""
     linear = lab_to_linear_rgb(lab).clamp(0, 1)
-    rgb = torch.where(linear > 0.0031308, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * linear)
+    rgb = torch.where(
+        linear > 0.0031308, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * linear
+    )
     return rgb.clamp(0, 1)
 
 

@@ -1,12 +1,30 @@
 """Datasets, joint transforms and image I/O."""
 from .build import build_images, build_paired, channels, geometry
-from .folder import ImageFolder, find_images
+from .folder import ImageFolder
 from .image_io import list_images, load_image, load_label
 from .labels import IGNORE_INDEX, label_to_rgb, palette
 from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, SegmentationPairs, collate
 from .sampler import ResumableSampler
 from .transforms import Geometry, to_pil
 
-__all__ = ["build_images", "ImageFolder", "find_images", "build_paired", "channels", "geometry", "list_images", "load_image", "load_label", "IGNORE_INDEX",
-           "label_to_rgb", "palette", "AlignedPairs", "FolderPairs", "InMemoryPairs", "SegmentationPairs",
-           "collate", "ResumableSampler", "Geometry", "to_pil"]
+__all__ = [
+    "build_images",
+    "ImageFolder",
+    "build_paired",
+    "channels",
+    "geometry",
+    "list_images",
+    "load_image",
+    "load_label",
+    "IGNORE_INDEX",
+    "label_to_rgb",
+    "palette",
+    "AlignedPairs",
+    "FolderPairs",
+    "InMemoryPairs",
+    "SegmentationPairs",
+    "collate",
+    "ResumableSampler",
+    "Geometry",
+    "to_pil",
+]

@@ -15,7 +15,14 @@ from PIL import Image
 from skimage.color import rgb2gray
 from skimage.feature import canny
 
-TRAIN_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg")
+TRAIN_IMAGES = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+)
 VAL_IMAGES = ("rocket.jpg", "motorcycle_left.png")
 
 

@@ -69,7 +69,9 @@ def _check_name(name: str, archive: Path) -> None:
     if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchive(f"{archive}: refusing member {name!r}: absolute path")
     if ".." in p.parts:
-        raise UnsafeArchive(f"{archive}: refusing member {name!r}: it would be written outside the target folder")
+        raise UnsafeArchive(
+            f"{archive}: refusing member {name!r}: it would be written outside the target folder"
+        )
 
 
 def check_members(archive: Path) -> None:
@@ -87,7 +89,9 @@ def check_members(archive: Path) -> None:
             _check_name(m.name, archive)
             if not (m.isfile() or m.isdir()):
                 kind = "link" if (m.issym() or m.islnk()) else "special file"
-                raise UnsafeArchive(f"{archive}: refusing member {m.name!r}: a {kind} (only files and folders are extracted)")
+                raise UnsafeArchive(
+                    f"{archive}: refusing member {m.name!r}: a {kind} (only files and folders are extracted)"
+                )
 
 
 def extract(archive: Path, target: Path) -> Path:

@@ -23,18 +23,21 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMG_EXTENSIONS
 
 
-def list_images(folder: Path, what: str = "images") -> list[Path]:
-    """Sorted image files of a folder. Other files (README, .DS_Store, ...) are skipped with a
-    warning rather than an error: such folders are common and the files are clearly not data."""
+def list_images(folder: Path, what: str = "images", pattern: str = "*") -> list[Path]:
+    """Sorted image files of `folder` matching the glob `pattern` ("*": the folder itself; "**/*":
+    recursively, e.g. CIFAR-10's class folders). Hidden files are ignored (macOS `._x.jpg` resource
+    forks, `.DS_Store`); other non-image files (a README) are skipped with a warning, since such
+    folders are common and the files are clearly not data."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if is_image_file(p)]
-    skipped = [p.name for p in files if not is_image_file(p) and not p.name.startswith(".")]
+    skipped = [p.name for p in files if not is_image_file(p)]
     if skipped:
         warnings.warn(f"{folder}: skipping {len(skipped)} non-image file(s): {skipped[:5]}", stacklevel=2)
     if not images:
-        raise ValueError(f"no {what} in {folder} (looked for {', '.join(IMG_EXTENSIONS)})")
+        where = f"{folder}" if pattern == "*" else f"{folder} matching {pattern!r}"
+        raise ValueError(f"no {what} in {where} (looked for {', '.join(IMG_EXTENSIONS)})")
     return images
 
 
@@ -110,15 +113,21 @@ def load_image(path: Path, channels: int = 3, max_16bit: Optional[float] = None)
         top = float(np.asarray(img).max(initial=0))
         full = max_16bit or 65535.0
         if channels == 3:
-            warnings.warn(f"{path}: a 16-bit grayscale image read as 8-bit RGB loses precision; read it as one "
-                          "channel (data.channels_a=1 / data.channels_b=1) to keep 16 bits", stacklevel=2)
+            warnings.warn(
+                f"{path}: a 16-bit grayscale image read as 8-bit RGB loses precision; read it as one "
+                "channel (data.channels_a=1 / data.channels_b=1) to keep 16 bits",
+                stacklevel=2,
+            )
         elif top > full:
             warnings.warn(f"{path}: values up to {top:.0f} exceed data.max_16bit={full:g} and are clipped",
                           stacklevel=2)
         elif top < full / 8:
-            warnings.warn(f"{path}: this 16-bit image uses only 0..{top:.0f} of 0..{full:g}, so it trains as a "
-                          f"nearly black image; set data.max_16bit (e.g. {int(2 ** np.ceil(np.log2(top + 1)))}) "
-                          "to map that range to the full intensity scale", stacklevel=2)
+            warnings.warn(
+                f"{path}: this 16-bit image uses only 0..{top:.0f} of 0..{full:g}, so it trains as a "
+                f"nearly black image; set data.max_16bit (e.g. {int(2 ** np.ceil(np.log2(top + 1)))}) "
+                "to map that range to the full intensity scale",
+                stacklevel=2,
+            )
     return convert_image(img, channels, max_16bit)
 
 

@@ -57,14 +57,18 @@ def label_image_to_tensor(img, num_classes: int, first_label: int = 0, name: str
         rgb = np.asarray(img.convert("RGB")).astype(np.int64)
         codes = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
         colours = palette(num_classes).astype(np.int64)
-        known = dict(zip((colours[:, 0] << 16 | colours[:, 1] << 8 | colours[:, 2]).tolist(), range(num_classes)))
+        known = dict(
+            zip((colours[:, 0] << 16 | colours[:, 1] << 8 | colours[:, 2]).tolist(), range(num_classes))
+        )
         known[0] = IGNORE_INDEX
         unknown = sorted(set(np.unique(codes).tolist()) - set(known))
         if unknown:
             shown = [f"#{c:06x}" for c in unknown[:5]]
-            raise ValueError(f"{name}: colours {shown} are not in the class palette this model was trained with "
-                             f"({num_classes} classes); pass the label map as a class-index image (palette or "
-                             "grayscale PNG of label ids) or render it with gen's palette")
+            raise ValueError(
+                f"{name}: colours {shown} are not in the class palette this model was trained with "
+                f"({num_classes} classes); pass the label map as a class-index image (palette or "
+                "grayscale PNG of label ids) or render it with gen's palette"
+            )
         lut = np.vectorize(known.get, otypes=[np.int64])
         idx = lut(codes)
     return label_to_tensor(idx, num_classes)[None]

@@ -37,5 +37,7 @@ def check_outputs(planned: Sequence[Path], inputs: Sequence[Path] = (), overwrit
                          "choose an output folder that is not the input folder")
     existing = [p for p in planned if Path(p).exists()]
     if existing and not overwrite:
-        raise ValueError(f"{len(existing)} output file(s) already exist, e.g. {[str(p) for p in existing[:3]]}; "
-                         f"choose another {flag} folder or pass --overwrite")
+        raise ValueError(
+            f"{len(existing)} output file(s) already exist, e.g. {[str(p) for p in existing[:3]]}; "
+            f"choose another {flag} folder or pass --overwrite"
+        )

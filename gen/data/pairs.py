@@ -16,7 +16,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .image_io import convert_image, image_size, is_image_file, list_images, load_image, load_label, open_image
+from .image_io import (
+    convert_image,
+    image_size,
+    is_image_file,
+    list_images,
+    load_image,
+    load_label,
+    open_image,
+)
 from .labels import label_to_tensor, to_class_indices
 from .transforms import Geometry, apply_image, apply_label, plan, sample_generator
 
@@ -41,8 +49,10 @@ def check_sizes(pairs: list[tuple[Path, Path]], a: str, b: str) -> None:
     bad = [f"{pa.name}: {a} {image_size(pa)} vs {b} {image_size(pb)}" for pa, pb in pairs
            if image_size(pa) != image_size(pb)]
     if bad:
-        raise ValueError(f"{len(bad)} pair(s) whose {a} and {b} sizes differ (width, height), e.g. {bad[:3]} in "
-                         f"{pairs[0][0].parent}; paired images must have the same size")
+        raise ValueError(
+            f"{len(bad)} pair(s) whose {a} and {b} sizes differ (width, height), e.g. {bad[:3]} in "
+            f"{pairs[0][0].parent}; paired images must have the same size"
+        )
 
 
 class PairDataset(Dataset):
@@ -86,15 +96,19 @@ class PairDataset(Dataset):
 class AlignedPairs(PairDataset):
     """pix2pix layout: each file holds A (left half) and B (right half) side by side."""
 
-    def __init__(self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw):
+    def __init__(
+        self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw
+    ):
         super().__init__(**kw)
         self.files = list_images(folder, "aligned A|B images")[subset]
         if not self.files:
             raise ValueError(f"split of {folder} selects no images")
         odd = [f"{p} has odd width {w}" for p in self.files for w, _ in [image_size(p)] if w % 2]
         if odd:
-            raise ValueError(f"{len(odd)} aligned image(s) cannot be split in two: {'; '.join(odd[:3])}; an A|B "
-                             "file must be two halves of equal width")
+            raise ValueError(
+                f"{len(odd)} aligned image(s) cannot be split in two: {'; '.join(odd[:3])}; an A|B "
+                "file must be two halves of equal width"
+            )
         self.channels_a, self.channels_b = channels_a, channels_b
 
     def __len__(self) -> int:
@@ -115,7 +129,9 @@ class AlignedPairs(PairDataset):
 class FolderPairs(PairDataset):
     """Two folders `<split>/A` and `<split>/B` whose files match by name (extension may differ)."""
 
-    def __init__(self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw):
+    def __init__(
+        self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw
+    ):
         super().__init__(**kw)
         a_files = {p.stem: p for p in list_images(folder / "A", "A images")}
         b_files = {p.stem: p for p in list_images(folder / "B", "B images")}
@@ -134,8 +150,12 @@ class FolderPairs(PairDataset):
 
     def load(self, i):
         pa, pb = self.pairs[i]
-        return (load_image(pa, self.channels_a, self.max_16bit), load_image(pb, self.channels_b, self.max_16bit),
-                None, str(pa))
+        return (
+            load_image(pa, self.channels_a, self.max_16bit),
+            load_image(pb, self.channels_b, self.max_16bit),
+            None,
+            str(pa),
+        )
 
 
 class SegmentationPairs(PairDataset):
@@ -166,9 +186,11 @@ class SegmentationPairs(PairDataset):
             raise ValueError(f"{folder}: no label map for {len(missing)} photo(s): {missing[:3]}")
         lossy = [str(lab) for _, lab in pairs if lab.suffix.lower() in LOSSY]
         if lossy:
-            raise ValueError(f"label maps in a lossy format, e.g. {lossy[:3]}: JPEG compression changes class ids "
-                             "at every edge (a fifth of the pixels, typically), so they cannot be trained on; "
-                             "save them as PNG (palette or 8-bit grayscale)")
+            raise ValueError(
+                f"label maps in a lossy format, e.g. {lossy[:3]}: JPEG compression changes class ids "
+                "at every edge (a fifth of the pixels, typically), so they cannot be trained on; "
+                "save them as PNG (palette or 8-bit grayscale)"
+            )
         check_sizes([(p, lab) for p, lab in pairs[subset]], "photo", "label map")
         self.pairs = pairs[subset]
         if not self.pairs:
@@ -211,8 +233,10 @@ def collate(items: list[dict]) -> dict:
     for k in keys:
         sizes = {tuple(it[k].shape[-2:]) for it in items}
         if len(sizes) > 1:
-            raise ValueError(f"images of different sizes {sorted(sizes)} in one batch ({[it['name'] for it in items]}); "
-                             "with data.preprocess=none use train.batch_size=1 or a cropping preprocess")
+            raise ValueError(
+                f"images of different sizes {sorted(sizes)} in one batch ({[it['name'] for it in items]}); "
+                "with data.preprocess=none use train.batch_size=1 or a cropping preprocess"
+            )
     out = {k: torch.stack([it[k] for it in items]) for k in keys}
     out["name"] = [it["name"] for it in items]
     return out

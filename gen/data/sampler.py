@@ -14,15 +14,12 @@ from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
-    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0,
-                 shuffle: bool = True):
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0):
         if size < 1:
             raise ValueError("cannot sample from an empty dataset")
-        self.size, self.seed, self.rank, self.world, self.start, self.shuffle = size, seed, rank, world_size, start, shuffle
+        self.size, self.seed, self.rank, self.world, self.start = size, seed, rank, world_size, start
 
     def _perm(self, epoch: int) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(self.size)
         return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
 
     def __iter__(self) -> Iterator[int]:

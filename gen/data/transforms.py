@@ -16,7 +16,6 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-PREPROCESS = ("resize_and_crop", "crop", "scale_width", "none")
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,9 @@ def to_pil(t: torch.Tensor, bit_depth: int = 8, max_16bit: Optional[float] = Non
     0..max_16bit (default 65535), the inverse of reading it with that data.max_16bit."""
     if bit_depth == 16:
         if t.shape[0] != 1:
-            raise ValueError(f"16-bit output is for single-channel images; this output has {t.shape[0]} channels")
+            raise ValueError(
+                f"16-bit output is for single-channel images; this output has {t.shape[0]} channels"
+            )
         top = max_16bit or 65535.0
         arr = ((t.detach().float().clamp(-1, 1) + 1) * (top / 2.0)).round().clamp(0, 65535).cpu().numpy()
         return Image.fromarray(arr[0].astype(np.uint16))  # mode I;16
@@ -107,8 +108,11 @@ def from_pil(img: Image.Image, channels: int, max_16bit: Optional[float] = None)
     return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
 
 
-def load_images(paths, geometry: Geometry, channels: int = 3, max_16bit: Optional[float] = None) -> torch.Tensor:
-    """Evaluation batch: every file converted, resized/cropped deterministically -> (N, C, h, w) in [-1, 1]."""
+def load_images(
+    paths, geometry: Geometry, channels: int = 3, max_16bit: Optional[float] = None
+) -> torch.Tensor:
+    """Evaluation batch: every file converted, resized/cropped deterministically
+    -> (N, C, h, w) in [-1, 1]."""
     from .image_io import load_image
     return torch.stack([apply_image(img, plan(geometry, *img.size, train=False, gen=None, name=str(p)))
                         for p in paths for img in [load_image(p, channels, max_16bit)]])

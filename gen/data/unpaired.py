@@ -17,8 +17,18 @@ from .transforms import Geometry, apply_image, plan, sample_generator
 
 
 class UnpairedImages(Dataset):
-    def __init__(self, root: Path, split: str, geometry: Geometry, channels_a: int = 3, channels_b: int = 3,
-                 train: bool = True, seed: int = 0, serial_b: bool = False, max_16bit: Optional[float] = None):
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        geometry: Geometry,
+        channels_a: int = 3,
+        channels_b: int = 3,
+        train: bool = True,
+        seed: int = 0,
+        serial_b: bool = False,
+        max_16bit: Optional[float] = None,
+    ):
         root = Path(root)
         self.a_files = list_images(root / f"{split}A", f"domain A images ({split}A)")
         self.b_files = list_images(root / f"{split}B", f"domain B images ({split}B)")
@@ -39,5 +49,8 @@ class UnpairedImages(Dataset):
             b_path = self.b_files[g % len(self.b_files)]
         else:
             b_path = self.b_files[int(torch.randint(0, len(self.b_files), (1,), generator=gen))]
-        return {"A": self._load(a_path, self.channels_a, gen, g), "B": self._load(b_path, self.channels_b, gen, g),
-                "name": f"{a_path.name}|{b_path.name}"}
+        return {
+            "A": self._load(a_path, self.channels_a, gen, g),
+            "B": self._load(b_path, self.channels_b, gen, g),
+            "name": f"{a_path.name}|{b_path.name}",
+        }

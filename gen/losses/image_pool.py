@@ -45,6 +45,8 @@ class ImagePool:
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
         if state["size"] != self.size:
-            raise ValueError(f"image pool size {state['size']} in the checkpoint differs from the configured {self.size}")
+            raise ValueError(
+                f"image pool size {state['size']} in the checkpoint differs from the configured {self.size}"
+            )
         self.images = [img.to(device) for img in state["images"]] if state["images"].numel() else []
         self.generator.set_state(state["generator"])

@@ -20,8 +20,12 @@ class DomainClassifier(nn.Module):
         super().__init__()
         layers, c = [], 3
         for k in range(4):  # 64 -> 4 after four stride-2 blocks
-            layers += [nn.Conv2d(c, width * 2 ** k, 3, padding=1), nn.BatchNorm2d(width * 2 ** k), nn.ReLU(True),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, width * 2**k, 3, padding=1),
+                nn.BatchNorm2d(width * 2**k),
+                nn.ReLU(True),
+                nn.MaxPool2d(2),
+            ]
             c = width * 2 ** k
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c, 2)
@@ -68,4 +72,6 @@ def train_domain_classifier(files_a: Sequence[Path], files_b: Sequence[Path], ep
 def predict_domain(net: DomainClassifier, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """images: (N, 3, H, W) in [-1, 1] -> (N,) predicted domain (0 = A, 1 = B)."""
     device = next(net.parameters()).device
-    return torch.cat([net(images[i:i + batch].to(device)).argmax(1).cpu() for i in range(0, len(images), batch)])
+    return torch.cat(
+        [net(images[i : i + batch].to(device)).argmax(1).cpu() for i in range(0, len(images), batch)]
+    )

@@ -31,8 +31,9 @@ class ConfusionMatrix:
         bad = ids[(ids < 0) | (ids >= self.num_classes)]
         if bad.size:
             raise ValueError(f"class ids outside 0..{self.num_classes - 1}: {sorted(set(bad.tolist()))[:10]}")
-        self.matrix += np.bincount(target * self.num_classes + pred,
-                                   minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
+        self.matrix += np.bincount(target * self.num_classes + pred, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
 
     def scores(self) -> dict[str, float]:
         n = self.matrix.astype(np.float64)

@@ -7,4 +7,14 @@ from .registry import create_model, list_models, register_model
 from .resnet_generator import ResnetGenerator
 from .unet import UNet
 
-__all__ = ["UNet", "FCN", "ResnetGenerator", "PatchGAN", "PixelGAN", "create_model", "list_models", "register_model", "init_weights"]
+__all__ = [
+    "UNet",
+    "FCN",
+    "ResnetGenerator",
+    "PatchGAN",
+    "PixelGAN",
+    "create_model",
+    "list_models",
+    "register_model",
+    "init_weights",
+]

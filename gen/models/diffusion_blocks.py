@@ -19,11 +19,15 @@ class TimeEmbedding(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.channels = channels
-        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.SiLU(), nn.Linear(4 * channels, 4 * channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, 4 * channels), nn.SiLU(), nn.Linear(4 * channels, 4 * channels)
+        )
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         # Ho et al.'s layout: sin then cos, frequencies 10000^(-i/(d/2 - 1)).
-        sinusoid = get_timestep_embedding(timesteps, self.channels, flip_sin_to_cos=False, downscale_freq_shift=1)
+        sinusoid = get_timestep_embedding(
+            timesteps, self.channels, flip_sin_to_cos=False, downscale_freq_shift=1
+        )
         return self.mlp(sinusoid.to(self.mlp[0].weight.dtype))
 
 
@@ -76,7 +80,9 @@ class DiffusionLevel(nn.Module):
                  resample: Optional[str], head_dim: Optional[int], groups: int):
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(c, c_out, emb_channels, dropout, groups) for c in c_ins)
-        self.attentions = nn.ModuleList(SelfAttention(c_out, head_dim, groups) for _ in c_ins) if attention else None
+        self.attentions = (
+            nn.ModuleList(SelfAttention(c_out, head_dim, groups) for _ in c_ins) if attention else None
+        )
         if resample == "down":
             self.resample = nn.Conv2d(c_out, c_out, 3, stride=2, padding=1)
         elif resample == "up":
@@ -107,7 +113,9 @@ class DiffusionLevel(nn.Module):
 class MiddleBlock(nn.Module):
     """ResBlock - attention - ResBlock at the lowest resolution."""
 
-    def __init__(self, channels: int, emb_channels: int, dropout: float, head_dim: Optional[int], groups: int):
+    def __init__(
+        self, channels: int, emb_channels: int, dropout: float, head_dim: Optional[int], groups: int
+    ):
         super().__init__()
         self.res1 = ResBlock(channels, channels, emb_channels, dropout, groups)
         self.attention = SelfAttention(channels, head_dim, groups)

@@ -50,8 +50,10 @@ class FCN(AnySize, ModelMixin, ConfigMixin):
         if variant not in ("fcn32s", "fcn16s", "fcn8s"):
             raise ValueError(f"unknown FCN variant {variant!r}; choose fcn32s, fcn16s or fcn8s")
         if upsample not in FCN_UPSAMPLERS:
-            raise ValueError(f"an FCN head upsamples with one of {FCN_UPSAMPLERS} (learned from bilinear, or "
-                             f"fixed bilinear), got {upsample!r}; unpooling needs the U-Net's mirrored decoder")
+            raise ValueError(
+                f"an FCN head upsamples with one of {FCN_UPSAMPLERS} (learned from bilinear, or "
+                f"fixed bilinear), got {upsample!r}; unpooling needs the U-Net's mirrored decoder"
+            )
         widths = [ngf, ngf * 2, ngf * 4, ngf * 8, ngf * 8]
         self.stages = nn.ModuleList()
         c = in_channels

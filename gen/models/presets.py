@@ -16,8 +16,16 @@ def pix2pix_channels(num_downs: int, ngf: int) -> tuple[int, ...]:
 
 
 @register_model
-def unet(num_downs: int = 8, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
-         norm: str = "batch", dropout: float = 0.5, out_activation: str = "tanh", upsample: str = "transposed") -> UNet:
+def unet(
+    num_downs: int = 8,
+    in_channels: int = 3,
+    out_channels: int = 3,
+    ngf: int = 64,
+    norm: str = "batch",
+    dropout: float = 0.5,
+    out_activation: str = "tanh",
+    upsample: str = "transposed",
+) -> UNet:
     """pix2pix U-Net with `num_downs` stride-2 levels; dropout on the 8ngf levels below the innermost."""
     channels = pix2pix_channels(num_downs, ngf)
     # The reference puts dropout on the num_downs-5 middle blocks between 8ngf and the innermost.
@@ -95,10 +103,20 @@ def ddpm_unet(in_channels: int = 3, out_channels: int = 3, ngf: int = 128, chann
               attention_head_dim=None, norm_groups: int = 32) -> UNet:
     """The U-Net in its `ddpm` block style; widths ngf * channel_mult, attention at the listed levels
     (level i works at 1/2**i of the input size). Predicts noise (or v): no output activation."""
-    return UNet(in_channels=in_channels, out_channels=out_channels, channels=tuple(ngf * m for m in channel_mult),
-                block_style="ddpm", norm="group", dropout=dropout, dropout_levels=(), out_activation="none",
-                layers_per_level=layers_per_level, attention_levels=tuple(attention_levels),
-                attention_head_dim=attention_head_dim, norm_groups=norm_groups)
+    return UNet(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(ngf * m for m in channel_mult),
+        block_style="ddpm",
+        norm="group",
+        dropout=dropout,
+        dropout_levels=(),
+        out_activation="none",
+        layers_per_level=layers_per_level,
+        attention_levels=tuple(attention_levels),
+        attention_head_dim=attention_head_dim,
+        norm_groups=norm_groups,
+    )
 
 
 @register_model

@@ -22,7 +22,11 @@ class ResidualBlock(nn.Module):
                   nn.ReLU(True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers += [ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels)]
+        layers += [
+            ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            norm_layer(norm, channels),
+        ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,8 +48,13 @@ class ResnetGenerator(AnySize, ModelMixin, ConfigMixin):
                        norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
         layers += [ResidualBlock(ngf * 4, norm, dropout) for _ in range(n_blocks)]
         for mult in (4, 2):
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
-                                          bias=bias), norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(
+                    ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
+                ),
+                norm_layer(norm, ngf * mult // 2),
+                nn.ReLU(True),
+            ]
         layers += [ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.body = nn.Sequential(*layers)
         self.multiple = 4

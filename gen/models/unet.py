@@ -38,7 +38,9 @@ class BilinearUpsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         taps = 2 * torch.tensor([0.25, 0.5, 0.25])
-        self.register_buffer("kernel", torch.outer(taps, taps).expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.register_buffer(
+            "kernel", torch.outer(taps, taps).expand(channels, 1, 3, 3).clone(), persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A stride-2 transposed conv is exactly zero insertion followed by a convolution.
@@ -132,11 +134,16 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         if upsample not in UPSAMPLERS:
             raise ValueError(f"unknown upsample {upsample!r}; choose one of {list(UPSAMPLERS)}")
         if out_activation not in OUT_ACTIVATIONS:
-            raise ValueError(f"unknown out_activation {out_activation!r}; choose one of {list(OUT_ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown out_activation {out_activation!r}; choose one of {list(OUT_ACTIVATIONS)}"
+            )
         if len(channels) < 2:
             raise ValueError(f"a U-Net needs at least 2 levels, got channels={list(channels)}")
         levels = len(channels)
-        per_level = {"pix2pix": ("dropout_levels", dropout_levels), "ddpm": ("attention_levels", attention_levels)}
+        per_level = {
+            "pix2pix": ("dropout_levels", dropout_levels),
+            "ddpm": ("attention_levels", attention_levels),
+        }
         for name, chosen in (per_level[block_style],):
             bad = [i for i in chosen if not 0 <= i < levels]
             if bad:

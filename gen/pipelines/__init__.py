@@ -13,8 +13,13 @@ from .diffusion import DiffusionSamplingPipeline
 from .segmentation import SegmentationPipeline
 from .translation import PIPELINE_FILE, CycleGANPipeline, TranslationPipeline
 
-PIPELINES = {"translation": TranslationPipeline, "cyclegan": CycleGANPipeline, "segmentation": SegmentationPipeline,
-             "diffusion": DiffusionSamplingPipeline, "colorization": ColorizationPipeline}
+PIPELINES = {
+    "translation": TranslationPipeline,
+    "cyclegan": CycleGANPipeline,
+    "segmentation": SegmentationPipeline,
+    "diffusion": DiffusionSamplingPipeline,
+    "colorization": ColorizationPipeline,
+}
 
 
 def resolve_device(name: Optional[str] = "auto", flag: str = "--device") -> torch.device:
@@ -30,7 +35,9 @@ def resolve_device(name: Optional[str] = "auto", flag: str = "--device") -> torc
     return device
 
 
-def load(path: str | Path, direction: Optional[str] = None, device: Optional[str | torch.device] = None, **kw):
+def load(
+    path: str | Path, direction: Optional[str] = None, device: Optional[str | torch.device] = None, **kw
+):
     """Load an exported pipeline: a run directory or its `export/` folder, on `device` (default CPU).
 
     CycleGAN exports hold both directions: `direction` (AtoB, the default, or BtoA) picks one.
@@ -62,8 +69,18 @@ def _load(path: str | Path, direction: Optional[str] = None, **kw):
     if direction is not None and direction != getattr(pipe, "direction", None):
         what = (f"a {pipe.method} export that translates {pipe.direction} only" if hasattr(pipe, "direction")
                 else f"a {kind} export")
-        raise ValueError(f"{path} is {what}; --direction chooses between the two generators of a CycleGAN export")
+        raise ValueError(
+            f"{path} is {what}; --direction chooses between the two generators of a CycleGAN export"
+        )
     return pipe
 
 
-__all__ = ["ColorizationPipeline", "DiffusionSamplingPipeline", "TranslationPipeline", "CycleGANPipeline", "SegmentationPipeline", "load", "PIPELINES"]
+__all__ = [
+    "ColorizationPipeline",
+    "DiffusionSamplingPipeline",
+    "TranslationPipeline",
+    "CycleGANPipeline",
+    "SegmentationPipeline",
+    "load",
+    "PIPELINES",
+]

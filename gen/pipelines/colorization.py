@@ -43,7 +43,9 @@ class ColorizationPipeline(NetworkPipeline):
         was_training = self.net.training
         self.net.eval()
         try:
-            out = require_finite(self.net.forward_any_size(l_norm.to(self.device)).float(), "colorization outputs")
+            out = require_finite(
+                self.net.forward_any_size(l_norm.to(self.device)).float(), "colorization outputs"
+            )
         finally:
             self.net.train(was_training)
         if self.head == "regression":

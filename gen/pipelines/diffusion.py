@@ -41,15 +41,19 @@ def make_scheduler(name: str, config, steps: Optional[int] = None):
     if name == "ddim":
         return DDIMScheduler.from_config(config, timestep_spacing=spacing)
     if name == "dpm":
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", timestep_spacing=spacing)
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", timestep_spacing=spacing
+        )
     raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
 
 
 def check_sampling(num_inference_steps: int, train_timesteps: int, batch_size: int = 1) -> None:
     """1 <= steps <= the training timesteps, batch >= 1; ValueError naming the value otherwise."""
     if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= train_timesteps:
-        raise ValueError(f"num_inference_steps={num_inference_steps!r}: sampling takes 1..{train_timesteps} steps "
-                         f"(the model was trained with {train_timesteps} timesteps)")
+        raise ValueError(
+            f"num_inference_steps={num_inference_steps!r}: sampling takes 1..{train_timesteps} steps "
+            f"(the model was trained with {train_timesteps} timesteps)"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: at least one sample")
 

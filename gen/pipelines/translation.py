@@ -28,7 +28,9 @@ def read_export(path: Path, subfolder: str, class_key: str, classes: dict) -> tu
     meta = json.loads((path / PIPELINE_FILE).read_text())
     cls_name = meta.get(class_key, "UNet")
     if cls_name not in classes:
-        raise ValueError(f"{path / PIPELINE_FILE}: unknown {class_key} {cls_name!r}; known: {sorted(classes)}")
+        raise ValueError(
+            f"{path / PIPELINE_FILE}: unknown {class_key} {cls_name!r}; known: {sorted(classes)}"
+        )
     return meta, classes[cls_name].from_pretrained(path / subfolder)
 
 
@@ -36,8 +38,10 @@ def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:
     """x, or FloatingPointError if any value is NaN or inf: such weights would otherwise be written
     as black (or one-class) images that look like results."""
     if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(f"the model produced non-finite {what} (NaN or inf): its weights are broken; "
-                                 "retrain, or use an earlier checkpoint's export")
+        raise FloatingPointError(
+            f"the model produced non-finite {what} (NaN or inf): its weights are broken; "
+            "retrain, or use an earlier checkpoint's export"
+        )
     return x
 
 
@@ -89,7 +93,9 @@ class TranslationPipeline(NetworkPipeline):
     def input_from_image(self, img: Image.Image) -> torch.Tensor:
         """PIL image -> (1, C, H, W) input in [-1, 1], rendered as in training (label maps by class id)."""
         if self.label_input:
-            return label_image_to_tensor(img, self.label_input["num_classes"], self.label_input["first_label"])
+            return label_image_to_tensor(
+                img, self.label_input["num_classes"], self.label_input["first_label"]
+            )
         return from_pil(img, self.in_channels, self.max_16bit)
 
     def save_pretrained(self, path: str | Path) -> None:
