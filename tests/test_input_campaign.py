@@ -244,3 +244,14 @@ def test_sample_cli_missing_run_dir_and_wrong_export(tmp_path):
         ValueError, match="needs a labels -> photo run on segmentation data and a segmentation run"
     ):
         evaluate_paired(config.load(cfg_file), tmp_path / "p2p", "train", None, 1, segmenter=tmp_path / "p2p")
+
+
+def test_hidden_resource_forks_are_ignored_in_every_layout(tmp_path):
+    """macOS copies leave `._x.png` beside `x.png`: junk with an image extension, never data."""
+    from gen.data.image_io import list_images
+    for sub in ("A", "B"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / sub / "x.png")
+        (tmp_path / sub / "._x.png").write_bytes(b"\0\5\x16\7 resource fork")
+    assert [p.name for p in list_images(tmp_path / "A")] == ["x.png"]
+    assert [p.name for p in list_images(tmp_path, pattern="**/*")] == ["x.png", "x.png"]

@@ -36,8 +36,8 @@ def list_images(folder: Path, what: str = "images", pattern: str = "*") -> list[
     if skipped:
         warnings.warn(f"{folder}: skipping {len(skipped)} non-image file(s): {skipped[:5]}", stacklevel=2)
     if not images:
-        where = f"{folder}" if pattern == "*" else f"{folder} matching {pattern!r}"
-        raise ValueError(f"no {what} in {where} (looked for {', '.join(IMG_EXTENSIONS)})")
+        where = f"in {folder}" if pattern == "*" else f"matching {pattern!r} in {folder}"
+        raise ValueError(f"no {what} {where} (looked for {', '.join(IMG_EXTENSIONS)})")
     return images
 
 
