@@ -147,7 +147,8 @@ def test_export_round_trip_holds_the_ema_weights(toy_run):
     tmp, trainer = toy_run
     pipe = pipelines.load(tmp / "run")
     assert isinstance(pipe, DiffusionSamplingPipeline) and pipe.sample_size == 8
-    ema = trainer.ema_unet().state_dict()
+    with trainer.ema_weights() as net:
+        ema = {k: v.clone() for k, v in net.state_dict().items()}
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, ema[k]), k
     live = trainer.unwrap("unet").state_dict()
@@ -208,10 +209,10 @@ def test_v_prediction_trains_and_logs_timestep_quartiles(tmp_path):
     batch = trainer.to_device(next(iter(trainer.train_loader(trainer.train_set, 0))))
     losses = [float(trainer.train_step(batch)["MSE"].detach()) for _ in range(4)]
     assert all(np.isfinite(losses))
-    extras = trainer.log_extras()
+    extras = trainer.pop_log_extras()
     assert extras and all(k.startswith("MSE_t_q") for k in extras)
     assert trainer.q_count.sum() == 0  # reset after reading
-    assert trainer.noise.config.prediction_type == "v_prediction"
+    assert trainer.noise_scheduler.config.prediction_type == "v_prediction"
 
 
 def final_ddpm_state(run_dir):

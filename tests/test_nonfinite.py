@@ -50,8 +50,8 @@ def test_loss_monitor_means_ignore_non_finite_values():
     m.add({"a": torch.tensor(float("nan")), "b": torch.tensor(4.0)}, step=2)
     m.add({"a": torch.tensor(3.0), "b": torch.tensor(float("inf"))}, step=3)
     assert m.first_bad() == (2, ["a", "b"])
-    assert m.means() == {"a": 2.0, "b": 3.0}
-    assert m.means() == {}
+    assert m.pop_means() == {"a": 2.0, "b": 3.0}
+    assert m.pop_means() == {}
 
 
 def test_skip_mode_stops_a_diverged_run_instead_of_exporting_it(tmp_path):

@@ -57,9 +57,9 @@ def test_every_upsampling_choice_trains(upsample):
 
 @pytest.mark.parametrize("factor", [2, 32])
 def test_fcn_learned_upsampling_starts_bilinear(factor):
-    from gen.models.fcn import learned_upsample
+    from gen.models.fcn import bilinear_upsample
     x = torch.randn(1, 3, 6, 6)
-    y = learned_upsample(3, factor)(x)
+    y = bilinear_upsample(3, factor)(x)
     ref = nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
     inner = slice(factor, -factor)  # away from the zero-padded border
     assert y.shape == ref.shape

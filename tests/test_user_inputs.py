@@ -187,8 +187,9 @@ def test_training_grid_and_export_sample_the_same_images(tmp_path, scheduler):
     )
     trainer = DDPMTrainer(cfg)
     trainer.fit()
-    memory, exported = trainer.pipeline(), pipelines.load(tmp_path / "run")
-    a = memory(4, 10, scheduler, torch.Generator().manual_seed(0), progress=False)
+    exported = pipelines.load(tmp_path / "run")
+    with trainer.ema_weights():
+        a = trainer.pipeline()(4, 10, scheduler, torch.Generator().manual_seed(0), progress=False)
     b = exported(4, 10, scheduler, torch.Generator().manual_seed(0), progress=False)
     assert torch.equal(a, b)
 

@@ -131,7 +131,7 @@ class Trainer:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def log_extras(self) -> dict[str, float]:
+    def pop_log_extras(self) -> dict[str, float]:
         """Extra scalars read (and reset) at log cadence, e.g. DDPM's loss per timestep quartile."""
         return {}
 
@@ -421,8 +421,8 @@ class Trainer:
 
     def log_losses(self) -> None:
         """train/<term>: the mean over the steps since the last log and over every process."""
-        logged = self.monitor.means(lambda t: self.accelerator.reduce(t, reduction="sum"))
-        logged.update(self.log_extras())
+        logged = self.monitor.pop_means(lambda t: self.accelerator.reduce(t, reduction="sum"))
+        logged.update(self.pop_log_extras())
         if self.cfg.train.nonfinite == "skip":
             logged["skipped_updates"] = self.skipped_updates
         if self.scalers():

@@ -32,11 +32,11 @@ def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, 
             )
         kw["num_downs"] = m.num_downs
     net = init_weights(create_model(m.generator, **kw), m.init_gain)
-    check_size(cfg, net.multiple)
+    check_crop_fits(cfg, net.multiple)
     return net
 
 
-def check_size(cfg: ExperimentConfig, multiple: int) -> None:
+def check_crop_fits(cfg: ExperimentConfig, multiple: int) -> None:
     """A training crop must pass through every stride-2 level of the U-Net."""
     d = cfg.data
     if d.preprocess == "none":

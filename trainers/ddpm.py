@@ -7,9 +7,10 @@ the weights (diffusers' EMAModel) makes the sample grids and the export.
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from diffusers import DDPMScheduler
@@ -22,7 +23,7 @@ from gen.pipelines.diffusion import DiffusionSamplingPipeline
 from gen.visualize import image_grid
 
 from .base import Trainer
-from .builders import check_size, label_input
+from .builders import check_crop_fits, label_input
 
 QUARTILES = 4
 
@@ -43,7 +44,7 @@ class DDPMTrainer(Trainer):
 
     def build(self) -> None:
         c = self.cfg.ddpm
-        self.noise = DDPMScheduler(
+        self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=c.num_train_timesteps,
             beta_schedule=c.beta_schedule,
             beta_start=c.beta_start,
@@ -64,7 +65,7 @@ class DDPMTrainer(Trainer):
         width = {"ngf": c.ngf} if c.ngf else {}
         net = create_model(m.generator, in_channels=self.out_c + self.cond_c, out_channels=self.out_c,
                            dropout=c.dropout, **width)
-        check_size(self.cfg, net.multiple)
+        check_crop_fits(self.cfg, net.multiple)
         self.use_single_model("unet", net)
         self.ema = EMAModel(net.parameters(), decay=c.ema_decay, foreach=True)
         self._reset_quartiles()
@@ -76,12 +77,15 @@ class DDPMTrainer(Trainer):
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["target"] if self.conditional else batch["image"]  # (B, C, H, W) in [-1, 1]
         noise = torch.randn_like(x0)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
-        x_t = self.noise.add_noise(x0, noise, t)
-        model_in = torch.cat([x_t, batch["input"]], dim=1) if self.conditional else x_t
-        target = (
-            noise if self.cfg.ddpm.prediction_type == "epsilon" else self.noise.get_velocity(x0, noise, t)
+        t = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device
         )
+        x_t = self.noise_scheduler.add_noise(x0, noise, t)
+        model_in = torch.cat([x_t, batch["input"]], dim=1) if self.conditional else x_t
+        if self.cfg.ddpm.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.noise_scheduler.get_velocity(x0, noise, t)
         net = self.models["unet"]
         per_sample = (net(model_in, t).float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
         loss = per_sample.mean()
@@ -92,12 +96,12 @@ class DDPMTrainer(Trainer):
             self.accelerator.sync_gradients and self.skipped_updates == skipped
         ):  # a skipped update moves no EMA
             self.ema.step(self.unwrap("unet").parameters())
-        q = (t * QUARTILES // self.noise.config.num_train_timesteps).long()
+        q = (t * QUARTILES // self.noise_scheduler.config.num_train_timesteps).long()
         self.q_sum.index_add_(0, q, per_sample.detach())
         self.q_count.index_add_(0, q, torch.ones_like(per_sample))
         return {"MSE": loss}
 
-    def log_extras(self) -> dict[str, float]:
+    def pop_log_extras(self) -> dict[str, float]:
         totals = self.accelerator.reduce(
             torch.stack([self.q_sum, self.q_count]), reduction="sum"
         )  # all processes
@@ -105,14 +109,26 @@ class DDPMTrainer(Trainer):
         self._reset_quartiles()
         return {f"MSE_t_q{i}": s / n for i, (s, n) in enumerate(zip(sums, counts)) if n}
 
-    def ema_unet(self) -> torch.nn.Module:
-        """A copy of the U-Net holding the EMA weights, in eval mode."""
-        net = copy.deepcopy(self.unwrap("unet"))
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[torch.nn.Module]:
+        """The U-Net with the EMA weights in place and in eval mode, for sampling and export; the
+        training weights and mode come back afterwards, bit for bit (diffusers' store / copy_to /
+        restore, as in its training examples)."""
+        net = self.unwrap("unet")
+        was_training = net.training
+        self.ema.store(net.parameters())
         self.ema.copy_to(net.parameters())
-        return net.eval()
+        net.eval()
+        try:
+            yield net
+        finally:
+            net.train(was_training)
+            self.ema.restore(net.parameters())
 
     def pipeline(self) -> DiffusionSamplingPipeline:
-        pipe = DiffusionSamplingPipeline(self.ema_unet(), DDPMScheduler.from_config(self.noise.config))
+        """The sampling pipeline on the live U-Net: use it inside `with self.ema_weights():`."""
+        scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
+        pipe = DiffusionSamplingPipeline(self.unwrap("unet"), scheduler)
         pipe.sample_size = self.pipeline_sample_size()
         pipe.label_input = label_input(self.cfg.data)
         pipe.set_progress_bar_config(disable=True)
@@ -120,8 +136,11 @@ class DDPMTrainer(Trainer):
 
     @torch.no_grad()
     def sample(self, step: int) -> dict:
+        with self.ema_weights():
+            return self._sample(self.pipeline())
+
+    def _sample(self, pipe: DiffusionSamplingPipeline) -> dict:
         c = self.cfg.ddpm
-        pipe = self.pipeline()
         gen = torch.Generator(self.device).manual_seed(self.cfg.run.seed)
         if not self.conditional:
             x = pipe(c.num_samples, c.sample_steps, c.sample_scheduler, gen, progress=False)
@@ -164,7 +183,8 @@ class DDPMTrainer(Trainer):
             self.ema.load_state_dict(state["ema"])
 
     def export(self, path: Path) -> None:
-        self.pipeline().save_export(path, self.method, self.cfg.run.seed)
+        with self.ema_weights():
+            self.pipeline().save_export(path, self.method, self.cfg.run.seed)
 
     def pipeline_sample_size(self) -> int:
         d = self.cfg.data

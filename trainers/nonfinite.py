@@ -32,7 +32,7 @@ class LossMonitor:
             )
             self.first_bad_step = torch.where(~finite & (self.first_bad_step < 0), step, self.first_bad_step)
 
-    def means(self, reduce=None) -> dict[str, float]:
+    def pop_means(self, reduce=None) -> dict[str, float]:
         """Mean of each term's finite values since the last call (NaN when there were none), then a
         reset. `reduce` (e.g. a sum over processes) combines every process's sums and counts first."""
         keys = sorted(self.sums)

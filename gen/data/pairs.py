@@ -43,7 +43,7 @@ def resolve_split(root: Path, split: str) -> tuple[Path, slice]:
 LOSSY = (".jpg", ".jpeg")
 
 
-def check_sizes(pairs: list[tuple[Path, Path]], a: str, b: str) -> None:
+def check_pair_sizes(pairs: list[tuple[Path, Path]], a: str, b: str) -> None:
     """Every pair's two images have the same size, read from the file headers at start (milliseconds
     per pair), so a bad pair is found now, not when it is first drawn hours into training."""
     bad = [f"{pa.name}: {a} {image_size(pa)} vs {b} {image_size(pb)}" for pa, pb in pairs
@@ -142,7 +142,7 @@ class FolderPairs(PairDataset):
         self.pairs = [(a_files[k], b_files[k]) for k in sorted(a_files)][subset]
         if not self.pairs:
             raise ValueError(f"split of {folder} selects no pairs")
-        check_sizes(self.pairs, "A", "B")
+        check_pair_sizes(self.pairs, "A", "B")
         self.channels_a, self.channels_b = channels_a, channels_b
 
     def __len__(self) -> int:
@@ -191,7 +191,7 @@ class SegmentationPairs(PairDataset):
                 "at every edge (a fifth of the pixels, typically), so they cannot be trained on; "
                 "save them as PNG (palette or 8-bit grayscale)"
             )
-        check_sizes([(p, lab) for p, lab in pairs[subset]], "photo", "label map")
+        check_pair_sizes([(p, lab) for p, lab in pairs[subset]], "photo", "label map")
         self.pairs = pairs[subset]
         if not self.pairs:
             raise ValueError(f"split of {folder} selects no pairs")

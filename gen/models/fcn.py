@@ -30,13 +30,13 @@ def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
     return kernel.float()
 
 
-def learned_upsample(channels: int, factor: int, learned: bool = True) -> nn.ConvTranspose2d:
-    """Bilinear x factor as a transposed conv; `learned=False` freezes it (fixed interpolation)."""
+def bilinear_upsample(channels: int, factor: int, trainable: bool = True) -> nn.ConvTranspose2d:
+    """Bilinear x factor as a transposed conv, initialised so; `trainable=False` keeps it fixed."""
     up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
     with torch.no_grad():
         up.weight.copy_(bilinear_kernel(channels, factor))
     up.keep_init = True  # init_weights must not redraw it
-    up.weight.requires_grad_(learned)
+    up.weight.requires_grad_(trainable)
     return up
 
 
@@ -76,11 +76,11 @@ class FCN(AnySize, ModelMixin, ConfigMixin):
             nn.init.zeros_(conv.bias)
             conv.keep_init = True
         learned = upsample == "transposed"
-        self.fuse_up = nn.ModuleList(learned_upsample(num_classes, 2, learned) for _ in range(fused))
-        self.final_up = learned_upsample(num_classes, 32 // 2 ** fused, learned)
+        self.fuse_up = nn.ModuleList(bilinear_upsample(num_classes, 2, learned) for _ in range(fused))
+        self.final_up = bilinear_upsample(num_classes, 32 // 2 ** fused, learned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_size(x)
+        self.check_input_size(x)
         feats = []
         for stage in self.stages:
             x = stage(x)

@@ -10,8 +10,9 @@ INFERENCE_MODES = ("paper", "eval")
 
 
 @contextlib.contextmanager
-def inference_mode(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
-    """Run `model` for inference without changing any of its state.
+def inference_semantics(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
+    """Set `model`'s layers for inference and put them back afterwards (layer modes only: unlike
+    torch.inference_mode, autograd is untouched; wrap the call in torch.no_grad()).
 
     eval:  dropout off, batch norm uses its running statistics.
     paper: Isola et al. 2017 §3.3: dropout stays on (the generator's noise) and batch norm uses

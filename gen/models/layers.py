@@ -100,7 +100,7 @@ class AnySize:
 
     multiple: int
 
-    def check_size(self, x: torch.Tensor) -> None:
+    def check_input_size(self, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"input size {h}x{w} is not a multiple of {self.multiple} (the network's "

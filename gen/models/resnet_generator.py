@@ -60,5 +60,5 @@ class ResnetGenerator(AnySize, ModelMixin, ConfigMixin):
         self.multiple = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_size(x)
+        self.check_input_size(x)
         return self.body(x)

@@ -198,7 +198,7 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(channels[0], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, timesteps: Optional[torch.Tensor | float] = None) -> torch.Tensor:
-        self.check_size(x)
+        self.check_input_size(x)
         if self.block_style == "ddpm":
             return self._forward_ddpm(x, timesteps)
         skips, switches = [], []

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..data.labels import palette
 from ..data.transforms import from_pil
-from ..models.inference import inference_mode
+from ..models.inference import inference_semantics
 from ..models.fcn import FCN
 from ..models.unet import UNet
 from .translation import PIPELINE_FILE, NetworkPipeline, read_export, require_finite
@@ -34,7 +34,7 @@ class SegmentationPipeline(NetworkPipeline):
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        with inference_mode(self.net, "eval"):
+        with inference_semantics(self.net, "eval"):
             return require_finite(self.net.forward_any_size(x.to(self.device)).float(), "segmentation logits")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

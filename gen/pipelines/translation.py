@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..data.labels import label_image_to_tensor
 from ..data.transforms import from_pil, to_pil
-from ..models.inference import inference_mode
+from ..models.inference import inference_semantics
 from ..models.resnet_generator import ResnetGenerator
 from ..models.unet import UNet
 
@@ -80,7 +80,7 @@ class TranslationPipeline(NetworkPipeline):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Dropout as noise draws from a seeded RNG so the same input gives the same output.
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), inference_mode(self.net, self.inference):
+        with torch.random.fork_rng(devices=devices), inference_semantics(self.net, self.inference):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
             return require_finite(self.net.forward_any_size(x.to(self.device)), "outputs")
