@@ -142,7 +142,7 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     run_dir = work / f"{case}-{precision}"
     cfg = config.load(None, overrides + [f"run.dir={run_dir}", f"train.mixed_precision={precision}",
                                          f"train.device={device}", f"train.max_steps={steps}",
-                                         f"train.ckpt_every={steps // 2}", f"train.sample_every={steps}",
+                                         f"train.ckpt_every={steps // 2}", f"train.validate_every={steps}",
                                          f"train.log_every={max(1, steps // 4)}", "train.deterministic=true"])
     row = {"case": case, "precision": precision}
     t = time.perf_counter()

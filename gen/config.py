@@ -86,7 +86,8 @@ class TrainConfig:
     mixed_precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; "no" would read as a YAML boolean)
     grad_accum: int = 1
     log_every: int = 10
-    sample_every: int = 200
+    validate_every: int = 200  # steps between validations (grid + metrics on the val items)
+    sample_every: Optional[int] = None  # the former name of validate_every, still read from old configs
     ckpt_every: int = 500
     keep_checkpoints: int = 2
     eval_batches: int = 4  # val batches scored at each sample step (L1, PSNR)
@@ -213,7 +214,7 @@ CHOICES = {
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.builtin_count",
             "model.ngf", "model.ndf", "model.d_layers", "train.max_steps", "train.batch_size",
-            "train.lr", "train.grad_accum", "train.log_every", "train.sample_every",
+            "train.lr", "train.grad_accum", "train.log_every", "train.validate_every",
             "train.ckpt_every", "train.keep_checkpoints", "ddpm.num_train_timesteps", "ddpm.beta_start",
             "ddpm.beta_end", "ddpm.sample_steps", "ddpm.num_samples", "colorization.bin_grid",
             "colorization.neighbours", "colorization.sigma", "colorization.prior_images",
@@ -349,6 +350,9 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
         except OmegaConfBaseException as err:
             raise _friendly(err, f"override {item!r}") from None
     cfg = OmegaConf.to_object(merged)
+    if cfg.train.sample_every is not None:  # old name: configs written before validate_every
+        train = dataclasses.replace(cfg.train, validate_every=cfg.train.sample_every, sample_every=None)
+        cfg = dataclasses.replace(cfg, train=train)
     validate(cfg)
     return cfg
 

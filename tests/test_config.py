@@ -60,3 +60,11 @@ def test_yaml_round_trip(tmp_path):
     cfg = config.load(None, ["data.root=/x", "train.max_steps=9", "data.val=null"])
     (tmp_path / "c.yaml").write_text(config.to_yaml(cfg))
     assert config.load(tmp_path / "c.yaml") == cfg
+
+
+def test_the_former_sample_every_key_still_sets_validate_every(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("data:\n  root: data\ntrain:\n  sample_every: 7\n")
+    assert config.load(old).train.validate_every == 7
+    assert config.load(None, ["data.root=d", "train.sample_every=9"]).train.validate_every == 9
+    assert config.load(None, ["data.root=d", "train.validate_every=5"]).train.validate_every == 5

@@ -82,11 +82,11 @@ def test_learns_tiny_paired_task(tmp_path, aligned_root):
     t = make_trainer(
         tmp_path, aligned_root, **{"train.max_steps": 80, "train.lr": 1e-3, "pix2pix.lambda_gan": 0.1}
     )
-    before = t.sample(0)["L1"]
+    before = t.validate(0)["L1"]
     loader = iter(t.train_loader(t.train_set, 0))
     for _ in range(80):
         t.train_step(t.to_device(next(loader)))
-    after = t.sample(80)["L1"]
+    after = t.validate(80)["L1"]
     assert after < 0.5 * before, (before, after)
 
 

@@ -36,7 +36,7 @@ def test_rotation_pretraining_learns_and_initialises_a_segmenter(tmp_path):
                                                    "train.ckpt_every": 40, "model.norm": "instance"}))
     trainer = RotationTrainer(rot)
     trainer.fit()
-    assert trainer.sample(40)["rotation_acc"] >= 0.75  # chance is 0.25
+    assert trainer.validate(40)["rotation_acc"] >= 0.75  # chance is 0.25
 
     seg = config.load(None, overrides(tmp_path, **{"model.init_from": tmp_path / "rot", "train.max_steps": 1,
                                                    "model.norm": "instance", "train.lr": 1e-12}))

@@ -40,7 +40,7 @@ def test_segmenter_learns_exports_and_labels_a_folder(tmp_path):
     trainer.build_data()
     trainer.build()
     trainer.prepare()
-    before = trainer.sample(0)["mean_iu"]
+    before = trainer.validate(0)["mean_iu"]
     trainer = SegmentationTrainer(cfg)
     trainer.fit()
     result, grid = evaluate_segmentation(cfg, tmp_path / "run", "test", None, grid_rows=2)

@@ -276,7 +276,7 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
                                                                                 "train.eval_batches": 2}))
     trainer = Pix2PixTrainer(cfg)
     trainer.fit()
-    logged, (scored, _) = trainer.sample(2), evaluate_paired(cfg, tmp_path / "p2p", "val", None, 2)
+    logged, (scored, _) = trainer.validate(2), evaluate_paired(cfg, tmp_path / "p2p", "val", None, 2)
     assert logged["L1"] == scored["L1"] and logged["PSNR"] == scored["PSNR"]
 
     write_colour_classes(tmp_path / "s" / "data" / "train", 4)
@@ -285,7 +285,7 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     trainer = SegmentationTrainer(cfg)
     trainer.fit()
     logged, (scored, _) = (
-        trainer.sample(2),
+        trainer.validate(2),
         evaluate_segmentation(cfg, tmp_path / "s" / "run", "val", None, 2),
     )
     assert logged["mean_iu"] == scored["mean_iu"] and logged["pixel_acc"] == scored["pixel_acc"]
@@ -296,7 +296,7 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
         "train.max_steps": 2, "train.eval_batches": 1, "colorization.prior": "imagenet"}))
     trainer = ColorizationTrainer(cfg)
     trainer.fit()
-    logged, (scored, _) = trainer.sample(2), evaluate_colorization(cfg, tmp_path / "col", "val", None, 2)
+    logged, (scored, _) = trainer.validate(2), evaluate_colorization(cfg, tmp_path / "col", "val", None, 2)
     assert logged["AuC"] == scored["AuC"] and logged["colourfulness"] == scored["colourfulness"]
 
     root = write_unpaired(tmp_path / "u", n=4)
@@ -305,7 +305,7 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     )
     trainer = CycleGANTrainer(cfg)
     trainer.fit()
-    logged, (scored, _) = trainer.sample(2), evaluate_unpaired(cfg, tmp_path / "cyc", "test", None, 2)
+    logged, (scored, _) = trainer.validate(2), evaluate_unpaired(cfg, tmp_path / "cyc", "test", None, 2)
     assert (
         logged["cycle_PSNR_A"] == scored["cycle_PSNR_A"] and logged["cycle_PSNR_B"] == scored["cycle_PSNR_B"]
     )

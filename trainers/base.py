@@ -117,8 +117,8 @@ class Trainer:
         """Move state the step reads besides the prepared models (EMA weights, image pools, tables) to
         `self.device`; called after `prepare()` and again after a resume loaded it on the CPU."""
 
-    def sample(self, step: int) -> dict[str, Any]:
-        """Return {"grid": PIL image, metric name: float} for the fixed validation batch."""
+    def validate(self, step: int) -> dict[str, Any]:
+        """Score the validation items with the export's pipeline: {"grid": PIL image, metric: float}."""
         return {}
 
     def export(self, path: Path) -> None:
@@ -404,14 +404,14 @@ class Trainer:
             run = self.accelerator.get_tracker("wandb", unwrap=True)
             run.log({f"samples/{k}": wandb.Image(v) for k, v in images.items()}, step=step)
 
-    def run_sample(self, step: int) -> None:
+    def run_validation(self, step: int) -> None:
         if not self.accelerator.is_main_process:
             return
         devices_ = [self.device] if self.device.type == "cuda" else []
         # Sampling must not consume training randomness: a resumed run would diverge otherwise.
         with torch.random.fork_rng(devices=devices_):
             torch.manual_seed(self.cfg.run.seed)
-            out = self.sample(step)
+            out = self.validate(step)
         images = {k: v for k, v in out.items() if isinstance(v, Image.Image)}
         metrics = {f"val/{k}": v for k, v in out.items() if not isinstance(v, Image.Image)}
         if images:
@@ -549,8 +549,8 @@ class Trainer:
             self.check_finite()
         if due(cfg.log_every):
             self.log_losses()
-        if due(cfg.sample_every):
-            self.run_sample(self.step)
+        if due(cfg.validate_every):
+            self.run_validation(self.step)
         if due(cfg.ckpt_every):
             self.save_checkpoint(self.step)
 

@@ -168,7 +168,7 @@ class ColorizationTrainer(Trainer):
                                     method=f"colorization ({variant})")
 
     @torch.no_grad()
-    def sample(self, step: int) -> dict:
+    def validate(self, step: int) -> dict:
         if self.val_set is None:
             return {}
         pipe = self.pipeline()

@@ -127,7 +127,7 @@ class CycleGANTrainer(Trainer):
             pool.to(self.device)
 
     @torch.no_grad()
-    def sample(self, step: int) -> dict:
+    def validate(self, step: int) -> dict:
         if self.val_set is None:
             return {}
         pipes = self.pipeline().directions  # the export's pipelines, as evaluate and sample.py run them

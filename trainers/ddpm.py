@@ -135,11 +135,11 @@ class DDPMTrainer(Trainer):
         return pipe
 
     @torch.no_grad()
-    def sample(self, step: int) -> dict:
+    def validate(self, step: int) -> dict:
         with self.ema_weights():
-            return self._sample(self.pipeline())
+            return self._validate(self.pipeline())
 
-    def _sample(self, pipe: DiffusionSamplingPipeline) -> dict:
+    def _validate(self, pipe: DiffusionSamplingPipeline) -> dict:
         c = self.cfg.ddpm
         gen = torch.Generator(self.device).manual_seed(self.cfg.run.seed)
         if not self.conditional:

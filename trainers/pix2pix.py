@@ -74,7 +74,7 @@ class Pix2PixTrainer(Trainer):
         return losses
 
     @torch.no_grad()
-    def sample(self, step: int) -> dict:
+    def validate(self, step: int) -> dict:
         if self.val_set is None:
             return {}
         pipe = self.pipeline()  # the export's pipeline: the grid shows what sample.py will produce

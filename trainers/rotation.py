@@ -57,7 +57,7 @@ class RotationTrainer(Trainer):
         return {"CE": loss, "acc": (logits.argmax(1) == y).float().mean()}
 
     @torch.no_grad()
-    def sample(self, step: int) -> dict:
+    def validate(self, step: int) -> dict:
         if self.val_set is None:
             return {}
         net = self.unwrap("rotation").eval()

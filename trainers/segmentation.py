@@ -38,7 +38,7 @@ class SegmentationTrainer(Trainer):
         return {"CE": loss}
 
     @torch.no_grad()
-    def sample(self, step: int) -> dict:
+    def validate(self, step: int) -> dict:
         if self.val_set is None:
             return {}
         pipe, k = self.pipeline(), self.cfg.data.num_classes  # the export's pipeline, as evaluate runs it
