@@ -136,6 +136,7 @@ def evaluate(args) -> int:
     from gen import config
     from gen.evaluate import (SavedOutputs, evaluate_colorization, evaluate_paired, evaluate_segmentation,
                               evaluate_unpaired)
+    from gen.data.build import eval_data
     from gen.pipelines import resolve_device
 
     run_dir = Path(args.run_dir)
@@ -147,19 +148,14 @@ def evaluate(args) -> int:
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
     extra = dict(device=device, max_images=args.max_images, saved=saved)
+    score = {"pix2pix": evaluate_paired, "cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
+             "colorization": evaluate_colorization}.get(cfg.method)
+    if score is None:
+        raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
+                         "sample.py RUN --num N (ddpm) or compare them with sample.py compare")
     if cfg.method == "pix2pix":
-        result, grid = evaluate_paired(
-            cfg, run_dir, args.split, args.inference, args.grid_rows, args.segmenter, **extra
-        )
-    else:
-        score = {"cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
-                 "colorization": evaluate_colorization}.get(cfg.method)
-        if score is None:
-            raise ValueError(
-                f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
-                "sample.py RUN --num N (ddpm) or compare them with sample.py compare"
-            )
-        result, grid = score(cfg, run_dir, args.split, args.inference, args.grid_rows, **extra)
+        extra["segmenter"] = args.segmenter
+    result, grid = score(run_dir, eval_data(cfg, args.split), args.inference, args.grid_rows, **extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     grid.save(out_dir / "grid.png")
@@ -174,6 +170,7 @@ def evaluate(args) -> int:
 def compare(args) -> int:
     from gen import config
     from gen.compare import Sampling, compare_runs, write_report
+    from gen.data.build import eval_data
     from gen.pipelines import resolve_device
 
     data = Path(args.data)
@@ -182,8 +179,8 @@ def compare(args) -> int:
         raise FileNotFoundError(f"--data {data}: expected a config YAML or a run directory with config.yaml")
     cfg = config.load(cfg_file, args.overrides)
     sampling = Sampling(args.samples_per_input, args.steps, args.scheduler, args.seed)
-    result = compare_runs(cfg, [Path(r) for r in args.run_dirs], args.split, args.segmenter, args.grid_rows,
-                          args.max_images, sampling, device=resolve_device(args.device))
+    result = compare_runs(eval_data(cfg, args.split), [Path(r) for r in args.run_dirs], args.segmenter,
+                          args.grid_rows, args.max_images, sampling, device=resolve_device(args.device))
     out_dir = Path(args.output)
     paths = write_report(result, out_dir)
     print(paths["markdown"].read_text())

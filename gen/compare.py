@@ -24,8 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import pipelines
-from .config import ExperimentConfig
-from .data import build_paired
+from .data.evaluation import EvalData
 from .data.labels import label_to_tensor
 from .metrics import l1, psnr, ssim
 from .metrics.perceptual import try_lpips
@@ -61,12 +60,11 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _evaluation_items(cfg: ExperimentConfig, split: str):
+def _evaluation_items(data: EvalData):
     """Paired data as is; an image folder (data.kind=images) as grayscale input -> colour target."""
-    if cfg.data.kind != "images":
-        return build_paired(cfg.data, split, train=False)
-    from .data import build_images
-    images = build_images(cfg.data, split, train=False)
+    if data.kind != "images":
+        return data.items
+    images = data.items
 
     class GrayToColour:
         def __len__(self):
@@ -151,9 +149,8 @@ class RunScores:
 
 
 def compare_runs(
-    cfg: ExperimentConfig,
+    evaluation: EvalData,
     run_dirs: list[Path],
-    split: str = "test",
     segmenter: Optional[Path] = None,
     grid_rows: int = 6,
     max_images: Optional[int] = None,
@@ -163,9 +160,12 @@ def compare_runs(
     sampling = sampling or Sampling()
     if sampling.samples_per_input < 1:
         raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
-    data = _evaluation_items(cfg, split)
+    if evaluation.kind == "unpaired":
+        raise ValueError("compare needs paired inputs (or an image folder for colorization); CycleGAN runs "
+                         "are scored on their unpaired test split by sample.py evaluate")
+    data, split = _evaluation_items(evaluation), evaluation.split
     n = len(data) if max_images is None else min(max_images, len(data))
-    labelled, k = cfg.data.kind == "segmentation", cfg.data.num_classes
+    labelled, k = evaluation.kind == "segmentation", evaluation.num_classes
     pipes = {Path(r).name: pipelines.load(r, device=device) for r in run_dirs}
     seg = pipelines.load(segmenter, device=device) if segmenter else None
     if seg is not None and not labelled:
@@ -173,18 +173,18 @@ def compare_runs(
     for name, pipe in pipes.items():
         if pipe.kind == "segmentation" and not labelled:
             raise ValueError(
-                f"run {name} is a segmenter but the data has no labels (data.kind={cfg.data.kind})"
+                f"run {name} is a segmenter but the data has no labels (data.kind={evaluation.kind})"
             )
         if pipe.kind == "diffusion" and not pipe.condition_channels:
             raise ValueError(
                 f"run {name} is an unconditional DDPM: it has no input to compare on; sample it with "
                 f"sample.py {name} --num N"
             )
-        if cfg.data.kind == "images" and pipe.kind not in ("colorization", "diffusion"):
+        if evaluation.kind == "images" and pipe.kind not in ("colorization", "diffusion"):
             raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
                              "grayscale -> colour inputs, for colorization runs")
     lpips_metric, lpips_missing = try_lpips()
-    from .evaluate import load_bins_of
+    from .evaluate import bins_of
     makers = {
         name: RunScores(
             name,
@@ -192,7 +192,7 @@ def compare_runs(
             k,
             lpips_metric,
             seg is not None,
-            torch.from_numpy(load_bins_of(pipe, cfg)) if pipe.kind == "colorization" else None,
+            torch.from_numpy(bins_of(pipe, evaluation.bins)) if pipe.kind == "colorization" else None,
         )
         for name, pipe in pipes.items()
         if pipe.kind != "segmentation"
@@ -202,7 +202,7 @@ def compare_runs(
     if colorizers:  # the baseline every colorization table needs, scored by the same code (table only)
         baseline = GrayBaseline()
         gray = RunScores(baseline.method, baseline, k, lpips_metric, seg is not None,
-                         torch.from_numpy(load_bins_of(baseline, cfg)))
+                         torch.from_numpy(bins_of(baseline, evaluation.bins)))
     cms = {name: ConfusionMatrix(k) for name, pipe in pipes.items() if pipe.kind == "segmentation"}
     truth_cm = ConfusionMatrix(k) if seg else None
     columns = ["input", "ground truth"]
@@ -251,9 +251,8 @@ def compare_runs(
                 f"{sampling.steps} steps, seed {sampling.seed} + input index{how}"
             )
     if colorizers:
-        source = (
-            "the gray input" if cfg.data.kind == "images" else "the ground-truth photo (not the input column)"
-        )
+        photo = "the ground-truth photo (not the input column)"
+        source = "the gray input" if evaluation.kind == "images" else photo
         result.notes.append(
             f"colorization runs ({', '.join(colorizers)}) colour the L channel of {source}; the "
             "grayscale baseline row (ab = 0) is scored by the same code"

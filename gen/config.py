@@ -306,8 +306,33 @@ def validate(cfg: ExperimentConfig) -> None:
             )
         if cfg.data.preprocess not in ("resize_and_crop", "crop") and cfg.data.kind != "builtin":
             raise ValueError("method=rotation needs square crops: data.preprocess=resize_and_crop or crop")
+    check_ignored_keys(cfg)
     if cfg.data.kind != "builtin" and not cfg.data.root:
         raise ValueError(f"config key data.root is required for data.kind={cfg.data.kind!r}")
+
+
+# Keys a method never reads; a value other than the default would be silently ignored, so it is an error.
+_D_KEYS = ("model.discriminator", "model.ndf", "model.d_layers", "model.d_norm")
+IGNORED_BY = {
+    "ddpm": ("model.ngf", "model.norm", "model.dropout", "model.num_downs", "model.upsample",
+             "model.init_from") + _D_KEYS,
+    "segmentation": _D_KEYS, "rotation": _D_KEYS + ("model.init_from",),
+}
+HINTS = {"model.ngf": "ddpm.ngf", "model.dropout": "ddpm.dropout"}
+
+
+def check_ignored_keys(cfg: ExperimentConfig) -> None:
+    """Refuse settings the configured method would not read (method sections of other methods,
+    model keys outside its networks), naming the key."""
+    defaults, values = flatten(ExperimentConfig()), flatten(cfg)
+    sections = {"pix2pix", "cyclegan", "ddpm", "colorization"} - {cfg.method}
+    # (A GAN variant's discriminator keys stay allowed when the variant is off: configs carry them for it.)
+    ignored = [k for k in values if k.split(".")[0] in sections] + list(IGNORED_BY.get(cfg.method, ()))
+    for key in ignored:
+        if values[key] != defaults[key]:
+            hint = f" (for method=ddpm use {HINTS[key]})" if cfg.method == "ddpm" and key in HINTS else ""
+            raise ValueError(f"config key {key}={values[key]!r} is not read by method={cfg.method!r}{hint}; "
+                             "remove it (it would be silently ignored)")
 
 
 def _allowed_keys(schema: Any, prefix: str) -> list[str]:

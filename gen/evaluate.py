@@ -9,15 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import pipelines
-from .config import ExperimentConfig
-from .data import build_paired, list_images
-from .data.build import geometry
-from .data.transforms import Geometry, load_images
+from .data.evaluation import EvalData
+from .data.transforms import load_images
 from .metrics import l1, psnr, ssim
 from .metrics.perceptual import try_lpips
 from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
@@ -55,11 +54,10 @@ def _limit(n: int, max_images: Optional[int]) -> int:
 
 
 def evaluate_paired(
-    cfg: ExperimentConfig,
     run_dir: Path,
-    split: str,
-    inference: Optional[str],
-    grid_rows: int,
+    data: EvalData,
+    inference: Optional[str] = None,
+    grid_rows: int = 8,
     segmenter: Optional[Path] = None,
     device: Optional[str] = None,
     max_images: Optional[int] = None,
@@ -72,23 +70,24 @@ def evaluate_paired(
 
     pipe = pipelines.load(run_dir, inference=inference, device=device)
     seg = pipelines.load(segmenter, device=device) if segmenter else None
-    if seg is not None and (cfg.data.kind != "segmentation" or seg.kind != "segmentation"):
+    split, num_classes = data.split, data.num_classes
+    if seg is not None and (data.kind != "segmentation" or seg.kind != "segmentation"):
         raise ValueError(
             "the FCN-score needs a labels -> photo run on segmentation data and a segmentation run "
-            f"as --segmenter (got data.kind={cfg.data.kind!r}, segmenter kind={seg.kind!r})"
+            f"as --segmenter (got data.kind={data.kind!r}, segmenter kind={seg.kind!r})"
         )
-    if seg is not None and seg.num_classes != cfg.data.num_classes:
+    if seg is not None and seg.num_classes != num_classes:
         raise ValueError(
-            f"segmenter predicts {seg.num_classes} classes but the data has {cfg.data.num_classes}"
+            f"segmenter predicts {seg.num_classes} classes but the data has {num_classes}"
         )
-    data = build_paired(cfg.data, split, train=False)
+    items = data.items
     lpips_metric, lpips_missing = try_lpips()
-    cm_fake = ConfusionMatrix(cfg.data.num_classes) if seg else None
-    cm_real = ConfusionMatrix(cfg.data.num_classes) if seg else None
+    cm_fake = ConfusionMatrix(num_classes) if seg else None
+    cm_real = ConfusionMatrix(num_classes) if seg else None
     scores = {"L1": [], "PSNR": [], "SSIM": []} | ({"LPIPS": []} if lpips_metric else {})
-    rows, n, saved = [], _limit(len(data), max_images), saved or SavedOutputs(None)
+    rows, n, saved = [], _limit(len(items), max_images), saved or SavedOutputs(None)
     for i in tqdm(range(n), desc=f"evaluate {split}", dynamic_ncols=True):
-        item = data[i]
+        item = items[i]
         x, y = item["input"][None], item["target"][None]
         out = pipe(x).cpu().float()
         saved.save(to_pil(out[0]), item["name"])
@@ -114,41 +113,34 @@ def evaluate_paired(
     return result, image_grid(rows, ["input", "output", "target"])
 
 
-def domain_classifier(cfg: ExperimentConfig, run_dir: Path, device: Optional[str] = None) -> DomainClassifier:
+def domain_classifier(run_dir: Path, train_a: list[Path], train_b: list[Path],
+                      device: Optional[str] = None) -> DomainClassifier:
     """Trained once on the run's real training images, cached in the run directory."""
     cache = run_dir / "domain_classifier.safetensors"
     net = DomainClassifier()
     if cache.is_file():
         net.load_state_dict(load_file(str(cache)))
         return net.eval().to(device or "cpu")
-    root = Path(cfg.data.root)
-    net = train_domain_classifier(
-        list_images(root / f"{cfg.data.train}A"),
-        list_images(root / f"{cfg.data.train}B"),
-        device=device or "cpu",
-    )
+    net = train_domain_classifier(train_a, train_b, device=device or "cpu")
     save_file({k: v.cpu() for k, v in net.state_dict().items()}, str(cache))
     return net
 
 
 def evaluate_unpaired(
-    cfg: ExperimentConfig,
     run_dir: Path,
-    split: str,
-    inference: Optional[str],
-    grid_rows: int,
+    data: EvalData,
+    inference: Optional[str] = None,
+    grid_rows: int = 8,
     device: Optional[str] = None,
     max_images: Optional[int] = None,
     saved: Optional[SavedOutputs] = None,
 ):
-    d = cfg.data
+    split, (channels_a, channels_b) = data.split, data.channels
     g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference, device=device)
     g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)
-    geo = Geometry(d.preprocess, d.load_size, d.crop_size, False) if d.preprocess != "none" else geometry(d)
-    files = {dom: list_images(Path(d.root) / f"{split}{dom}") for dom in "AB"}
-    files = {dom: f[:_limit(len(f), max_images)] for dom, f in files.items()}
-    real = {"A": load_images(files["A"], geo, d.channels_a, d.max_16bit),
-            "B": load_images(files["B"], geo, d.channels_b, d.max_16bit)}
+    files = {dom: data.files[dom][:_limit(len(data.files[dom]), max_images)] for dom in "AB"}
+    real = {"A": load_images(files["A"], data.geometry, channels_a, data.max_16bit),
+            "B": load_images(files["B"], data.geometry, channels_b, data.max_16bit)}
     fake, rec, rows, saved = {}, {}, [], saved or SavedOutputs(None)
     for src, fwd, back in (("A", g_ab, g_ba), ("B", g_ba, g_ab)):
         outs = [
@@ -168,8 +160,8 @@ def evaluate_unpaired(
         "images_B": len(real["B"]),
         "inference": g_ab.inference,
     }
-    if d.channels_a == 3 and d.channels_b == 3:
-        net = domain_classifier(cfg, run_dir, device)
+    if channels_a == 3 and channels_b == 3:
+        net = domain_classifier(run_dir, data.files["trainA"], data.files["trainB"], device)
         pred_a, pred_b = predict_domain(net, real["A"]), predict_domain(net, real["B"])
         result["classifier_acc_real_A"] = float((pred_a == 0).float().mean())
         result["classifier_acc_real_B"] = float((pred_b == 1).float().mean())
@@ -179,11 +171,10 @@ def evaluate_unpaired(
 
 
 def evaluate_segmentation(
-    cfg: ExperimentConfig,
     run_dir: Path,
-    split: str,
-    inference: Optional[str],
-    grid_rows: int,
+    data: EvalData,
+    inference: Optional[str] = None,
+    grid_rows: int = 8,
     device: Optional[str] = None,
     max_images: Optional[int] = None,
     saved: Optional[SavedOutputs] = None,
@@ -192,32 +183,24 @@ def evaluate_segmentation(
     from .metrics.segmentation import ConfusionMatrix
     from .data.labels import label_to_tensor
 
-    pipe = pipelines.load(run_dir, device=device)
-    data = build_paired(cfg.data, split, train=False)
-    cm, rows, n, saved = (
-        ConfusionMatrix(cfg.data.num_classes),
-        [],
-        _limit(len(data), max_images),
-        saved or SavedOutputs(None),
-    )
+    pipe, split, k, items = pipelines.load(run_dir, device=device), data.split, data.num_classes, data.items
+    cm, rows, n, saved = ConfusionMatrix(k), [], _limit(len(items), max_images), saved or SavedOutputs(None)
     for i in tqdm(range(n), desc=f"evaluate {split}", dynamic_ncols=True):
-        item = data[i]
+        item = items[i]
         pred = pipe(item["input"][None])[0].cpu()
         saved.save(pipe.label_png(pred), item["name"])
         cm.update(pred.numpy(), item["label"].numpy())
         if len(rows) < grid_rows:
-            k = cfg.data.num_classes
             rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
     result = dict(cm.scores(), split=split, images=n)
     return result, image_grid(rows, ["photo", "predicted", "ground truth"])
 
 
 def evaluate_colorization(
-    cfg: ExperimentConfig,
     run_dir: Path,
-    split: str,
-    inference: Optional[str],
-    grid_rows: int,
+    data: EvalData,
+    inference: Optional[str] = None,
+    grid_rows: int = 8,
     device: Optional[str] = None,
     max_images: Optional[int] = None,
     saved: Optional[SavedOutputs] = None,
@@ -225,16 +208,14 @@ def evaluate_colorization(
     """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
     from .color import split_lab
-    from .data import build_images
     from .metrics.colorization import ColorizationScores, colourfulness
 
-    pipe = pipelines.load(run_dir, device=device)
-    data = build_images(cfg.data, split, train=False)
-    centres = torch.from_numpy(load_bins_of(pipe, cfg))
+    pipe, split, images_set = pipelines.load(run_dir, device=device), data.split, data.items
+    centres = torch.from_numpy(bins_of(pipe, data.bins))
     method, gray = ColorizationScores(centres), ColorizationScores(centres)
-    truth_colour, rows, n, saved = [], [], _limit(len(data), max_images), saved or SavedOutputs(None)
+    truth_colour, rows, n, saved = [], [], _limit(len(images_set), max_images), saved or SavedOutputs(None)
     for start in tqdm(range(0, n, 32), desc=f"evaluate {split}", dynamic_ncols=True):
-        items = [data[i] for i in range(start, min(start + 32, n))]
+        items = [images_set[i] for i in range(start, min(start + 32, n))]
         images = torch.stack([it["image"] for it in items])
         l_norm, _ = split_lab(images)
         out = method.update(images, pipe(l_norm).cpu())
@@ -248,7 +229,10 @@ def evaluate_colorization(
     return result, image_grid(rows, ["gray baseline", "colorized", "ground truth"])
 
 
-def load_bins_of(pipe, cfg: ExperimentConfig):
-    """The ab bins the metrics' rebalancing uses: the pipeline's own, else the configured ones."""
-    from .color import load_bins
-    return pipe.bins if pipe.bins is not None else load_bins(cfg.colorization.bins, cfg.colorization.bin_grid)
+def bins_of(pipe, fallback: Optional[np.ndarray]) -> np.ndarray:
+    """The ab bins the metrics' rebalancing uses: the pipeline's own, else `fallback` (the data's)."""
+    if pipe.bins is not None:
+        return pipe.bins
+    if fallback is None:
+        raise ValueError("colorization scoring needs ab bins: the export has none and the data gives none")
+    return fallback

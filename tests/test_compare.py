@@ -11,6 +11,7 @@ from PIL import Image
 from gen import config
 from gen.compare import Sampling, compare_runs
 from gen.visualize import grid_size
+from gen.data.build import eval_data
 from trainers import ColorizationTrainer, DDPMTrainer, Pix2PixTrainer, SegmentationTrainer
 from conftest import run_sample
 from test_colorization import colorization_overrides
@@ -123,18 +124,18 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
 
     # Two samples of one input differ; the same seed gives the same samples again.
     cfg = config.load(tmp_path / "ddpm" / "config.yaml")
-    first = compare_runs(cfg, [tmp_path / "ddpm"], "test", None, 1, 1, Sampling(2, 3))
-    again = compare_runs(cfg, [tmp_path / "ddpm"], "test", None, 1, 1, Sampling(2, 3))
+    first = compare_runs(eval_data(cfg, "test"), [tmp_path / "ddpm"], None, 1, 1, Sampling(2, 3))
+    again = compare_runs(eval_data(cfg, "test"), [tmp_path / "ddpm"], None, 1, 1, Sampling(2, 3))
     a, b = first.grid_rows[0][2:]
     assert not torch.equal(a, b) and torch.equal(first.grid_rows[0][2], again.grid_rows[0][2])
 
     # An image folder compares colorization runs (gray input, colour target); a segmenter needs labels.
     images = config.load(tmp_path / "colour" / "config.yaml")
-    result = compare_runs(images, [tmp_path / "colour"], "test", None, 2)
+    result = compare_runs(eval_data(images, "test"), [tmp_path / "colour"], None, 2)
     assert [r["run"] for r in result.table] == ["colour", "grayscale baseline"]
     assert "AuC rebalanced" in result.table[0] and any("gray input" in note for note in result.notes)
     with pytest.raises(ValueError, match="segmenter but the data has no labels"):
-        compare_runs(images, [tmp_path / "seg"], "test")
+        compare_runs(eval_data(images, "test"), [tmp_path / "seg"])
 
 
 def test_grid_labels_its_columns_and_enlarges_small_tiles():

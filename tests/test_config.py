@@ -68,3 +68,21 @@ def test_the_former_sample_every_key_still_sets_validate_every(tmp_path):
     assert config.load(old).train.validate_every == 7
     assert config.load(None, ["data.root=d", "train.sample_every=9"]).train.validate_every == 9
     assert config.load(None, ["data.root=d", "train.validate_every=5"]).train.validate_every == 5
+
+
+def test_keys_a_method_would_ignore_are_refused():
+    ngf = r"model.ngf=32.*not read by method='ddpm' \(for method=ddpm use ddpm.ngf"
+    with pytest.raises(ValueError, match=ngf):
+        config.load(None, ["method=ddpm", "data.kind=images", "data.root=d", "model.generator=ddpm_small",
+                           "model.ngf=32"])
+    with pytest.raises(ValueError, match=r"cyclegan.lambda_a=5.0 is not read by method='pix2pix'"):
+        config.load(None, ["data.root=d", "cyclegan.lambda_a=5"])
+    with pytest.raises(ValueError, match=r"model.d_layers=2 is not read by method='segmentation'"):
+        config.load(None, ["method=segmentation", "data.kind=segmentation", "data.direction=BtoA",
+                           "data.root=d", "data.num_classes=3", "model.d_layers=2"])
+
+
+def test_ddpm_unet_refuses_the_pix2pix_knobs():
+    from gen.models import UNet
+    with pytest.raises(ValueError, match=r"\['norm', 'upsample'\] apply to block_style='pix2pix' only"):
+        UNet(channels=(32, 32), block_style="ddpm", norm="instance", upsample="bilinear", norm_groups=8)

@@ -14,6 +14,7 @@ from gen import config, pipelines
 from gen.losses.image_pool import ImagePool
 from gen.models import create_model
 from gen.visualize import grid_size
+from gen.data.build import eval_data
 from safetensors.torch import load_file
 
 from trainers import CycleGANTrainer, checkpoint
@@ -213,7 +214,7 @@ def test_evaluate_unpaired_scores_cycle_and_domain(tmp_path):
     root = write_unpaired(tmp_path / "data")
     cfg = config.load(None, cyclegan_overrides(tmp_path / "run", root))
     CycleGANTrainer(cfg).fit()
-    result, grid = evaluate_unpaired(cfg, tmp_path / "run", "test", None, grid_rows=2)
+    result, grid = evaluate_unpaired(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
     assert result["images_A"] == 2 and result["images_B"] == 2
     assert 0 < result["cycle_PSNR_A"] < 100 and 0 < result["cycle_PSNR_B"] < 100
     # Reddish vs bluish: a classifier trained on the real train images separates the real test images.

@@ -14,6 +14,7 @@ from gen.data import FolderPairs, Geometry, ImageFolder
 from gen.data.pairs import SegmentationPairs, collate
 from gen.models import create_model
 from gen.pipelines import SegmentationPipeline, TranslationPipeline
+from gen.data.build import eval_data
 from conftest import run_sample
 
 GEO = Geometry("resize_and_crop", 36, 32, flip=False)
@@ -235,6 +236,8 @@ def test_sample_cli_missing_run_dir_and_wrong_export(tmp_path):
         ValueError, match="--direction chooses between the two generators of a CycleGAN export"
     ):
         pipelines.load(tmp_path / "seg", direction="BtoA")
+    from test_segmentation import write_colour_classes
+    write_colour_classes(tmp_path / "x", 1)  # the data exists; the runs are of the wrong kinds
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(config.to_yaml(config.load(None, [
         "data.kind=segmentation", f"data.root={tmp_path}", "data.num_classes=12", "data.train=x"])))
@@ -243,7 +246,8 @@ def test_sample_cli_missing_run_dir_and_wrong_export(tmp_path):
     with pytest.raises(
         ValueError, match="needs a labels -> photo run on segmentation data and a segmentation run"
     ):
-        evaluate_paired(config.load(cfg_file), tmp_path / "p2p", "train", None, 1, segmenter=tmp_path / "p2p")
+        evaluate_paired(tmp_path / "p2p", eval_data(config.load(cfg_file), "train"), None, 1,
+                        segmenter=tmp_path / "p2p")
 
 
 def test_hidden_resource_forks_are_ignored_in_every_layout(tmp_path):

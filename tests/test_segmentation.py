@@ -6,6 +6,7 @@ from PIL import Image
 from gen import config, pipelines
 from gen.evaluate import evaluate_segmentation
 from gen.visualize import grid_size
+from gen.data.build import eval_data
 from trainers import SegmentationTrainer
 
 
@@ -43,7 +44,7 @@ def test_segmenter_learns_exports_and_labels_a_folder(tmp_path):
     before = trainer.validate(0)["mean_iu"]
     trainer = SegmentationTrainer(cfg)
     trainer.fit()
-    result, grid = evaluate_segmentation(cfg, tmp_path / "run", "test", None, grid_rows=2)
+    result, grid = evaluate_segmentation(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
     assert result["images"] == 2 and result["mean_iu"] > 0.9 and result["mean_iu"] > before + 0.3, (
         before,
         result,
@@ -90,7 +91,7 @@ def test_fcn_score_of_labels_to_photo_run(tmp_path):
                                                    "data.direction": "AtoB", "train.max_steps": 4,
                                                    "train.sample_every": 4, "train.ckpt_every": 4}))
     Pix2PixTrainer(gan).fit()
-    result, _ = evaluate_paired(gan, tmp_path / "gan", "test", None, 2, segmenter=tmp_path / "run")
+    result, _ = evaluate_paired(tmp_path / "gan", eval_data(gan, "test"), None, 2, segmenter=tmp_path / "run")
     truth, fake = result["fcn_score_ground_truth"], result["fcn_score"]
     assert set(truth) == set(fake) == {"pixel_acc", "mean_acc", "mean_iu", "fw_iu"}
     assert truth["pixel_acc"] > 0.9  # the segmenter reads real photos well ...

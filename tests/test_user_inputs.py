@@ -10,6 +10,7 @@ from gen import config, pipelines
 from gen.data.output_names import output_stems
 from gen.models import create_model
 from gen.pipelines import DiffusionSamplingPipeline, SegmentationPipeline, TranslationPipeline
+from gen.data.build import eval_data
 from trainers import DDPMTrainer
 from conftest import run_sample
 from test_ddpm import ddpm_overrides, write_toy
@@ -276,7 +277,8 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
                                                                                 "train.eval_batches": 2}))
     trainer = Pix2PixTrainer(cfg)
     trainer.fit()
-    logged, (scored, _) = trainer.validate(2), evaluate_paired(cfg, tmp_path / "p2p", "val", None, 2)
+    logged = trainer.validate(2)
+    scored, _ = evaluate_paired(tmp_path / "p2p", eval_data(cfg, "val"), None, 2)
     assert logged["L1"] == scored["L1"] and logged["PSNR"] == scored["PSNR"]
 
     write_colour_classes(tmp_path / "s" / "data" / "train", 4)
@@ -286,7 +288,7 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     trainer.fit()
     logged, (scored, _) = (
         trainer.validate(2),
-        evaluate_segmentation(cfg, tmp_path / "s" / "run", "val", None, 2),
+        evaluate_segmentation(tmp_path / "s" / "run", eval_data(cfg, "val"), None, 2),
     )
     assert logged["mean_iu"] == scored["mean_iu"] and logged["pixel_acc"] == scored["pixel_acc"]
 
@@ -296,7 +298,8 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
         "train.max_steps": 2, "train.eval_batches": 1, "colorization.prior": "imagenet"}))
     trainer = ColorizationTrainer(cfg)
     trainer.fit()
-    logged, (scored, _) = trainer.validate(2), evaluate_colorization(cfg, tmp_path / "col", "val", None, 2)
+    logged = trainer.validate(2)
+    scored, _ = evaluate_colorization(tmp_path / "col", eval_data(cfg, "val"), None, 2)
     assert logged["AuC"] == scored["AuC"] and logged["colourfulness"] == scored["colourfulness"]
 
     root = write_unpaired(tmp_path / "u", n=4)
@@ -305,7 +308,8 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     )
     trainer = CycleGANTrainer(cfg)
     trainer.fit()
-    logged, (scored, _) = trainer.validate(2), evaluate_unpaired(cfg, tmp_path / "cyc", "test", None, 2)
+    logged = trainer.validate(2)
+    scored, _ = evaluate_unpaired(tmp_path / "cyc", eval_data(cfg, "test"), None, 2)
     assert (
         logged["cycle_PSNR_A"] == scored["cycle_PSNR_A"] and logged["cycle_PSNR_B"] == scored["cycle_PSNR_B"]
     )

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DataConfig
+from ..config import DataConfig, ExperimentConfig
+from .evaluation import EvalData
+from .image_io import list_images
 from .builtin import edges2photos
 from .folder import ImageFolder
 from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, PairDataset, SegmentationPairs, resolve_split
@@ -44,6 +46,28 @@ def build_paired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pai
                                  cfg.channels_b, geometry=geometry(cfg), **common)
     cls = AlignedPairs if cfg.layout == "aligned" else FolderPairs
     return cls(folder, subset, cfg.channels_a, cfg.channels_b, geometry=geometry(cfg), **common)
+
+
+def eval_data(cfg: ExperimentConfig, split: str) -> EvalData:
+    """The split `split` (train | val | test) of an experiment's data, for evaluation and comparison."""
+    from ..color import load_bins
+
+    d = cfg.data
+    bins = load_bins(cfg.colorization.bins, cfg.colorization.bin_grid)  # for colorization runs compared
+    if d.kind == "unpaired":
+        root = Path(d.root)
+        spec = getattr(d, split)
+        if spec is None:
+            raise ValueError(f"config key data.{split} is not set; it names the folder of the {split} split")
+        files = {dom: list_images(root / f"{spec}{dom}", f"domain {dom} images ({spec}{dom})")
+                 for dom in "AB"}
+        files.update({f"train{dom}": list_images(root / f"{d.train}{dom}") for dom in "AB"})
+        geo = Geometry(d.preprocess, d.load_size, d.crop_size, flip=False)  # evaluation: no random flips
+        return EvalData(split, "unpaired", files=files, geometry=geo, channels=(d.channels_a, d.channels_b),
+                        max_16bit=d.max_16bit, bins=bins)
+    items = build_images(d, split, train=False) if d.kind == "images" else build_paired(d, split, train=False)
+    kind = d.kind if d.kind in ("segmentation", "images") else "paired"
+    return EvalData(split, kind, items, num_classes=d.num_classes, bins=bins)
 
 
 def channels(cfg: DataConfig) -> tuple[int, int]:

@@ -151,6 +151,16 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         self.levels = levels
         self.block_style = block_style
         if block_style == "ddpm":
+            # The ddpm levels have GroupNorm, nearest + conv upsampling and dropout in every block.
+            # (the class defaults, or the ddpm presets' explicit "group" and (): exports hold either)
+            unused = {k: v for k, v, ok in (("norm", norm, ("batch", "group")),
+                                             ("upsample", upsample, ("transposed",)),
+                                             ("dropout_levels", tuple(dropout_levels), ((4, 5, 6), ())))
+                      if v not in ok}
+            if unused:
+                raise ValueError(f"{sorted(unused)} apply to block_style='pix2pix' only; the ddpm style has "
+                                 "GroupNorm, nearest + conv upsampling and dropout in every block (got "
+                                 f"{unused})")
             self._build_ddpm(in_channels, out_channels, list(channels), dropout, layers_per_level,
                              set(attention_levels), attention_head_dim, norm_groups)
             self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
