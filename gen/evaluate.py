@@ -53,16 +53,9 @@ def _limit(n: int, max_images: Optional[int]) -> int:
     return n if max_images is None else min(n, max_images)
 
 
-def evaluate_paired(
-    run_dir: Path,
-    data: EvalData,
-    inference: Optional[str] = None,
-    grid_rows: int = 8,
-    segmenter: Optional[Path] = None,
-    device: Optional[str] = None,
-    max_images: Optional[int] = None,
-    saved: Optional[SavedOutputs] = None,
-):
+def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
+                    segmenter: Optional[Path] = None, device: Optional[str] = None,
+                    max_images: Optional[int] = None, saved: Optional[SavedOutputs] = None):
     """L1 / PSNR / SSIM; with a segmenter run and labelled data (labels -> photo), also the FCN-score:
     the segmenter's scores on the generated photos against the input labels, and on the real photos
     (the ground-truth row, an upper bound) -- Isola et al. 2017 §4.2."""
@@ -126,15 +119,9 @@ def domain_classifier(run_dir: Path, train_a: list[Path], train_b: list[Path],
     return net
 
 
-def evaluate_unpaired(
-    run_dir: Path,
-    data: EvalData,
-    inference: Optional[str] = None,
-    grid_rows: int = 8,
-    device: Optional[str] = None,
-    max_images: Optional[int] = None,
-    saved: Optional[SavedOutputs] = None,
-):
+def evaluate_unpaired(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
+                      device: Optional[str] = None, max_images: Optional[int] = None,
+                      saved: Optional[SavedOutputs] = None):
     split, (channels_a, channels_b) = data.split, data.channels
     g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference, device=device)
     g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)
@@ -170,15 +157,9 @@ def evaluate_unpaired(
     return result, image_grid(rows, ["A", "G_A(A)", "G_B(G_A(A))", "B", "G_B(B)", "G_A(G_B(B))"])
 
 
-def evaluate_segmentation(
-    run_dir: Path,
-    data: EvalData,
-    inference: Optional[str] = None,
-    grid_rows: int = 8,
-    device: Optional[str] = None,
-    max_images: Optional[int] = None,
-    saved: Optional[SavedOutputs] = None,
-):
+def evaluate_segmentation(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
+                          device: Optional[str] = None, max_images: Optional[int] = None,
+                          saved: Optional[SavedOutputs] = None):
     """Pixel accuracy, mean accuracy, mean IU, f.w. IU from one confusion matrix over the split."""
     from .metrics.segmentation import ConfusionMatrix
     from .data.labels import label_to_tensor
@@ -196,15 +177,9 @@ def evaluate_segmentation(
     return result, image_grid(rows, ["photo", "predicted", "ground truth"])
 
 
-def evaluate_colorization(
-    run_dir: Path,
-    data: EvalData,
-    inference: Optional[str] = None,
-    grid_rows: int = 8,
-    device: Optional[str] = None,
-    max_images: Optional[int] = None,
-    saved: Optional[SavedOutputs] = None,
-):
+def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
+                          device: Optional[str] = None, max_images: Optional[int] = None,
+                          saved: Optional[SavedOutputs] = None):
     """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
     from .color import split_lab
