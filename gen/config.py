@@ -83,7 +83,9 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     lr_decay_start: float = 0.5  # fraction of max_steps at constant LR before linear decay to 0
-    mixed_precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; "no" would read as a YAML boolean)
+    # fp32 | bf16 | fp16 (autocast; "no" would read as a YAML boolean) | auto: bf16 where the hardware
+    # runs it natively (CUDA with bf16; CPUs with AVX-512 BF16 or AMX), else fp32; the run records the choice
+    mixed_precision: str = "fp32"
     grad_accum: int = 1
     log_every: int = 10
     validate_every: int = 200  # steps between validations (grid + metrics on the val items)
@@ -195,7 +197,7 @@ CHOICES = {
     "model.upsample": ("transposed", "bilinear", "unpool"),
     "model.d_norm": ("batch", "instance", "group", "none"),
     "model.discriminator": ("patchgan", "pixelgan"),
-    "train.mixed_precision": ("fp32", "bf16", "fp16"),
+    "train.mixed_precision": ("fp32", "bf16", "fp16", "auto"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.nonfinite": ("stop", "skip"),
     "train.optimizer_impl": ("auto", "for_loop", "foreach", "fused"),

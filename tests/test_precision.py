@@ -132,3 +132,25 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path, aligned_root):
     (accum, _), (big, _) = weights(tmp_path / "accum"), weights(tmp_path / "big")
     diff = torch.cat([(accum[k] - big[k]).abs().flatten() for k in big])
     assert diff.mean() < 1e-6 and diff.max() < 1e-4, (diff.mean(), diff.max())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_hardware_probe_and_is_recorded(tmp_path, aligned_root, monkeypatch,
+                                                                   capsys, native):
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    cfg = config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **{
+        "train.mixed_precision": "auto", "train.max_steps": 1}))
+    trainer = Pix2PixTrainer(cfg)
+    expected = "bf16" if native else "fp32"
+    assert trainer.cfg.train.mixed_precision == expected
+    assert trainer.accelerator.mixed_precision == ("bf16" if native else "no")
+    trainer.fit()
+    assert f"precision {expected} (auto: this CPU" in capsys.readouterr().out
+    assert config.load(tmp_path / "run" / "config.yaml").train.mixed_precision == expected
+
+
+def test_cpu_bf16_probe_reads_the_cpu_flags():
+    import pathlib
+    info = pathlib.Path("/proc/cpuinfo")
+    flags = info.read_text().split() if info.exists() else []
+    assert devices.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

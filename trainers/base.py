@@ -76,6 +76,9 @@ class Trainer:
         if self.wandb_mode != "disabled":
             os.environ.setdefault("WANDB_MODE", self.wandb_mode)
         cpu = devices.use_cpu(cfg)
+        # The resolved choice replaces "auto" in the config, so config.yaml records what ran.
+        cfg, self.precision_note = devices.resolve_precision(cfg, cpu)
+        self.cfg = cfg
         devices.check_precision(cfg, cpu)
         devices.configure_backends(cfg, cuda=not cpu and devices.gpu_usable())
         # Accelerate keeps process-wide state; a second trainer in one process (a notebook, the tests)
@@ -493,7 +496,7 @@ class Trainer:
     def setup(self) -> None:
         """Data, networks, devices, resume, tracking: everything before the first step."""
         cfg, acc = self.cfg.train, self.accelerator
-        acc.print(devices.describe(self.cfg, acc, self.method))
+        acc.print(devices.describe(self.cfg, acc, self.method, self.precision_note))
         self.build_data()
         self.build()
         self.prepare()

@@ -2,7 +2,9 @@
 that refuse combinations which cannot train correctly, before the first step rather than at it."""
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -41,6 +43,30 @@ def use_cpu(cfg: ExperimentConfig) -> bool:
     if want == "cpu":
         return True
     return not (gpu_usable() or torch.backends.mps.is_available())
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX, as oneDNN uses them); without
+    them PyTorch emulates bf16, many times slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to tell, and emulation would be the costly mistake
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(cfg: ExperimentConfig, cpu: bool) -> tuple[ExperimentConfig, str]:
+    """train.mixed_precision=auto -> bf16 or fp32 for this machine; (config with the choice, why)."""
+    if cfg.train.mixed_precision != "auto":
+        return cfg, ""
+    if not cpu and torch.cuda.is_available():
+        native, where = torch.cuda.is_bf16_supported(), f"GPU {torch.cuda.get_device_name()}"
+    else:
+        native, where = cpu_has_native_bf16(), "this CPU (AVX-512 BF16 / AMX)"
+    choice = "bf16" if native else "fp32"
+    why = f"auto: {where} {'runs' if native else 'does not run'} bf16 natively"
+    train = dataclasses.replace(cfg.train, mixed_precision=choice)
+    return dataclasses.replace(cfg, train=train), why
 
 
 def check_precision(cfg: ExperimentConfig, cpu: bool) -> None:
@@ -92,7 +118,7 @@ def data_workers(cfg: ExperimentConfig, device: torch.device, local_processes: i
     return max(1, min(4, (os.cpu_count() or 1) // max(1, local_processes) - 1))
 
 
-def describe(cfg: ExperimentConfig, acc: Accelerator, method: str) -> str:
+def describe(cfg: ExperimentConfig, acc: Accelerator, method: str, precision_note: str = "") -> str:
     """The start-up line: device, precision, processes and the effective batch."""
     dev = acc.device
     where = str(dev)
@@ -101,7 +127,9 @@ def describe(cfg: ExperimentConfig, acc: Accelerator, method: str) -> str:
         where = f"{dev} ({props.name}, {props.total_memory / 2 ** 30:.0f} GiB)"
     t = cfg.train
     batch = t.batch_size * t.grad_accum * acc.num_processes
-    line = (f"{method}: device {where}, precision {t.mixed_precision}, {acc.num_processes} process(es), "
+    note = f" ({precision_note})" if precision_note else ""
+    line = (f"{method}: device {where}, precision {t.mixed_precision}{note}, "
+            f"{acc.num_processes} process(es), "
             f"{batch} images per step ({t.batch_size} x {t.grad_accum} accumulation x {acc.num_processes})")
     if dev.type == "cpu" and t.device == "auto" and torch.version.cuda is not None:
         line += f"\n  note: training on the CPU: {why_no_gpu()}; train.device=cuda makes this an error"
