@@ -102,6 +102,7 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.skipped_updates = self.amp_skipped = 0
+        self.tracked: dict[str, tuple[Any, bool]] = {}
 
     # ---- hooks for methods -------------------------------------------------------------------
     def build_data(self) -> None:
@@ -127,23 +128,33 @@ class Trainer:
     def export(self, path: Path) -> None:
         raise NotImplementedError
 
+    def track(self, name: str, obj: Any, per_rank: bool = False) -> None:
+        """Checkpoint `obj` (anything with state_dict / load_state_dict: an EMA, an image pool) under
+        `name`: one call is all a method adds for a new piece of state. `per_rank`: each process keeps
+        its own (image pools); otherwise rank 0's is saved and every process loads it."""
+        self.tracked[name] = (obj, per_rank)
+
     def extra_state(self) -> dict[str, Any]:
-        """Method state beyond models/optimizers/schedulers (image pools, EMA, ...)."""
-        return {}
+        """The tracked state shared by all processes (rank 0 saves it)."""
+        return {k: obj.state_dict() for k, (obj, per_rank) in self.tracked.items() if not per_rank}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        for k, (obj, per_rank) in self.tracked.items():
+            if not per_rank and k in state:
+                obj.load_state_dict(state[k])
 
     def pop_log_extras(self) -> dict[str, float]:
         """Extra scalars read (and reset) at log cadence, e.g. DDPM's loss per timestep quartile."""
         return {}
 
     def rank_state(self) -> dict[str, Any]:
-        """State that differs between processes (image pools), saved per rank."""
-        return {}
+        """The tracked state that differs between processes (image pools), saved per rank."""
+        return {k: obj.state_dict() for k, (obj, per_rank) in self.tracked.items() if per_rank}
 
     def load_rank_state(self, state: dict[str, Any]) -> None:
-        pass
+        for k, (obj, per_rank) in self.tracked.items():
+            if per_rank and k in state:
+                obj.load_state_dict(state[k])  # on the CPU; on_device() follows every resume
 
     # ---- helpers -----------------------------------------------------------------------------
     def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:

@@ -66,6 +66,8 @@ class CycleGANTrainer(Trainer):
         self.gan_loss = GANLoss(c.gan_mode)
         seed = self.cfg.run.seed * 1000 + self.accelerator.process_index
         self.pools = {"fake_A": ImagePool(c.pool_size, seed), "fake_B": ImagePool(c.pool_size, seed + 500)}
+        for name, pool in self.pools.items():
+            self.track(name, pool, per_rank=True)  # each process pools its own fakes
         self.use_identity = c.lambda_identity > 0
         if self.use_identity and d.channels_a != d.channels_b:
             warnings.warn(
@@ -114,13 +116,6 @@ class CycleGANTrainer(Trainer):
         self.backward(loss_d_a + loss_d_b, "discriminators")
         self.step_optimizer("discriminators")
         return dict(terms, G=loss_g, D_A=loss_d_a, D_B=loss_d_b)
-
-    def rank_state(self) -> dict:
-        return {k: p.state_dict() for k, p in self.pools.items()}
-
-    def load_rank_state(self, state: dict) -> None:
-        for k, s in state.items():
-            self.pools[k].load_state_dict(s, self.device)
 
     def on_device(self) -> None:
         for pool in self.pools.values():

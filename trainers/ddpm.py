@@ -68,6 +68,7 @@ class DDPMTrainer(Trainer):
         check_crop_fits(self.cfg, net.multiple)
         self.use_single_model("unet", net)
         self.ema = EMAModel(net.parameters(), decay=c.ema_decay, foreach=True)
+        self.track("ema", self.ema)
         self._reset_quartiles()
 
     def _reset_quartiles(self) -> None:
@@ -174,13 +175,6 @@ class DDPMTrainer(Trainer):
         # network), and load_state_dict puts them on the CPU: both must follow the network.
         self.ema.to(self.device)
         self.q_sum, self.q_count = self.q_sum.to(self.device), self.q_count.to(self.device)
-
-    def extra_state(self) -> dict:
-        return {"ema": self.ema.state_dict()}
-
-    def load_extra_state(self, state: dict) -> None:
-        if "ema" in state:
-            self.ema.load_state_dict(state["ema"])
 
     def export(self, path: Path) -> None:
         with self.ema_weights():
