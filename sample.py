@@ -56,13 +56,16 @@ def sample_diffusion(pipe, args) -> int:
             )
         files = list_images(Path(args.input), "condition images")
         k = args.samples_per_input
-        stems = output_stems(files)
+        stems = output_stems(files, reserved=["grid"])
         names = [[f"{s}.png"] if k == 1 else [f"{s}_{j}.png" for j in range(k)] for s in stems]
         check_outputs([out_dir / n for group in names for n in group] + [out_dir / "grid.png"], files,
                       args.overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)
         size = pipe.sample_size
-        for path, group in zip(tqdm(files, desc="sample", dynamic_ncols=True), names):
+        for i, (path, group) in enumerate(zip(tqdm(files, desc="sample", dynamic_ncols=True), names)):
+            # Input i is sampled with seed + i, as compare and the training grid do: one input's
+            # samples do not depend on which other files share its folder.
+            gen = torch.Generator(pipe.unet.device).manual_seed(args.seed + i)
             cond = pipe.condition_from_image(open_image(path))
             h, w = cond.shape[-2:]
             # At the training size by default: the model learned that scale, and a full-size label map
@@ -137,8 +140,10 @@ def evaluate(args) -> int:
     from gen.evaluate import (SavedOutputs, evaluate_colorization, evaluate_paired, evaluate_segmentation,
                               evaluate_unpaired)
     from gen.data.build import eval_data
+    from gen.data.output_names import check_outputs
     from gen.pipelines import resolve_device
 
+    check_report_counts(args)
     run_dir = Path(args.run_dir)
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():
@@ -146,6 +151,7 @@ def evaluate(args) -> int:
     cfg = config.load(cfg_file, args.overrides)
     device = resolve_device(args.device)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
+    check_outputs([out_dir / "metrics.json", out_dir / "grid.png"], overwrite=args.overwrite)
     saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
     extra = dict(device=device, max_images=args.max_images, saved=saved)
     score = {"pix2pix": evaluate_paired, "cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
@@ -167,12 +173,26 @@ def evaluate(args) -> int:
     return 0
 
 
+def check_report_counts(args) -> None:
+    """--grid-rows, --max-images and (compare) --steps in range, before any model work."""
+    for flag, value in (("--grid-rows", args.grid_rows), ("--max-images", args.max_images),
+                        ("--samples-per-input", getattr(args, "samples_per_input", 1)),
+                        ("--steps", getattr(args, "steps", 1))):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: must be at least 1")
+
+
 def compare(args) -> int:
     from gen import config
     from gen.compare import Sampling, compare_runs, write_report
     from gen.data.build import eval_data
+    from gen.data.output_names import check_outputs
     from gen.pipelines import resolve_device
 
+    check_report_counts(args)
+    out_dir = Path(args.output)
+    report = ("grid.png", "metrics.csv", "metrics.md", "metrics.json", "index.html")
+    check_outputs([out_dir / n for n in report], overwrite=args.overwrite)
     data = Path(args.data)
     cfg_file = data / "config.yaml" if data.is_dir() else data
     if not cfg_file.is_file():
@@ -181,7 +201,6 @@ def compare(args) -> int:
     sampling = Sampling(args.samples_per_input, args.steps, args.scheduler, args.seed)
     result = compare_runs(eval_data(cfg, args.split), [Path(r) for r in args.run_dirs], args.segmenter,
                           args.grid_rows, args.max_images, sampling, device=resolve_device(args.device))
-    out_dir = Path(args.output)
     paths = write_report(result, out_dir)
     print(paths["markdown"].read_text())
     mode = args.wandb or config.wandb_mode(cfg)
@@ -217,6 +236,7 @@ def main(argv: list[str]) -> int:
         )
         p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
+        p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output")
         args, run = p.parse_intermixed_args(argv[1:]), compare
         # key=value items among the runs are config overrides (a run directory is never named key=value)
         args.overrides += [r for r in args.run_dirs if "=" in r and not Path(r).exists()]
@@ -245,6 +265,13 @@ def main(argv: list[str]) -> int:
         )
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
         args, run = p.parse_intermixed_args(argv[1:]), evaluate  # key=value anywhere on the line
+        if "=" in args.run_dir and not Path(args.run_dir).exists() and args.overrides:
+            # an override came first: the run directory is the first item that is not key=value
+            items = [args.run_dir] + args.overrides
+            run_dirs = [a for a in items if "=" not in a or Path(a).exists()]
+            if run_dirs:
+                args.run_dir = run_dirs[0]
+                args.overrides = [a for a in items if a is not args.run_dir]
     else:
         p = argparse.ArgumentParser(prog="sample.py", description=__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -166,6 +166,10 @@ def compare_runs(
     data, split = _evaluation_items(evaluation), evaluation.split
     n = len(data) if max_images is None else min(max_images, len(data))
     labelled, k = evaluation.kind == "segmentation", evaluation.num_classes
+    names = [Path(r).name for r in run_dirs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"runs share a folder name ({names}); the report names runs by folder, so give each "
+                         "run a distinct folder name")
     pipes = {Path(r).name: pipelines.load(r, device=device) for r in run_dirs}
     seg = pipelines.load(segmenter, device=device) if segmenter else None
     if seg is not None and not labelled:

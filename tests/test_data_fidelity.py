@@ -105,3 +105,10 @@ def test_pairs_of_different_sizes_are_found_at_start(tmp_path):
         ValueError, match=r"1 pair\(s\) whose A and B sizes differ.*2\.png: A \(16, 16\) vs B \(16, 12\)"
     ):
         build_paired(cfg.data, "train", train=True)
+
+
+def test_segnet_layout_prefers_the_png_mask(tmp_path):
+    photos = seg_folder(tmp_path / "a", ".png", annot=True)
+    Image.fromarray(np.full((8, 8), 2, np.uint8), "L").save(tmp_path / "a" / "trainannot" / "0.jpg")
+    ds = SegmentationPairs(photos, 3, geometry=NONE, train=False)  # the JPEG twin is not used, so not refused
+    assert ds.pairs[0][1].name == "0.png"

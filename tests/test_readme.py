@@ -62,7 +62,10 @@ def test_readme_train_commands_load_and_every_run_read_was_made_before():
             if not is_output:
                 assert name in made, f"README reads {name} before any command creates it: {' '.join(argv)}"
         if "train.py" in argv or "torchrun" in argv:
-            made.add(run_dir_of(argv))
+            run = run_dir_of(argv)
+            again = f"README trains {run} again (it would only resume a finished run): {' '.join(argv)}"
+            assert run not in made, again
+            made.add(run)
 
 
 def test_readme_sample_flags_exist():
@@ -77,5 +80,6 @@ def test_readme_sample_flags_exist():
             continue
         args = argv[argv.index("sample.py") + 1:]
         sub = args[0] if args and args[0] in ("evaluate", "compare") else ""
+        known = set(re.findall(r"--[\w-]+", helps[sub]))
         for flag in (a for a in args if a.startswith("--")):
-            assert flag in helps[sub], f"sample.py {sub} has no {flag}: {' '.join(argv)}"
+            assert flag in known, f"sample.py {sub} has no {flag}: {' '.join(argv)}"

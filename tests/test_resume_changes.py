@@ -42,7 +42,9 @@ def test_extending_a_finished_run_trains_at_the_new_schedule(tmp_path, aligned_r
     assert abs(lr - 2e-4 * (8 - 4) / 8) < 1e-12  # linear decay from step 0 over 8 steps, at step 4; not 0
     longer.train_one_step()
     longer.after_step()
-    assert not all(torch.equal(finished[k], generator(tmp_path / "run")[k]) for k in finished)  # it moved
+    params = {k for k, _ in longer.unwrap("generator").named_parameters()}  # not BN running stats
+    moved = generator(tmp_path / "run")
+    assert not all(torch.equal(finished[k], moved[k]) for k in params)  # the weights moved: LR was not 0
     assert (tmp_path / "run" / "config_until_step_00000004.yaml").is_file()
     assert config.load(tmp_path / "run" / "config.yaml").train.max_steps == 8
 
@@ -61,6 +63,11 @@ def test_evaluate_takes_overrides_after_flags(tmp_path, aligned_root):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"images": 2' in proc.stdout
+    first = run_sample("evaluate", "data.preprocess=none", tmp_path / "run", "--output", tmp_path / "e2")
+    assert first.returncode == 0, first.stderr[-2000:]  # an override before the run directory
+    for flag in ("--grid-rows", "--max-images"):
+        bad = run_sample("evaluate", tmp_path / "run", flag, 0, "--output", tmp_path / "e3")
+        assert bad.returncode == 2 and f"{flag} 0: must be at least 1" in bad.stderr
 
 
 def test_evaluate_saves_every_output_by_input_stem(tmp_path, aligned_root):
@@ -70,6 +77,6 @@ def test_evaluate_saves_every_output_by_input_stem(tmp_path, aligned_root):
     out = tmp_path / "run" / "eval_test" / "outputs"
     assert sorted(p.name for p in out.iterdir()) == ["000.png"] and '"images": 1' in proc.stdout
     again = run_sample("evaluate", tmp_path / "run", "--save-outputs")
-    assert again.returncode == 2 and "already holds files" in again.stderr and "--overwrite" in again.stderr
+    assert again.returncode == 2 and "already exist" in again.stderr and "--overwrite" in again.stderr
     assert run_sample("evaluate", tmp_path / "run", "--save-outputs", "--overwrite").returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png"]

@@ -52,6 +52,9 @@ def test_output_names_keep_inputs_that_share_a_stem_apart(tmp_path):
     stems = output_stems(files)
     assert stems == ["tile_jpg", "tile_png", "IMG_1_JPG", "IMG_1_jpeg", "x", "tile_jpg_2"]
     assert len({s.lower() for s in stems}) == len(files)
+    tricky = [tmp_path / n for n in ("tile.jpg", "tile.png", "tile_jpg.png", "tile_jpg_2.png", "grid.png")]
+    stems = output_stems(tricky, reserved=["grid"])
+    assert len({s.lower() for s in stems} | {"grid"}) == len(tricky) + 1 and "grid" not in stems
 
 
 def test_translate_writes_one_file_per_input_and_counts_them(translator, tmp_path):
@@ -218,7 +221,7 @@ def test_label_map_inputs_render_as_in_training(tmp_path):
     )
     Pix2PixTrainer(cfg).fit()
     pipe = pipelines.load(tmp_path / "run")
-    assert pipe.label_input == {"num_classes": 3, "first_label": 1}
+    assert pipe.label_input == {"num_classes": 3, "first_label": 1, "ignore_label": None}
     item = build_paired(cfg.data, "val", train=False)[0]
     expected = pipe(item["input"][None])
     ids = np.asarray(Image.open(tmp_path / "data" / "val" / "0.png"))  # raw ids 1..3, mode L
@@ -251,13 +254,17 @@ def test_every_documented_loader_restores_the_sampling_settings(tmp_path):
     torch.manual_seed(0)
     pipe = DiffusionSamplingPipeline(create_model("ddpm_tiny", in_channels=6, out_channels=3).eval(),
                                      DDPMScheduler(num_train_timesteps=20))
-    pipe.sample_size, pipe.label_input = 16, {"num_classes": 3, "first_label": 1}
+    pipe.sample_size, pipe.label_input = 16, {"num_classes": 3, "first_label": 1, "ignore_label": 0}
     pipe.save_export(tmp_path / "export")
     for loaded in (
         pipelines.load(tmp_path / "export"),
         DiffusionSamplingPipeline.from_pretrained(tmp_path / "export"),
     ):
-        assert loaded.sample_size == 16 and loaded.label_input == {"num_classes": 3, "first_label": 1}
+        assert loaded.sample_size == 16
+        assert loaded.label_input == {"num_classes": 3, "first_label": 1, "ignore_label": 0}
+        ids = np.array([[0, 1], [2, 3]], np.uint8)  # 0 = the dataset's ignored value: rendered black
+        cond = loaded.condition_from_image(Image.fromarray(ids, "L"))
+        assert cond.shape == (1, 3, 2, 2) and torch.equal(cond[0, :, 0, 0], torch.full((3,), -1.0))
         assert loaded.scheduler.config.num_train_timesteps == 20
 
 
@@ -313,3 +320,30 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     assert (
         logged["cycle_PSNR_A"] == scored["cycle_PSNR_A"] and logged["cycle_PSNR_B"] == scored["cycle_PSNR_B"]
     )
+
+
+def test_conditional_samples_do_not_depend_on_the_other_files_in_the_folder(conditional_ddpm, tmp_path):
+    """Input i is sampled with seed + i everywhere (sample.py, compare, the training grid)."""
+    inputs = write_inputs(tmp_path / "in", ["a.png", "b.png"], size=(8, 8))
+    out = tmp_path / "out"
+    proc = run_sample(conditional_ddpm, "--input", inputs, "--output", out, "--steps", 3, "--seed", 5)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pipe = pipelines.load(conditional_ddpm)
+    from gen.data.transforms import to_pil
+    for i, name in enumerate(("a", "b")):
+        cond = pipe.condition_from_image(Image.open(inputs / f"{name}.png"))
+        expected = pipe(num_inference_steps=3, condition=cond, progress=False,
+                        generator=torch.Generator().manual_seed(5 + i))
+        written = np.asarray(Image.open(out / f"{name}.png"))
+        assert np.array_equal(written, np.asarray(to_pil(expected[0])))
+
+
+def test_compare_refuses_runs_that_share_a_folder_name(translator, tmp_path):
+    import shutil
+    for parent in ("exp1", "exp2"):
+        shutil.copytree(translator, tmp_path / parent / "p2p" / "export")
+    from gen.compare import compare_runs
+    from gen.data.evaluation import EvalData
+    with pytest.raises(ValueError, match="share a folder name"):
+        runs = [tmp_path / "exp1" / "p2p", tmp_path / "exp2" / "p2p"]
+        compare_runs(EvalData("test", "paired", items=[]), runs)

@@ -55,7 +55,7 @@ def check_crop_fits(cfg: ExperimentConfig, multiple: int) -> None:
 def label_input(d) -> dict | None:
     """What an export records when its input is a rendered class-index map (labels -> photo)."""
     if d.kind == "segmentation" and d.direction == "AtoB":
-        return {"num_classes": d.num_classes, "first_label": d.first_label}
+        return {"num_classes": d.num_classes, "first_label": d.first_label, "ignore_label": d.ignore_label}
     return None
 
 

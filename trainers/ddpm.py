@@ -157,6 +157,7 @@ class DDPMTrainer(Trainer):
         for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
             item = self.val_set[i]
             cond, y = item["input"][None].to(self.device), item["target"][None].to(self.device)
+            gen = torch.Generator(self.device).manual_seed(self.cfg.run.seed + i)  # seed + i, as compare
             out = pipe(num_inference_steps=c.sample_steps, scheduler=c.sample_scheduler, generator=gen,
                        condition=cond, progress=False)
             l1s.append(l1(out, y))

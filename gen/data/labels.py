@@ -45,14 +45,15 @@ def label_to_rgb(label: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def label_image_to_tensor(img, num_classes: int, first_label: int = 0, name: str = "input label map"):
+def label_image_to_tensor(img, num_classes: int, first_label: int = 0, ignore_label: Optional[int] = None,
+                          name: str = "input label map"):
     """A label-map image as training rendered it: (1, 3, H, W) in [-1, 1].
 
     Single-channel images (palette 'P' indices, 8/16-bit ids) are read as raw label ids, whatever
     colours the file's own palette shows; RGB images must use gen's palette (black = ignored), and
     any other colour is a ValueError naming it, since it belongs to no class."""
     if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-        idx = to_class_indices(np.asarray(img).astype(np.int64), num_classes, first_label, name=name)
+        idx = to_class_indices(np.asarray(img).astype(np.int64), num_classes, first_label, ignore_label, name)
     else:
         rgb = np.asarray(img.convert("RGB")).astype(np.int64)
         codes = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]

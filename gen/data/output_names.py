@@ -12,17 +12,20 @@ from pathlib import Path
 from typing import Sequence
 
 
-def output_stems(inputs: Sequence[Path]) -> list[str]:
+def output_stems(inputs: Sequence[Path], reserved: Sequence[str] = ()) -> list[str]:
     """One distinct stem per input, in order: the input's stem, or stem_ext when stems collide
-    (compared case-insensitively, as macOS and Windows file systems do)."""
+    (compared case-insensitively, as macOS and Windows file systems do); a numeric suffix settles
+    what is still taken (another input's own stem, or a `reserved` name such as the grid's)."""
     counts = Counter(p.stem.lower() for p in inputs)
-    stems = [p.stem if counts[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in inputs]
-    taken: Counter = Counter()
+    wanted = [p.stem if counts[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in inputs]
+    taken = {r.lower() for r in reserved}
     out = []
-    for s in stems:
-        key = s.lower()
-        taken[key] += 1
-        out.append(s if taken[key] == 1 else f"{s}_{taken[key]}")  # e.g. a.PNG and a.png on Linux
+    for stem in wanted:
+        name, k = stem, 2
+        while name.lower() in taken:
+            name, k = f"{stem}_{k}", k + 1
+        taken.add(name.lower())
+        out.append(name)
     return out
 
 
@@ -30,6 +33,8 @@ def check_outputs(planned: Sequence[Path], inputs: Sequence[Path] = (), overwrit
                   flag: str = "--output") -> None:
     """Raise before anything is written if an output would replace an input (always refused) or an
     existing file (refused unless `overwrite`)."""
+    twice = [p for p, n in Counter(str(p).lower() for p in planned).items() if n > 1]
+    assert not twice, f"two outputs planned as {twice[:3]}"  # output_stems makes them distinct
     inputs_resolved = {Path(p).resolve() for p in inputs}
     onto_inputs = [p for p in planned if Path(p).resolve() in inputs_resolved]
     if onto_inputs:

@@ -171,8 +171,8 @@ class SegmentationPairs(PairDataset):
         annot = folder.parent / f"{folder.name}annot"
         if annot.is_dir():
             photos = list_images(folder, "photos")
-            # The same name, or (common: photo.jpg, mask.png) the same stem with a lossless extension.
-            pairs = [(p, next((c for c in (annot / p.name, annot / f"{p.stem}.png") if c.is_file()),
+            # The PNG of the same stem (common: photo.jpg, mask.png), else the file of the same name.
+            pairs = [(p, next((c for c in (annot / f"{p.stem}.png", annot / p.name) if c.is_file()),
                               annot / f"{p.stem}.png")) for p in photos]
         else:
             files = list_images(folder, "photos and label maps")

@@ -65,11 +65,13 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
 
     def __init__(self, unet: UNet, scheduler: DDPMScheduler, sample_size: int = 32, label_classes: int = 0,
-                 first_label: int = 0):
+                 first_label: int = 0, ignore_label: int = -1):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        # In the pipeline's own config (model_index.json), so from_pretrained restores them too.
-        self.register_to_config(sample_size=sample_size, label_classes=label_classes, first_label=first_label)
+        # In the pipeline's own config (model_index.json), so from_pretrained restores them too
+        # (ints only: diffusers reads a null there as a missing component; -1 = no ignored label).
+        self.register_to_config(sample_size=sample_size, label_classes=label_classes, first_label=first_label,
+                                ignore_label=ignore_label)
 
     @property
     def sample_size(self) -> int:
@@ -82,14 +84,21 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
 
     @property
     def label_input(self) -> Optional[dict]:
-        """{"num_classes", "first_label"} when the condition is a class-index label map, else None."""
+        """{"num_classes", "first_label", "ignore_label"} when the condition is a class-index label
+        map, else None."""
         k = self.config.get("label_classes", 0)
-        return {"num_classes": k, "first_label": self.config.get("first_label", 0)} if k else None
+        if not k:
+            return None
+        ignore = self.config.get("ignore_label", -1)
+        return {"num_classes": k, "first_label": self.config.get("first_label", 0),
+                "ignore_label": None if ignore < 0 else ignore}
 
     @label_input.setter
     def label_input(self, value: Optional[dict]) -> None:
         value = value or {"num_classes": 0, "first_label": 0}
-        self.register_to_config(label_classes=value["num_classes"], first_label=value["first_label"])
+        ignore = value.get("ignore_label")
+        self.register_to_config(label_classes=value["num_classes"], first_label=value["first_label"],
+                                ignore_label=-1 if ignore is None else ignore)
 
     @property
     def condition_channels(self) -> int:
@@ -134,7 +143,8 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         """PIL image -> (1, Cc, H, W) condition in [-1, 1], rendered as in training (label maps by id)."""
         label = self.label_input
         if label:
-            return label_image_to_tensor(img, label["num_classes"], label["first_label"])
+            k, first, ignore = label["num_classes"], label["first_label"], label["ignore_label"]
+            return label_image_to_tensor(img, k, first, ignore)
         return from_pil(img, self.condition_channels)
 
     def save_export(self, path: str | Path, method: str = "ddpm", seed: int = 0) -> None:

@@ -93,9 +93,8 @@ class TranslationPipeline(NetworkPipeline):
     def input_from_image(self, img: Image.Image) -> torch.Tensor:
         """PIL image -> (1, C, H, W) input in [-1, 1], rendered as in training (label maps by class id)."""
         if self.label_input:
-            return label_image_to_tensor(
-                img, self.label_input["num_classes"], self.label_input["first_label"]
-            )
+            k, first = self.label_input["num_classes"], self.label_input["first_label"]
+            return label_image_to_tensor(img, k, first, self.label_input.get("ignore_label"))
         return from_pil(img, self.in_channels, self.max_16bit)
 
     def save_pretrained(self, path: str | Path) -> None:
