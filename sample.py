@@ -113,12 +113,12 @@ def translate_folder(args) -> int:
 
     pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference,
                           device=pipelines.resolve_device(args.device))
+    if args.bit_depth == 16 and not (pipe.kind == "translation" and pipe.net.config.out_channels == 1):
+        raise ValueError("--bit-depth 16 is for translators with single-channel outputs (e.g. depth maps)")
     if getattr(pipe, "kind", None) == "diffusion":
         return sample_diffusion(pipe, args)
     if args.input is None:
         raise ValueError(f"{args.run_dir} translates images: pass --input DIR")
-    if args.bit_depth == 16 and not (pipe.kind == "translation" and pipe.net.config.out_channels == 1):
-        raise ValueError("--bit-depth 16 is for translators with single-channel outputs (e.g. depth maps)")
     files = list_images(Path(args.input), "input images")
     out_dir = Path(args.output)
     outputs = [out_dir / f"{stem}.png" for stem in output_stems(files)]

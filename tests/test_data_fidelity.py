@@ -112,3 +112,20 @@ def test_segnet_layout_prefers_the_png_mask(tmp_path):
     Image.fromarray(np.full((8, 8), 2, np.uint8), "L").save(tmp_path / "a" / "trainannot" / "0.jpg")
     ds = SegmentationPairs(photos, 3, geometry=NONE, train=False)  # the JPEG twin is not used, so not refused
     assert ds.pairs[0][1].name == "0.png"
+
+
+def test_float_and_aligned_16bit_data_warn_and_scale(tmp_path):
+    from gen.data.image_io import load_image
+    from gen.data.pairs import AlignedPairs
+    depth = np.linspace(0.5, 10.0, 64, dtype=np.float32).reshape(8, 8)  # metres, float TIFF
+    Image.fromarray(depth, "F").save(tmp_path / "d.tif")
+    with pytest.warns(UserWarning, match=r"d\.tif: this float image uses only 0\.\.10 .*data\.max_16bit"):
+        load_image(tmp_path / "d.tif", 1)
+    scaled = np.asarray(load_image(tmp_path / "d.tif", 1, max_16bit=10.0))
+    assert np.allclose(scaled, depth * 25.5, atol=1e-3)  # 0..10 m -> 0..255, unrounded
+    (tmp_path / "train").mkdir()
+    halves = [np.full((8, 8), 100, np.uint16), np.linspace(500, 4000, 64).reshape(8, 8).astype(np.uint16)]
+    Image.fromarray(np.concatenate(halves, axis=1)).save(tmp_path / "train" / "p.png")
+    ds = AlignedPairs(tmp_path / "train", channels_a=1, channels_b=1, geometry=NONE, train=False)
+    with pytest.warns(UserWarning, match=r"p\.png: this 16-bit image uses only 0\.\.4000"):
+        ds[0]

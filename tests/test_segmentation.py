@@ -96,3 +96,15 @@ def test_fcn_score_of_labels_to_photo_run(tmp_path):
     assert set(truth) == set(fake) == {"pixel_acc", "mean_acc", "mean_iu", "fw_iu"}
     assert truth["pixel_acc"] > 0.9  # the segmenter reads real photos well ...
     assert fake["pixel_acc"] < truth["pixel_acc"]  # ... and a 4-step generator's photos worse
+
+
+def test_grayscale_photos_train_a_one_channel_segmenter(tmp_path):
+    write_colour_classes(tmp_path / "data" / "train", 4)
+    write_colour_classes(tmp_path / "data" / "val", 1, seed=1)
+    cfg = config.load(None, overrides(tmp_path, **{"data.channels_b": 1, "train.max_steps": 2,
+                                                   "train.validate_every": 2, "train.ckpt_every": 2}))
+    SegmentationTrainer(cfg).fit()
+    pipe = pipelines.load(tmp_path / "run")
+    assert pipe.net.config.in_channels == 1
+    from PIL import Image
+    assert pipe.translate_image(Image.new("RGB", (40, 24))).size == (40, 24)  # colour input read as gray

@@ -347,3 +347,12 @@ def test_compare_refuses_runs_that_share_a_folder_name(translator, tmp_path):
     with pytest.raises(ValueError, match="share a folder name"):
         runs = [tmp_path / "exp1" / "p2p", tmp_path / "exp2" / "p2p"]
         compare_runs(EvalData("test", "paired", items=[]), runs)
+
+
+def test_bit_depth_16_is_refused_where_it_cannot_apply(conditional_ddpm, translator, tmp_path):
+    inputs = write_inputs(tmp_path / "in", ["a.png"])
+    for export in (conditional_ddpm, translator):  # a DDPM; a 3-channel translator
+        proc = run_sample(export, "--input", inputs, "--output", tmp_path / "o", "--bit-depth", 16,
+                          "--steps", 2)
+        assert proc.returncode == 2 and "--bit-depth 16 is for translators with single-channel" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -22,7 +22,9 @@ class SegmentationTrainer(Trainer):
     method = "segmentation"
 
     def build(self) -> None:
-        net = build_generator(self.cfg, 3, self.cfg.data.num_classes, out_activation="none")
+        d = self.cfg.data
+        # photo (data.channels_b) -> K logits
+        net = build_generator(self.cfg, d.channels_b, d.num_classes, out_activation="none")
         if self.cfg.model.init_from:
             from .rotation import load_pretrained_encoder
             copied = load_pretrained_encoder(net, self.cfg.model.init_from)

@@ -73,6 +73,8 @@ def _to_float(img: Image.Image, max_16bit: Optional[float] = None) -> Image.Imag
     if img.mode in SIXTEEN_BIT:
         # Pillow opens 16-bit PNG/TIFF grayscale as I;16 or I; both hold 0..65535.
         scale = 255.0 / (max_16bit or 65535.0)
+    elif max_16bit is not None:  # float data (e.g. depth in metres) with a stated white value
+        scale = 255.0 / max_16bit
     else:
         scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
     return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.float32), "F")
@@ -105,29 +107,34 @@ def convert_image(img: Image.Image, channels: int, max_16bit: Optional[float] = 
     return img.convert("RGB" if channels == 3 else "L")
 
 
-def load_image(path: Path, channels: int = 3, max_16bit: Optional[float] = None) -> Image.Image:
-    """Open, decode and convert (see convert_image); warns, naming the file, when 16-bit data would be
-    rounded to 8 bits (read as RGB) or uses a small part of the 16-bit range (set data.max_16bit)."""
-    img = open_image(Path(path))
-    if img.mode in SIXTEEN_BIT:
-        top = float(np.asarray(img).max(initial=0))
+def warn_precision(img: Image.Image, path, channels: int, max_16bit: Optional[float] = None) -> None:
+    """Warn, naming the file, when 16-bit or float data would be rounded to 8 bits (read as RGB),
+    clipped, or shown nearly black (a small part of its range): set data.max_16bit."""
+    if img.mode not in SIXTEEN_BIT and img.mode != "F":
+        return
+    top = float(np.asarray(img).max(initial=0))
+    if img.mode == "F" and max_16bit is None:
+        full = 1.0 if top <= 1.0 else 255.0  # float data is read as 0..1 or 0..255
+    else:
         full = max_16bit or 65535.0
-        if channels == 3:
-            warnings.warn(
-                f"{path}: a 16-bit grayscale image read as 8-bit RGB loses precision; read it as one "
-                "channel (data.channels_a=1 / data.channels_b=1) to keep 16 bits",
-                stacklevel=2,
-            )
-        elif top > full:
-            warnings.warn(f"{path}: values up to {top:.0f} exceed data.max_16bit={full:g} and are clipped",
-                          stacklevel=2)
-        elif top < full / 8:
-            warnings.warn(
-                f"{path}: this 16-bit image uses only 0..{top:.0f} of 0..{full:g}, so it trains as a "
-                f"nearly black image; set data.max_16bit (e.g. {int(2 ** np.ceil(np.log2(top + 1)))}) "
-                "to map that range to the full intensity scale",
-                stacklevel=2,
-            )
+    kind = "float" if img.mode == "F" else "16-bit"
+    if channels == 3:
+        warnings.warn(f"{path}: a {kind} grayscale image read as 8-bit RGB loses precision; read it as one "
+                      "channel (data.channels_a=1 / data.channels_b=1) to keep it", stacklevel=3)
+    elif top > full:
+        warnings.warn(f"{path}: values up to {top:g} exceed {full:g}, the value shown as white, and are "
+                      "clipped; set data.max_16bit to the data's range", stacklevel=3)
+    elif top < full / 8 and not (img.mode == "F" and max_16bit is None and top <= 1.0):
+        warnings.warn(
+            f"{path}: this {kind} image uses only 0..{top:g} of 0..{full:g}, so it trains as a nearly "
+            f"black image; set data.max_16bit (e.g. {int(2 ** np.ceil(np.log2(top + 1)))}) to map that "
+            "range to the full intensity scale", stacklevel=3)
+
+
+def load_image(path: Path, channels: int = 3, max_16bit: Optional[float] = None) -> Image.Image:
+    """Open, decode and convert (see convert_image), with warn_precision's warnings."""
+    img = open_image(Path(path))
+    warn_precision(img, path, channels, max_16bit)
     return convert_image(img, channels, max_16bit)
 
 

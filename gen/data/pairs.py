@@ -24,6 +24,7 @@ from .image_io import (
     load_image,
     load_label,
     open_image,
+    warn_precision,
 )
 from .labels import label_to_tensor, to_class_indices
 from .transforms import Geometry, apply_image, apply_label, plan, sample_generator
@@ -121,6 +122,7 @@ class AlignedPairs(PairDataset):
         if w % 2:
             raise ValueError(f"aligned image {path} has odd width {w}; an A|B file must be two "
                              "halves of equal width")
+        warn_precision(img, path, min(self.channels_a, self.channels_b), self.max_16bit)
         a = convert_image(img.crop((0, 0, w // 2, h)), self.channels_a, self.max_16bit)
         b = convert_image(img.crop((w // 2, 0, w, h)), self.channels_b, self.max_16bit)
         return a, b, None, str(path)

@@ -42,7 +42,7 @@ class SegmentationPipeline(NetworkPipeline):
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         """Any PIL photo -> palette PNG of the same size whose pixel values are the raw label ids."""
-        return self.label_png(self(from_pil(img, 3))[0])
+        return self.label_png(self(from_pil(img, self.net.config.in_channels))[0])
 
     def label_png(self, classes: torch.Tensor) -> Image.Image:
         """(H, W) class indices -> palette PNG image of the raw label ids (first_label + index)."""
