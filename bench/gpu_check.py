@@ -79,39 +79,23 @@ def write_data(root: Path, size: int) -> None:
 def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
     common = [f"data.load_size={size}", f"data.crop_size={size}", "data.preprocess=crop", "data.val=val",
               "data.test=null", "model.generator=unet", "model.num_downs=5", f"model.ngf={width}",
-              f"model.ndf={width}", "train.batch_size=4", "log.wandb=disabled", "train.eval_batches=2"]
+              "train.batch_size=4", "log.wandb=disabled", "train.eval_batches=2"]
+    gan = [f"model.ndf={width}"]  # only methods with a discriminator read it (others refuse the key)
     ddpm = [f"data.load_size={size}", f"data.crop_size={size}", "data.preprocess=crop", "data.val=val",
             "data.test=null", "model.generator=ddpm_tiny", "train.batch_size=8", "log.wandb=disabled",
             "ddpm.sample_steps=5", "ddpm.num_samples=4", "train.eval_batches=2"]
     return {
-        "pix2pix": common + ["method=pix2pix", f"data.root={data / 'aligned'}"],
-        "cyclegan": common
-        + [
-            "method=cyclegan",
-            "data.kind=unpaired",
-            f"data.root={data / 'unpaired'}",
-            "model.norm=instance",
-            "model.d_norm=instance",
-        ],
-        "colorization": common
-        + [
-            "method=colorization",
-            "data.kind=images",
-            f"data.root={data / 'photos'}",
-            "colorization.prior=imagenet",
-        ],
+        "pix2pix": common + gan + ["method=pix2pix", f"data.root={data / 'aligned'}"],
+        "cyclegan": common + gan + ["method=cyclegan", "data.kind=unpaired", f"data.root={data / 'unpaired'}",
+                                    "model.norm=instance", "model.d_norm=instance"],
+        "colorization": common + gan + ["method=colorization", "data.kind=images",
+                                        f"data.root={data / 'photos'}", "colorization.prior=imagenet"],
         "ddpm": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}"],
-        "ddpm-conditional": ddpm
-        + ["method=ddpm", "data.kind=paired", "data.layout=folders", f"data.root={data / 'folders'}"],
-        "segmentation": common
-        + [
-            "method=segmentation",
-            "data.kind=segmentation",
-            f"data.root={data / 'seg'}",
-            "data.num_classes=3",
-            "data.first_label=1",
-            "data.direction=BtoA",
-        ],
+        "ddpm-conditional": ddpm + ["method=ddpm", "data.kind=paired", "data.layout=folders",
+                                    f"data.root={data / 'folders'}"],
+        "segmentation": common + ["method=segmentation", "data.kind=segmentation",
+                                  f"data.root={data / 'seg'}", "data.num_classes=3", "data.first_label=1",
+                                  "data.direction=BtoA"],
     }
 
 

@@ -106,7 +106,7 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
                 "log.wandb=disabled",
                 f"train.batch_size={batch}",
                 f"train.device={device}",  # the whole trainer, not only the batch
-                "colorization.prior=imagenet",
+                *(["colorization.prior=imagenet"] if method == "colorization" else []),
                 *size_overrides,
                 *OPTIONS[option],
             ],
