@@ -36,7 +36,6 @@ def sample_diffusion(pipe, args) -> int:
     import math
 
     import torch
-    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     from gen.data.image_io import list_images, open_image
@@ -61,23 +60,12 @@ def sample_diffusion(pipe, args) -> int:
         check_outputs([out_dir / n for group in names for n in group] + [out_dir / "grid.png"], files,
                       args.overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)
-        size = pipe.sample_size
         for i, (path, group) in enumerate(zip(tqdm(files, desc="sample", dynamic_ncols=True), names)):
             # Input i is sampled with seed + i, as compare and the training grid do: one input's
             # samples do not depend on which other files share its folder.
             gen = torch.Generator(pipe.unet.device).manual_seed(args.seed + i)
             cond = pipe.condition_from_image(open_image(path))
-            h, w = cond.shape[-2:]
-            # At the training size by default: the model learned that scale, and a full-size label map
-            # costs (H*W / size^2) times as much per step. Nearest keeps label colours pure.
-            small = not args.full_size and (h, w) != (size, size)
-            model_in = F.interpolate(cond, size=(size, size), mode="nearest-exact") if small else cond
-            x = pipe(num_inference_steps=args.steps, scheduler=args.scheduler, generator=gen,
-                     condition=model_in.expand(k, -1, -1, -1)).cpu().float()
-            if small:
-                x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(
-                    -1, 1
-                )
+            x = pipe.sample_for(cond, k, args.steps, args.scheduler, gen, args.full_size)
             for im, name in zip(x, group):
                 to_pil(im).save(out_dir / name)
                 written += 1

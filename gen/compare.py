@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -81,17 +80,8 @@ def _evaluation_items(data: EvalData):
 def _diffusion_outputs(pipe, x: torch.Tensor, sampling: Sampling, index: int) -> torch.Tensor:
     """(1, C, H, W) condition -> (k, C_out, H, W). A model trained at another size samples at its own
     size (condition resized with nearest neighbours, which keeps label colours pure) and is resized back."""
-    h, w = x.shape[-2:]
-    size = pipe.sample_size
-    cond = x if (h, w) == (size, size) else F.interpolate(x, size=(size, size), mode="nearest-exact")
     gen = torch.Generator(pipe.unet.device).manual_seed(sampling.seed + index)
-    out = pipe(condition=cond.expand(sampling.samples_per_input, -1, -1, -1), generator=gen,
-               num_inference_steps=sampling.steps, scheduler=sampling.scheduler, progress=False).cpu().float()
-    if out.shape[-2:] != (h, w):
-        out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(
-            -1, 1
-        )
-    return out
+    return pipe.sample_for(x, sampling.samples_per_input, sampling.steps, sampling.scheduler, gen)
 
 
 class RunScores:

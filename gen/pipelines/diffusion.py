@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..data.labels import label_image_to_tensor
 from ..data.transforms import from_pil
+from ..models.layers import pad_to_multiple
 from ..models.unet import UNet
 from .translation import PIPELINE_FILE, require_finite
 
@@ -128,7 +129,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         m = self.unet.multiple
         ph, pw = -h % m, -w % m  # any size: replicate-pad to the U-Net's multiple, crop back at the end
         if condition is not None:
-            condition = F.pad(condition.to(device, dtype), (0, pw, 0, ph), mode="replicate")
+            condition = pad_to_multiple(condition.to(device, dtype), m)[0]
         shape = (batch_size, self.unet.config.out_channels, h + ph, w + pw)
         x = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * sampler.init_noise_sigma
         sampler.set_timesteps(num_inference_steps, device=device)
@@ -138,6 +139,22 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
                 model_in = torch.cat([model_in, condition], dim=1)
             x = sampler.step(self.unet(model_in, t), t, x, generator=generator).prev_sample
         return require_finite(x[..., :h, :w], "DDPM samples").clamp(-1, 1)
+
+    def sample_for(self, condition: torch.Tensor, k: int, num_inference_steps: int, scheduler: str,
+                   generator: torch.Generator, full_size: bool = False) -> torch.Tensor:
+        """k samples for one condition (1, Cc, H, W) -> (k, C_out, H, W) on the CPU, in [-1, 1]. By
+        default sampled at the training size (the scale the model learned; nearest resize keeps label
+        colours pure) and resized back: a full-size map costs (H*W / size^2) times as much per step."""
+        h, w = condition.shape[-2:]
+        size = self.sample_size
+        small = not full_size and (h, w) != (size, size)
+        cond = F.interpolate(condition, size=(size, size), mode="nearest-exact") if small else condition
+        out = self(num_inference_steps=num_inference_steps, scheduler=scheduler, generator=generator,
+                   condition=cond.expand(k, -1, -1, -1), progress=False).cpu().float()
+        if small:
+            out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            out = out.clamp(-1, 1)
+        return out
 
     def condition_from_image(self, img: Image.Image) -> torch.Tensor:
         """PIL image -> (1, Cc, H, W) condition in [-1, 1], rendered as in training (label maps by id)."""
