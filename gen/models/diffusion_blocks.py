@@ -14,19 +14,22 @@ from torch import nn
 
 
 class TimeEmbedding(nn.Module):
-    """Timesteps (B,) -> (B, 4 * channels): sinusoid of `channels` features, then a 2-layer MLP."""
+    """Timesteps (B,) -> (B, 4 * channels): sinusoid of `channels` features, then a 2-layer MLP.
 
-    def __init__(self, channels: int):
+    Default: Ho et al.'s layout, sin then cos, frequencies 10000^(-i/(d/2 - 1)) (diffusers'
+    flip_sin_to_cos=False, freq_shift=1); diffusers' own default is cos first and shift 0."""
+
+    def __init__(self, channels: int, flip_sin_to_cos: bool = False, freq_shift: float = 1):
         super().__init__()
-        self.channels = channels
+        self.channels, self.flip_sin_to_cos, self.freq_shift = channels, flip_sin_to_cos, freq_shift
         self.mlp = nn.Sequential(
             nn.Linear(channels, 4 * channels), nn.SiLU(), nn.Linear(4 * channels, 4 * channels)
         )
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
-        # Ho et al.'s layout: sin then cos, frequencies 10000^(-i/(d/2 - 1)).
         sinusoid = get_timestep_embedding(
-            timesteps, self.channels, flip_sin_to_cos=False, downscale_freq_shift=1
+            timesteps, self.channels, flip_sin_to_cos=self.flip_sin_to_cos,
+            downscale_freq_shift=self.freq_shift,
         )
         return self.mlp(sinusoid.to(self.mlp[0].weight.dtype))
 
@@ -35,12 +38,13 @@ class ResBlock(nn.Module):
     """(B, c_in, H, W), emb (B, E) -> (B, c_out, H, W):
     GN-SiLU-conv, + Linear(SiLU(emb)), GN-SiLU-dropout-conv, + (1x1 conv of) the input."""
 
-    def __init__(self, c_in: int, c_out: int, emb_channels: int, dropout: float, groups: int = 32):
+    def __init__(self, c_in: int, c_out: int, emb_channels: int, dropout: float, groups: int = 32,
+                 eps: float = 1e-6):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, c_in, eps=1e-6)
+        self.norm1 = nn.GroupNorm(groups, c_in, eps=eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb_proj = nn.Linear(emb_channels, c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out, eps=1e-6)
+        self.norm2 = nn.GroupNorm(groups, c_out, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -55,10 +59,10 @@ class ResBlock(nn.Module):
 class SelfAttention(nn.Module):
     """(B, C, H, W) -> same: x + attention over the H*W positions of GroupNorm(x)."""
 
-    def __init__(self, channels: int, head_dim: Optional[int] = None, groups: int = 32):
+    def __init__(self, channels: int, head_dim: Optional[int] = None, groups: int = 32, eps: float = 1e-6):
         super().__init__()
         self.heads = channels // head_dim if head_dim else 1
-        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.norm = nn.GroupNorm(groups, channels, eps=eps)
         self.qkv = nn.Linear(channels, 3 * channels)  # same parameters as separate q, k, v projections
         self.out = nn.Linear(channels, channels)
 
@@ -71,20 +75,33 @@ class SelfAttention(nn.Module):
         return x + self.out(attended).transpose(1, 2).reshape(b, c, h, w)
 
 
+class Downsample(nn.Conv2d):
+    """3x3 stride-2 conv, (B, C, H, W) -> (B, C, H/2, W/2). padding 1: symmetric; padding 0: one zero
+    row and column at the bottom/right first (TensorFlow's 'SAME', as the original DDPM checkpoints
+    were trained; diffusers' downsample_padding=0)."""
+
+    def __init__(self, channels: int, padding: int = 1):
+        super().__init__(channels, channels, 3, stride=2, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x if self.padding[0] else F.pad(x, (0, 1, 0, 1)))
+
+
 class DiffusionLevel(nn.Module):
     """One resolution of the encoder or decoder: residual blocks (each optionally followed by
     attention), then an optional resampler. Encoder levels push every block output (and the
     resampled one) onto the skip stack; decoder levels pop one skip before each block."""
 
     def __init__(self, c_ins: list[int], c_out: int, emb_channels: int, dropout: float, attention: bool,
-                 resample: Optional[str], head_dim: Optional[int], groups: int):
+                 resample: Optional[str], head_dim: Optional[int], groups: int, eps: float = 1e-6,
+                 down_padding: int = 1):
         super().__init__()
-        self.blocks = nn.ModuleList(ResBlock(c, c_out, emb_channels, dropout, groups) for c in c_ins)
+        self.blocks = nn.ModuleList(ResBlock(c, c_out, emb_channels, dropout, groups, eps) for c in c_ins)
         self.attentions = (
-            nn.ModuleList(SelfAttention(c_out, head_dim, groups) for _ in c_ins) if attention else None
+            nn.ModuleList(SelfAttention(c_out, head_dim, groups, eps) for _ in c_ins) if attention else None
         )
         if resample == "down":
-            self.resample = nn.Conv2d(c_out, c_out, 3, stride=2, padding=1)
+            self.resample = Downsample(c_out, down_padding)
         elif resample == "up":
             self.resample = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"),
                                           nn.Conv2d(c_out, c_out, 3, padding=1))
@@ -113,13 +130,12 @@ class DiffusionLevel(nn.Module):
 class MiddleBlock(nn.Module):
     """ResBlock - attention - ResBlock at the lowest resolution."""
 
-    def __init__(
-        self, channels: int, emb_channels: int, dropout: float, head_dim: Optional[int], groups: int
-    ):
+    def __init__(self, channels: int, emb_channels: int, dropout: float, head_dim: Optional[int], groups: int,
+                 eps: float = 1e-6):
         super().__init__()
-        self.res1 = ResBlock(channels, channels, emb_channels, dropout, groups)
-        self.attention = SelfAttention(channels, head_dim, groups)
-        self.res2 = ResBlock(channels, channels, emb_channels, dropout, groups)
+        self.res1 = ResBlock(channels, channels, emb_channels, dropout, groups, eps)
+        self.attention = SelfAttention(channels, head_dim, groups, eps)
+        self.res2 = ResBlock(channels, channels, emb_channels, dropout, groups, eps)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.res2(self.attention(self.res1(x, emb)), emb)

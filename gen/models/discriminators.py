@@ -1,18 +1,22 @@
-"""PatchGAN discriminators (Isola et al. 2017, App. 6.1.2; reference NLayerDiscriminator)."""
+"""PatchGAN discriminators (Isola et al. 2017, App. 6.1.2; reference NLayerDiscriminator). Saved like
+the generators (save_pretrained: config.json + safetensors), so exports carry them for fine-tuning."""
 from __future__ import annotations
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .layers import conv_bias, norm_layer
 
 
-class PatchGAN(nn.Module):
+class PatchGAN(ModelMixin, ConfigMixin):
     """x: (B, in_channels, H, W) -> logits (B, 1, H', W'); one logit per receptive-field patch.
 
     n_layers 1..5 give receptive fields 16/34/70/142/286; at 256x256 with n_layers 3 the map is 30x30.
     """
 
+    @register_to_config
     def __init__(self, in_channels: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
         super().__init__()
         if n_layers < 1:
@@ -32,9 +36,10 @@ class PatchGAN(nn.Module):
         return self.body(x)
 
 
-class PixelGAN(nn.Module):
+class PixelGAN(ModelMixin, ConfigMixin):
     """1x1 PatchGAN: x (B, in_channels, H, W) -> logits (B, 1, H, W), one per pixel."""
 
+    @register_to_config
     def __init__(self, in_channels: int = 6, ndf: int = 64, norm: str = "batch"):
         super().__init__()
         self.body = nn.Sequential(

@@ -100,9 +100,11 @@ def fcn8s(**kw) -> FCN:
 @register_model
 def ddpm_unet(in_channels: int = 3, out_channels: int = 3, ngf: int = 128, channel_mult: tuple = (1, 2, 2, 2),
               layers_per_level: int = 2, attention_levels: tuple = (1,), dropout: float = 0.1,
-              attention_head_dim=None, norm_groups: int = 32) -> UNet:
+              attention_head_dim=None, norm_groups: int = 32, **layout) -> UNet:
     """The U-Net in its `ddpm` block style; widths ngf * channel_mult, attention at the listed levels
-    (level i works at 1/2**i of the input size). Predicts noise (or v): no output activation."""
+    (level i works at 1/2**i of the input size). Predicts noise (or v): no output activation.
+    `layout`: norm_eps, time_flip_sin_to_cos, time_freq_shift, downsample_padding (UNet's knobs for
+    matching converted weights: gen.convert.diffusers_unet)."""
     return UNet(
         in_channels=in_channels,
         out_channels=out_channels,
@@ -116,6 +118,7 @@ def ddpm_unet(in_channels: int = 3, out_channels: int = 3, ngf: int = 128, chann
         attention_levels=tuple(attention_levels),
         attention_head_dim=attention_head_dim,
         norm_groups=norm_groups,
+        **layout,
     )
 
 

@@ -127,6 +127,10 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         attention_levels: Sequence[int] = (),
         attention_head_dim: Optional[int] = None,
         norm_groups: int = 32,
+        norm_eps: float = 1e-6,
+        time_flip_sin_to_cos: bool = False,
+        time_freq_shift: float = 1,
+        downsample_padding: int = 1,
     ):
         super().__init__()
         if block_style not in BLOCK_STYLES:
@@ -150,6 +154,14 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
                 raise ValueError(f"{name} {bad} are outside 0..{levels - 1}")
         self.levels = levels
         self.block_style = block_style
+        layout = (("norm_eps", norm_eps, 1e-6), ("time_flip_sin_to_cos", time_flip_sin_to_cos, False),
+                  ("time_freq_shift", time_freq_shift, 1), ("downsample_padding", downsample_padding, 1))
+        ddpm_only = {k: v for k, v, default in layout if v != default}
+        if block_style != "ddpm" and ddpm_only:
+            raise ValueError(f"{sorted(ddpm_only)} apply to block_style='ddpm' only (got {ddpm_only})")
+        if downsample_padding not in (0, 1):
+            raise ValueError(f"downsample_padding must be 1 (symmetric) or 0 (bottom/right, TensorFlow "
+                             f"'SAME'), got {downsample_padding}")
         if block_style == "ddpm":
             # The ddpm levels have GroupNorm, nearest + conv upsampling and dropout in every block.
             # (the class defaults, or the ddpm presets' explicit "group" and (): exports hold either)
@@ -162,7 +174,7 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
                                  "GroupNorm, nearest + conv upsampling and dropout in every block (got "
                                  f"{unused})")
             self._build_ddpm(in_channels, out_channels, list(channels), dropout, layers_per_level,
-                             set(attention_levels), attention_head_dim, norm_groups)
+                             set(attention_levels), attention_head_dim, norm_groups, norm_eps)
             self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
             return
         self.multiple = 2 ** levels
@@ -179,23 +191,26 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
 
     def _build_ddpm(self, in_channels: int, out_channels: int, channels: list[int], dropout: float,
-                    layers: int, attention: set[int], head_dim: Optional[int], groups: int) -> None:
+                    layers: int, attention: set[int], head_dim: Optional[int], groups: int,
+                    eps: float) -> None:
         bad = [c for c in channels if c % groups]
         if bad:
             raise ValueError(f"ddpm channels {bad} are not divisible by norm_groups={groups}")
         self.multiple = 2 ** (self.levels - 1)
         emb = 4 * channels[0]
-        self.time_embedding = TimeEmbedding(channels[0])
+        cfg = self.config
+        self.time_embedding = TimeEmbedding(channels[0], cfg.time_flip_sin_to_cos, cfg.time_freq_shift)
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.downs, self.ups = nn.ModuleList(), nn.ModuleList()
         skip_channels, c_prev = [channels[0]], channels[0]
         for i, c in enumerate(channels):
             last = i == self.levels - 1
             self.downs.append(DiffusionLevel([c_prev] + [c] * (layers - 1), c, emb, dropout, i in attention,
-                                             None if last else "down", head_dim, groups))
+                                             None if last else "down", head_dim, groups, eps,
+                                             cfg.downsample_padding))
             skip_channels += [c] * (layers if last else layers + 1)
             c_prev = c
-        self.middle = MiddleBlock(c_prev, emb, dropout, head_dim, groups)
+        self.middle = MiddleBlock(c_prev, emb, dropout, head_dim, groups, eps)
         for i in reversed(range(self.levels)):
             c = channels[i]
             c_ins = []
@@ -203,8 +218,8 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
                 c_ins.append(c_prev + skip_channels.pop())
                 c_prev = c
             self.ups.append(DiffusionLevel(c_ins, c, emb, dropout, i in attention, "up" if i else None,
-                                           head_dim, groups))
-        self.norm_out = nn.GroupNorm(groups, channels[0], eps=1e-6)
+                                           head_dim, groups, eps))
+        self.norm_out = nn.GroupNorm(groups, channels[0], eps=eps)
         self.conv_out = nn.Conv2d(channels[0], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, timesteps: Optional[torch.Tensor | float] = None) -> torch.Tensor:
