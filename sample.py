@@ -133,9 +133,11 @@ def evaluate(args) -> int:
 
     check_report_counts(args)
     run_dir = Path(args.run_dir)
-    cfg_file = run_dir / "config.yaml"
+    cfg_file = data_config(args.data) if args.data else run_dir / "config.yaml"
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file} not found: evaluate needs a run directory made by train.py")
+        raise FileNotFoundError(f"{cfg_file} not found: evaluate reads the data from a run directory made "
+                                "by train.py; for a converted model (python -m gen.convert) pass --data "
+                                "CONFIG.yaml")
     cfg = config.load(cfg_file, args.overrides)
     device = resolve_device(args.device)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
@@ -161,6 +163,15 @@ def evaluate(args) -> int:
     return 0
 
 
+def data_config(data: str) -> Path:
+    """--data: a config YAML, or a run directory whose config.yaml names the data."""
+    path = Path(data)
+    cfg_file = path / "config.yaml" if path.is_dir() else path
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"--data {data}: expected a config YAML or a run directory with config.yaml")
+    return cfg_file
+
+
 def check_report_counts(args) -> None:
     """--grid-rows, --max-images and (compare) --steps in range, before any model work."""
     for flag, value in (("--grid-rows", args.grid_rows), ("--max-images", args.max_images),
@@ -181,11 +192,7 @@ def compare(args) -> int:
     out_dir = Path(args.output)
     report = ("grid.png", "metrics.csv", "metrics.md", "metrics.json", "index.html")
     check_outputs([out_dir / n for n in report], overwrite=args.overwrite)
-    data = Path(args.data)
-    cfg_file = data / "config.yaml" if data.is_dir() else data
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"--data {data}: expected a config YAML or a run directory with config.yaml")
-    cfg = config.load(cfg_file, args.overrides)
+    cfg = config.load(data_config(args.data), args.overrides)
     sampling = Sampling(args.samples_per_input, args.steps, args.scheduler, args.seed)
     result = compare_runs(eval_data(cfg, args.split), [Path(r) for r in args.run_dirs], args.segmenter,
                           args.grid_rows, args.max_images, sampling, device=resolve_device(args.device))
@@ -234,6 +241,8 @@ def main(argv: list[str]) -> int:
             prog="sample.py evaluate", description="score a run on a split of its data"
         )
         p.add_argument("run_dir")
+        p.add_argument("--data", help="a config YAML (or run directory) whose data to score on; default: the "
+                       "run's own config.yaml (required for a converted model)")
         p.add_argument("--split", default="test", choices=["train", "val", "test"])
         p.add_argument("--output", help="folder for metrics.json and grid.png (default RUN_DIR/eval_SPLIT)")
         p.add_argument("--grid-rows", type=int, default=8)

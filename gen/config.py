@@ -62,9 +62,10 @@ class ModelConfig:
     norm: str = "batch"  # batch | instance | group | none
     dropout: float = 0.5
     num_downs: Optional[int] = None  # only for generator "unet": number of stride-2 levels
-    init_from: Optional[str] = (
-        None  # a rotation run (or its export): start the U-Net encoder from its weights
-    )
+    # Start from another run's weights (fine-tuning): a run dir / export, a `python -m gen.convert`
+    # output (reference pix2pix/CycleGAN checkpoints), a diffusers UNet2DModel folder (ddpm); for
+    # segmentation, a rotation run whose encoder starts the U-Net.
+    init_from: Optional[str] = None
     # U-Net decoder: transposed | bilinear (fixed, + learned conv) | unpool (switches);
     # FCN head: transposed (learned, bilinear init) | bilinear (fixed)
     upsample: str = "transposed"
@@ -316,8 +317,7 @@ def validate(cfg: ExperimentConfig) -> None:
 # Keys a method never reads; a value other than the default would be silently ignored, so it is an error.
 _D_KEYS = ("model.discriminator", "model.ndf", "model.d_layers", "model.d_norm")
 IGNORED_BY = {
-    "ddpm": ("model.ngf", "model.norm", "model.dropout", "model.num_downs", "model.upsample",
-             "model.init_from") + _D_KEYS,
+    "ddpm": ("model.ngf", "model.norm", "model.dropout", "model.num_downs", "model.upsample") + _D_KEYS,
     "segmentation": _D_KEYS, "rotation": _D_KEYS + ("model.init_from",),
 }
 HINTS = {"model.ngf": "ddpm.ngf", "model.dropout": "ddpm.dropout"}

@@ -35,6 +35,7 @@ from gen.visualize import image_grid
 
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator
+from .init_from import load_translation
 from .pix2pix import set_requires_grad
 
 PRIOR_FILE = "color_prior.json"
@@ -78,6 +79,10 @@ class ColorizationTrainer(Trainer):
             d = build_discriminator(self.cfg, 3)
             self.models["discriminator"], self.optimizers["discriminator"] = d, adam(self.cfg, d)
             self.gan_loss = GANLoss("vanilla")
+        if self.cfg.model.init_from:  # a colorization export of the same head (fine-tuning)
+            load_translation(self.cfg.model.init_from, {"generator": net, "discriminator": self.models.get(
+                "discriminator")}, {"generator": "network", "discriminator": "discriminator"},
+                self.accelerator.print)
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
 
     def class_weights(self) -> np.ndarray:
@@ -183,3 +188,5 @@ class ColorizationTrainer(Trainer):
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)
+        if "discriminator" in self.models:  # kept for fine-tuning (model.init_from)
+            self.unwrap("discriminator").save_pretrained(path / "discriminator")

@@ -25,6 +25,7 @@ from gen.visualize import image_grid
 
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator
+from .init_from import export_meta, load_translation
 from .pix2pix import set_requires_grad
 
 
@@ -64,6 +65,8 @@ class CycleGANTrainer(Trainer):
             "generators": adam(self.cfg, g_a, g_b), "discriminators": adam(self.cfg, d_a, d_b)}
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
         self.gan_loss = GANLoss(c.gan_mode)
+        if self.cfg.model.init_from:
+            self.init_from(self.cfg.model.init_from)
         seed = self.cfg.run.seed * 1000 + self.accelerator.process_index
         self.pools = {"fake_A": ImagePool(c.pool_size, seed), "fake_B": ImagePool(c.pool_size, seed + 500)}
         for name, pool in self.pools.items():
@@ -75,6 +78,22 @@ class CycleGANTrainer(Trainer):
                 f"{d.channels_b}, so G_A(B) is undefined (set cyclegan.lambda_identity=0 to silence this)"
             )
             self.use_identity = False
+
+    def init_from(self, source: str) -> None:
+        """Both directions from a CycleGAN export; from a single translator, the generator of its
+        direction (the other direction and both discriminators start fresh)."""
+        meta = export_meta(source)
+        if meta.get("kind") == "cyclegan":
+            layout = {"G_A": "AtoB/generator", "G_B": "BtoA/generator", "D_A": "AtoB/discriminator",
+                      "D_B": "BtoA/discriminator"}
+            load_translation(source, self.models, layout, self.accelerator.print)
+        elif meta.get("kind") == "translation":
+            role = "G_A" if meta.get("direction", "AtoB") == "AtoB" else "G_B"
+            load_translation(source, {role: self.models[role]}, {role: "generator"}, self.accelerator.print)
+            self.accelerator.print(f"model.init_from: a single {meta.get('direction', 'AtoB')} translator: "
+                                   "the other generator and both discriminators start fresh")
+        else:
+            raise ValueError(f"model.init_from={source}: a {meta.get('kind')} export cannot start a CycleGAN")
 
     def generator_losses(self, real_a, real_b) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
         """Total G loss, its terms, and the fakes (B, C, H, W) for the D step."""
@@ -148,3 +167,6 @@ class CycleGANTrainer(Trainer):
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)
+        # D_A judges G_A's outputs: it belongs to the AtoB direction (kept for model.init_from)
+        for name, sub in (("D_A", "AtoB"), ("D_B", "BtoA")):
+            self.unwrap(name).save_pretrained(path / sub / "discriminator")

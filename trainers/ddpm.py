@@ -24,6 +24,7 @@ from gen.visualize import image_grid
 
 from .base import Trainer
 from .builders import check_crop_fits, label_input
+from .init_from import ddpm_source, load_ddpm
 
 QUARTILES = 4
 
@@ -63,9 +64,12 @@ class DDPMTrainer(Trainer):
                 f"ddpm_tiny or ddpm_unet), got {m.generator!r}"
             )
         width = {"ngf": c.ngf} if c.ngf else {}
+        converted, layout = ddpm_source(m.init_from) if m.init_from else (None, {})
         net = create_model(m.generator, in_channels=self.out_c + self.cond_c, out_channels=self.out_c,
-                           dropout=c.dropout, **width)
+                           dropout=c.dropout, **width, **layout)
         check_crop_fits(self.cfg, net.multiple)
+        if m.init_from:  # before the EMA copies the weights: its shadow starts from the loaded ones
+            load_ddpm(m.init_from, net, converted, self.accelerator.print)
         self.use_single_model("unet", net)
         self.ema = EMAModel(net.parameters(), decay=c.ema_decay, foreach=True)
         self.track("ema", self.ema)

@@ -20,6 +20,7 @@ from gen.visualize import image_grid
 
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator, label_input
+from .init_from import load_translation
 
 
 def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
@@ -42,6 +43,10 @@ class Pix2PixTrainer(Trainer):
             self.models["discriminator"] = d
             self.optimizers["discriminator"] = adam(self.cfg, d)
             self.gan_loss = GANLoss(p.gan_mode)
+        if self.cfg.model.init_from:
+            load_translation(self.cfg.model.init_from, {"generator": g, "discriminator": self.models.get(
+                "discriminator")}, {"generator": "generator", "discriminator": "discriminator"},
+                self.accelerator.print)
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -112,3 +117,5 @@ class Pix2PixTrainer(Trainer):
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)
+        if self.use_gan:  # kept for fine-tuning (model.init_from); sampling never reads it
+            self.unwrap("discriminator").save_pretrained(path / "discriminator")

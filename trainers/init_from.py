@@ -1,0 +1,139 @@
+"""model.init_from: start a run from the weights of another run's export, a converted reference
+checkpoint (python -m gen.convert reference) or, for DDPM, a diffusers UNet2DModel folder.
+
+Only the weights are taken: optimizers, schedules and the step start fresh (fine-tuning). Every
+tensor is checked against the configured network first; a mismatch names the layer and both shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from gen.pipelines.translation import PIPELINE_FILE
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+DISCRIMINATORS = ("discriminator", "D_A", "D_B")
+# U-Net settings that follow the source weights' conventions rather than the experiment (a converted
+# diffusers U-Net keeps its time embedding layout and padding); shapes do not show them.
+DDPM_LAYOUT = (
+    "norm_eps",
+    "time_flip_sin_to_cos",
+    "time_freq_shift",
+    "downsample_padding",
+    "attention_head_dim",
+)
+
+
+def export_root(source: str | Path) -> Path:
+    """A run directory or its export/ folder -> the export folder; FileNotFoundError otherwise."""
+    path = Path(source)
+    if (path / "export" / PIPELINE_FILE).is_file():
+        return path / "export"
+    if (path / PIPELINE_FILE).is_file():
+        return path
+    raise FileNotFoundError(
+        f"model.init_from={source}: no gen export there ({PIPELINE_FILE} missing); give a "
+        "run directory, its export/, or the --out folder of python -m gen.convert"
+    )
+
+
+def export_meta(source: str | Path) -> dict:
+    return json.loads((export_root(source) / PIPELINE_FILE).read_text())
+
+
+def load_weights(net: nn.Module, folder: Path, role: str, source: str) -> int:
+    """Copy `folder`'s saved weights into `net` after checking every name and shape; returns the
+    number of tensors. ValueError names the first mismatching layers."""
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"model.init_from={source}: no {role} weights at {weights}")
+    state, target = load_file(str(weights)), net.state_dict()
+    cfg_file = folder / "config.json"
+    saved = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    saved = {k: v for k, v in saved.items() if not k.startswith("_")}
+    shape = [
+        f"{k}: source {tuple(v.shape)} vs this run {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    if shape or missing or unexpected:
+        raise ValueError(
+            f"model.init_from={source}: the {role} does not fit this run's network: "
+            + "; ".join(
+                filter(
+                    None,
+                    [
+                        f"shapes differ at {shape[:3]}" if shape else "",
+                        f"missing {missing[:4]}" if missing else "",
+                        f"unexpected {unexpected[:4]}" if unexpected else "",
+                    ],
+                )
+            )
+            + f". The source {role} was built with {saved}; set model.generator / model.ngf / model.norm "
+            "(model.ndf / model.d_layers / model.d_norm for a discriminator) to match it"
+        )
+    with torch.no_grad():
+        for k, v in state.items():
+            target[k].copy_(v)
+    return len(state)
+
+
+def load_translation(
+    source: str, nets: dict[str, Optional[nn.Module]], layout: dict[str, str], say: Callable[[str], None]
+) -> None:
+    """nets: {role: network or None}; layout: {role: subfolder of the export}. Generators are
+    required; a discriminator the source lacks stays freshly initialised (said so)."""
+    root = export_root(source)
+    for role, net in nets.items():
+        if net is None:
+            continue
+        folder = root / layout[role]
+        if not (folder / WEIGHTS).is_file() and role in DISCRIMINATORS:
+            say(f"model.init_from: {source} has no {role} ({folder} missing): it starts from a fresh init")
+            continue
+        n = load_weights(net, folder, role, source)
+        say(f"model.init_from: {role} <- {folder} ({n} tensors)")
+
+
+def ddpm_source(source: str) -> tuple[Optional[nn.Module], dict]:
+    """(the source as a gen U-Net if it is a diffusers folder, else None; its layout settings)."""
+    path = Path(source)
+    if (path / "export" / PIPELINE_FILE).is_file() or (path / PIPELINE_FILE).is_file():
+        cfg = json.loads((export_root(source) / "unet" / "config.json").read_text())
+        return None, {k: cfg[k] for k in DDPM_LAYOUT if k in cfg}
+    from gen.convert.diffusers_unet import from_unet2d, load_unet2d
+
+    net = from_unet2d(load_unet2d(source)[0])
+    return net, {k: net.config[k] for k in DDPM_LAYOUT}
+
+
+def load_ddpm(
+    source: str, net: nn.Module, converted: Optional[nn.Module], say: Callable[[str], None]
+) -> None:
+    if converted is None:
+        folder = export_root(source) / "unet"
+        say(f"model.init_from: unet <- {folder} ({load_weights(net, folder, 'unet', source)} tensors)")
+        return
+    state, target = converted.state_dict(), net.state_dict()
+    bad = [
+        f"{k}: source {tuple(v.shape)} vs this run {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    if bad or set(state) != set(target):
+        raise ValueError(
+            f"model.init_from={source}: the diffusers U-Net does not fit this run's network "
+            f"({bad[:3] or sorted(set(state) ^ set(target))[:4]}); its widths are "
+            f"{list(converted.config.channels)}, {converted.config.layers_per_level} blocks per "
+            f"level, attention at {list(converted.config.attention_levels)}: choose the preset "
+            "(model.generator, ddpm.ngf) that matches"
+        )
+    net.load_state_dict(state)
+    say(f"model.init_from: unet <- diffusers UNet2DModel {source} ({len(state)} tensors)")
