@@ -56,7 +56,9 @@ def load_weights(net: nn.Module, folder: Path, role: str, source: str) -> int:
     state, target = load_file(str(weights)), net.state_dict()
     cfg_file = folder / "config.json"
     saved = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-    saved = {k: v for k, v in saved.items() if not k.startswith("_")}
+    ours = dict(getattr(net, "config", {}))
+    differs = {k: (v, ours[k]) for k, v in saved.items() if not k.startswith("_") and k in ours
+               and json.loads(json.dumps(ours[k])) != v}
     shape = [
         f"{k}: source {tuple(v.shape)} vs this run {tuple(target[k].shape)}"
         for k, v in state.items()
@@ -76,8 +78,8 @@ def load_weights(net: nn.Module, folder: Path, role: str, source: str) -> int:
                     ],
                 )
             )
-            + f". The source {role} was built with {saved}; set model.generator / model.ngf / model.norm "
-            "(model.ndf / model.d_layers / model.d_norm for a discriminator) to match it"
+            + f". Source vs this run: {differs or 'same settings, different class'}; set model.generator / "
+            "model.ngf / model.norm (model.ndf / model.d_layers / model.d_norm for a discriminator) to match"
         )
     with torch.no_grad():
         for k, v in state.items():
