@@ -6,9 +6,10 @@ python sample.py DDPM_RUN --num N --steps K --scheduler ddpm|ddim|dpm --seed S -
                                                       DDPM takes --input DIR [--samples-per-input k]
 python sample.py compare RUN_DIR [RUN_DIR ...] --data CONFIG_OR_RUN --output DIR [--segmenter RUN]
 python sample.py evaluate RUN_DIR [--split test]       score a run on a split of its data: L1 / PSNR /
-                                                      SSIM (paired), cycle PSNR + domain classifier
-                                                      (CycleGAN), AuC / PSNR / colourfulness + gray
-                                                      baseline (colorization)
+                                                      SSIM / FID / KID (paired), cycle PSNR + domain
+                                                      classifier + FID (CycleGAN), AuC / PSNR /
+                                                      colourfulness + gray baseline (colorization),
+                                                      FID / KID of samples (DDPM)
 """
 from __future__ import annotations
 
@@ -125,8 +126,8 @@ def translate_folder(args) -> int:
 
 def evaluate(args) -> int:
     from gen import config
-    from gen.evaluate import (SavedOutputs, evaluate_colorization, evaluate_paired, evaluate_segmentation,
-                              evaluate_unpaired)
+    from gen.evaluate import (SavedOutputs, evaluate_colorization, evaluate_diffusion, evaluate_paired,
+                              evaluate_segmentation, evaluate_unpaired)
     from gen.data.build import eval_data
     from gen.data.output_names import check_outputs
     from gen.pipelines import resolve_device
@@ -145,12 +146,14 @@ def evaluate(args) -> int:
     saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
     extra = dict(device=device, max_images=args.max_images, saved=saved)
     score = {"pix2pix": evaluate_paired, "cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
-             "colorization": evaluate_colorization}.get(cfg.method)
+             "colorization": evaluate_colorization, "ddpm": evaluate_diffusion}.get(cfg.method)
     if score is None:
-        raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; sample them with "
-                         "sample.py RUN --num N (ddpm) or compare them with sample.py compare")
+        raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; compare them with "
+                         "sample.py compare")
     if cfg.method == "pix2pix":
         extra["segmenter"] = args.segmenter
+    if cfg.method == "ddpm":
+        extra.update(steps=args.steps, scheduler=args.scheduler, seed=args.seed)
     result, grid = score(run_dir, eval_data(cfg, args.split), args.inference, args.grid_rows, **extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
@@ -254,6 +257,11 @@ def main(argv: list[str]) -> int:
         p.add_argument(
             "--max-images", type=int, help="score only the first N images of the split (each domain)"
         )
+        p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
+        p.add_argument(
+            "--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM runs: sampler"
+        )
+        p.add_argument("--seed", type=int, default=0, help="DDPM runs: sampling seed (input i: seed + i)")
         p.add_argument("--save-outputs", action="store_true",
                        help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
                             "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")

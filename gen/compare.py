@@ -27,6 +27,7 @@ from .data.evaluation import EvalData
 from .data.labels import label_to_tensor
 from .metrics import l1, psnr, ssim
 from .metrics.perceptual import try_lpips
+from .metrics.inception import try_inception_distances
 from .metrics.segmentation import ConfusionMatrix
 from .visualize import image_grid
 
@@ -87,9 +88,10 @@ def _diffusion_outputs(pipe, x: torch.Tensor, sampling: Sampling, index: int) ->
 class RunScores:
     """One image-making run's accumulators over the evaluation set."""
 
-    def __init__(self, name: str, pipe, num_classes: int, lpips_metric, with_fcn: bool, centres=None):
+    def __init__(self, name: str, pipe, num_classes: int, lpips_metric, with_fcn: bool, centres=None,
+                 distances=None):
         from .metrics.colorization import ColorizationScores
-        self.name, self.pipe, self.lpips = name, pipe, lpips_metric
+        self.name, self.pipe, self.lpips, self.distances = name, pipe, lpips_metric, distances
         self.values: dict[str, list[float]] = {"L1": [], "PSNR": [], "SSIM": [], "LPIPS": [],
                                                "diversity L1": [], "diversity LPIPS": []}
         self.cm = ConfusionMatrix(num_classes) if with_fcn else None
@@ -114,6 +116,8 @@ class RunScores:
                 v["LPIPS"] += self.lpips(out, y)
             if self.cm is not None:
                 self.cm.update(seg(out)[0].cpu().numpy(), label.numpy())
+        if self.distances is not None and outs.shape[1] in (1, 3):
+            self.distances.add_fake(self.name, outs)
         for a, b in itertools.combinations(outs.split(1), 2):
             v["diversity L1"].append(l1(a, b))
             if self.lpips is not None and a.shape[1] == 3:
@@ -130,6 +134,8 @@ class RunScores:
             scores = self.colour.scores()
             row.update({"AuC": scores["AuC"], "AuC rebalanced": scores["AuC_rebalanced"],
                         "colourfulness": scores["colourfulness"]})
+        if self.distances is not None and self.name in self.distances.fake:
+            row.update({k: v for k, v in self.distances.report(self.name).items() if k in ("FID", "KID")})
         if self.cm is not None:
             row.update({f"FCN {m}": v for m, v in self.cm.scores().items()})
         if self.values["diversity L1"]:
@@ -146,7 +152,11 @@ def compare_runs(
     max_images: Optional[int] = None,
     sampling: Optional[Sampling] = None,
     device: Optional[str] = None,
+    distances=None,
 ) -> Comparison:
+    """Every run on the same inputs: one table row per run (L1 / PSNR / SSIM / LPIPS / FID / KID,
+    FCN-score with a segmenter, colorization AuC, DDPM diversity) and one grid. `distances`: an
+    InceptionDistances to use (default: torchmetrics' Inception when cached, else reported missing)."""
     sampling = sampling or Sampling()
     if sampling.samples_per_input < 1:
         raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
@@ -178,6 +188,10 @@ def compare_runs(
             raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
                              "grayscale -> colour inputs, for colorization runs")
     lpips_metric, lpips_missing = try_lpips()
+    if distances is None:
+        distances, fid_missing = try_inception_distances(device)
+    else:
+        fid_missing = ""
     from .evaluate import bins_of
     makers = {
         name: RunScores(
@@ -187,6 +201,7 @@ def compare_runs(
             lpips_metric,
             seg is not None,
             torch.from_numpy(bins_of(pipe, evaluation.bins)) if pipe.kind == "colorization" else None,
+            distances,
         )
         for name, pipe in pipes.items()
         if pipe.kind != "segmentation"
@@ -196,7 +211,7 @@ def compare_runs(
     if colorizers:  # the baseline every colorization table needs, scored by the same code (table only)
         baseline = GrayBaseline()
         gray = RunScores(baseline.method, baseline, k, lpips_metric, seg is not None,
-                         torch.from_numpy(bins_of(baseline, evaluation.bins)))
+                         torch.from_numpy(bins_of(baseline, evaluation.bins)), distances)
     cms = {name: ConfusionMatrix(k) for name, pipe in pipes.items() if pipe.kind == "segmentation"}
     truth_cm = ConfusionMatrix(k) if seg else None
     columns = ["input", "ground truth"]
@@ -211,6 +226,8 @@ def compare_runs(
         row = [item["input"], item["target"]]
         if seg is not None:
             truth_cm.update(seg(y)[0].cpu().numpy(), label.numpy())
+        if distances is not None and y.shape[1] in (1, 3):
+            distances.add_real(y)
         for name, pipe in pipes.items():
             if name in cms:
                 pred = pipe(x)[0].cpu()
@@ -235,6 +252,12 @@ def compare_runs(
         result.table.append(gray.row())
     if lpips_metric is None:
         result.notes.append(lpips_missing)
+    if distances is None:
+        result.notes.append(fid_missing)
+    elif makers:
+        result.notes.append(f"FID / KID: against the {n} real target images of the split (torchmetrics' "
+                            "Inception features); with fewer than 2048 images FID is biased upward: compare "
+                            "runs at equal counts")
     for name, pipe in pipes.items():
         if pipe.kind == "diffusion":
             h, w = data[0]["input"].shape[-2:]

@@ -18,6 +18,7 @@ from . import pipelines
 from .data.evaluation import EvalData
 from .data.transforms import load_images
 from .metrics import l1, psnr, ssim
+from .metrics.inception import InceptionDistances, try_inception_distances
 from .metrics.perceptual import try_lpips
 from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
 from .visualize import image_grid
@@ -47,6 +48,10 @@ class SavedOutputs:
         self.count += 1
 
 
+def _distances(given: Optional[InceptionDistances], device) -> tuple[Optional[InceptionDistances], str]:
+    return (given, "") if given is not None else try_inception_distances(device)
+
+
 def _limit(n: int, max_images: Optional[int]) -> int:
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images {max_images}: must be at least 1")
@@ -55,10 +60,12 @@ def _limit(n: int, max_images: Optional[int]) -> int:
 
 def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
                     segmenter: Optional[Path] = None, device: Optional[str] = None,
-                    max_images: Optional[int] = None, saved: Optional[SavedOutputs] = None):
-    """L1 / PSNR / SSIM; with a segmenter run and labelled data (labels -> photo), also the FCN-score:
-    the segmenter's scores on the generated photos against the input labels, and on the real photos
-    (the ground-truth row, an upper bound) -- Isola et al. 2017 §4.2."""
+                    max_images: Optional[int] = None, saved: Optional[SavedOutputs] = None,
+                    distances: Optional[InceptionDistances] = None):
+    """L1 / PSNR / SSIM / LPIPS, FID / KID against the split's real targets; with a segmenter run and
+    labelled data (labels -> photo), also the FCN-score: the segmenter's scores on the generated photos
+    against the input labels, and on the real photos (the ground-truth row, an upper bound) -- Isola
+    et al. 2017 §4.2."""
     from .metrics.segmentation import ConfusionMatrix
 
     pipe = pipelines.load(run_dir, inference=inference, device=device)
@@ -75,6 +82,9 @@ def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = No
         )
     items = data.items
     lpips_metric, lpips_missing = try_lpips()
+    distances, fid_missing = _distances(distances, device)
+    if distances is not None and data.channels[1] not in (1, 3):
+        distances, fid_missing = None, f"FID/KID need 1- or 3-channel images (got {data.channels[1]})"
     cm_fake = ConfusionMatrix(num_classes) if seg else None
     cm_real = ConfusionMatrix(num_classes) if seg else None
     scores = {"L1": [], "PSNR": [], "SSIM": []} | ({"LPIPS": []} if lpips_metric else {})
@@ -91,6 +101,9 @@ def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = No
         scores["SSIM"] += ssim(out, y)
         if lpips_metric and out.shape[1] == 3:
             scores["LPIPS"] += lpips_metric(out, y)
+        if distances is not None:
+            distances.add_real(y)
+            distances.add_fake("run", out)
         if seg is not None:
             cm_fake.update(seg(out)[0].cpu().numpy(), item["label"].numpy())
             cm_real.update(seg(y)[0].cpu().numpy(), item["label"].numpy())
@@ -100,6 +113,7 @@ def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = No
     result.update(split=split, images=n, inference=pipe.inference)
     if lpips_metric is None:
         result["LPIPS"] = lpips_missing
+    result.update(distances.report("run") if distances else {"FID": fid_missing, "KID": fid_missing})
     if seg is not None:
         result["fcn_score_ground_truth"] = cm_real.scores()
         result["fcn_score"] = cm_fake.scores()
@@ -121,7 +135,10 @@ def domain_classifier(run_dir: Path, train_a: list[Path], train_b: list[Path],
 
 def evaluate_unpaired(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
                       device: Optional[str] = None, max_images: Optional[int] = None,
-                      saved: Optional[SavedOutputs] = None):
+                      saved: Optional[SavedOutputs] = None,
+                      distances: Optional[InceptionDistances] = None):
+    """Cycle PSNR both ways, the domain classifier's judgement, and FID / KID of each direction's
+    translations against the real test images of the domain they translate into."""
     split, (channels_a, channels_b) = data.split, data.channels
     g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference, device=device)
     g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)
@@ -147,6 +164,15 @@ def evaluate_unpaired(run_dir: Path, data: EvalData, inference: Optional[str] = 
         "images_B": len(real["B"]),
         "inference": g_ab.inference,
     }
+    distances, fid_missing = _distances(distances, device)
+    for target, source in (("B", "A"), ("A", "B")):  # G_A(A) is judged against real B, G_B(B) against A
+        if distances is None:
+            result[f"FID_to_{target}"] = result[f"KID_to_{target}"] = fid_missing
+            continue
+        judge = InceptionDistances(distances.extractor, distances.device)
+        judge.add_real(real[target])
+        judge.add_fake("run", fake[source])
+        result.update({f"{k}_to_{target}": v for k, v in judge.report("run").items()})
     if channels_a == 3 and channels_b == 3:
         net = domain_classifier(run_dir, data.files["trainA"], data.files["trainB"], device)
         pred_a, pred_b = predict_domain(net, real["A"]), predict_domain(net, real["B"])
@@ -179,8 +205,10 @@ def evaluate_segmentation(run_dir: Path, data: EvalData, inference: Optional[str
 
 def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
                           device: Optional[str] = None, max_images: Optional[int] = None,
-                          saved: Optional[SavedOutputs] = None):
-    """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness;
+                          saved: Optional[SavedOutputs] = None,
+                          distances: Optional[InceptionDistances] = None):
+    """Zhang et al.'s Table 1 metrics on a split: AuC (raw, class-rebalanced), RGB PSNR, colourfulness,
+    and FID / KID of the colorized images against the real photos;
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
     from .color import split_lab
     from .metrics.colorization import ColorizationScores, colourfulness
@@ -189,6 +217,7 @@ def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str
     centres = torch.from_numpy(bins_of(pipe, data.bins))
     method, gray = ColorizationScores(centres), ColorizationScores(centres)
     truth_colour, rows, n, saved = [], [], _limit(len(images_set), max_images), saved or SavedOutputs(None)
+    distances, fid_missing = _distances(distances, device)
     for start in tqdm(range(0, n, 32), desc=f"evaluate {split}", dynamic_ncols=True):
         items = [images_set[i] for i in range(start, min(start + 32, n))]
         images = torch.stack([it["image"] for it in items])
@@ -197,10 +226,17 @@ def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str
         for it, img in zip(items, out):
             saved.save(to_pil(img), it["name"])
         gray_rgb = gray.update(images, torch.zeros(len(images), 2, *images.shape[-2:]))
+        if distances is not None:
+            distances.add_real(images)
+            distances.add_fake("run", out)
+            distances.add_fake("gray", gray_rgb)
         truth_colour += colourfulness(images)
         rows += [[gray_rgb[i], out[i], images[i]] for i in range(min(len(images), grid_rows - len(rows)))]
-    result = dict(method.scores(), split=split, images=n, grayscale_baseline=gray.scores(),
-                  ground_truth_colourfulness=float(sum(truth_colour) / len(truth_colour)))
+    missing = {"FID": fid_missing, "KID": fid_missing}
+    gray_fid = distances.report("gray") if distances else missing
+    result = dict(method.scores(), split=split, images=n, grayscale_baseline=dict(gray.scores(), **gray_fid),
+                  ground_truth_colourfulness=float(sum(truth_colour) / len(truth_colour)),
+                  **(distances.report("run") if distances else missing))
     return result, image_grid(rows, ["gray baseline", "colorized", "ground truth"])
 
 
@@ -211,3 +247,54 @@ def bins_of(pipe, fallback: Optional[np.ndarray]) -> np.ndarray:
     if fallback is None:
         raise ValueError("colorization scoring needs ab bins: the export has none and the data gives none")
     return fallback
+
+
+def evaluate_diffusion(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
+                       device: Optional[str] = None, max_images: Optional[int] = None,
+                       saved: Optional[SavedOutputs] = None, distances: Optional[InceptionDistances] = None,
+                       steps: int = 50, scheduler: str = "ddim", seed: int = 0):
+    """DDPM samples against the split's real images: FID / KID. Unconditional: as many samples as
+    real images (seed `seed`); image-conditioned: one sample per condition (seed + index, as compare
+    and the training grid), also scored by L1 / PSNR / SSIM against its target."""
+    pipe = pipelines.load(run_dir, device=device)
+    items, split = data.items, data.split
+    n, saved = _limit(len(items), max_images), saved or SavedOutputs(None)
+    distances, fid_missing = _distances(distances, device)
+    rows, scores = [], {"L1": [], "PSNR": [], "SSIM": []}
+    if pipe.condition_channels:
+        if data.kind == "images":
+            raise ValueError("this DDPM is image-conditioned: evaluate it on paired data (its own config)")
+        for i in tqdm(range(n), desc=f"sample {split}", dynamic_ncols=True):
+            item = items[i]
+            x, y = item["input"][None], item["target"][None]
+            gen = torch.Generator(pipe.unet.device).manual_seed(seed + i)
+            out = pipe.sample_for(x, 1, steps, scheduler, gen)
+            saved.save(to_pil(out[0]), item["name"])
+            scores["L1"].append(l1(out, y))
+            scores["PSNR"] += psnr(out, y)
+            scores["SSIM"] += ssim(out, y)
+            if distances is not None:
+                distances.add_real(y)
+                distances.add_fake("run", out)
+            if len(rows) < grid_rows:
+                rows.append([x[0], out[0], y[0]])
+        header = ["condition", f"sample ({scheduler} {steps})", "target"]
+    else:
+        key = "image" if data.kind == "images" else "target"
+        real = [items[i][key] for i in range(n)]
+        gen = torch.Generator(pipe.unet.device).manual_seed(seed)
+        samples = []
+        for start in tqdm(range(0, n, 16), desc=f"sample {split}", dynamic_ncols=True):
+            samples += list(pipe(min(16, n - start), steps, scheduler, gen, progress=False).cpu())
+        for i, img in enumerate(samples):
+            saved.save(to_pil(img), f"sample_{i:05d}")
+        if distances is not None:
+            distances.add_real(torch.stack(real))
+            for img in samples:
+                distances.add_fake("run", img[None])
+        rows = [[real[i], samples[i]] for i in range(min(grid_rows, n))]
+        header = ["real", f"sample ({scheduler} {steps})"]
+    result = {k: sum(v) / len(v) for k, v in scores.items() if v}
+    result.update(split=split, images=n, sampler=f"{scheduler} {steps} steps, seed {seed}")
+    result.update(distances.report("run") if distances else {"FID": fid_missing, "KID": fid_missing})
+    return result, image_grid(rows, header)

@@ -67,7 +67,8 @@ def eval_data(cfg: ExperimentConfig, split: str) -> EvalData:
                         max_16bit=d.max_16bit, bins=bins)
     items = build_images(d, split, train=False) if d.kind == "images" else build_paired(d, split, train=False)
     kind = d.kind if d.kind in ("segmentation", "images") else "paired"
-    return EvalData(split, kind, items, num_classes=d.num_classes, bins=bins)
+    return EvalData(split, kind, items, num_classes=d.num_classes, bins=bins,
+                    channels=(1, 3) if d.kind == "images" else channels(d))
 
 
 def channels(cfg: DataConfig) -> tuple[int, int]:
