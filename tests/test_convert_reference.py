@@ -3,6 +3,8 @@ the layout inferred from shapes, legacy keys handled, bad files refused, the CLI
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -246,3 +248,12 @@ def test_reference_checkpoint_folder_becomes_a_cyclegan_export(tmp_path):
         with torch.no_grad():
             assert torch.equal(pipe(x), nets[role](x))
         assert (tmp_path / "run" / "export" / direction / "discriminator" / "config.json").is_file()
+
+
+def test_an_incomplete_export_is_named_not_looked_up_online(tmp_path, fixtures):
+    """diffusers reads a missing local folder as a hub id; gen checks the folder first."""
+    out = tmp_path / "converted"
+    assert convert_main(["reference", str(fixtures / "pix2pix_unet_256_ngf8.pth"), "--out", str(out)]) == 0
+    shutil.rmtree(out / "export" / "generator")
+    with pytest.raises(FileNotFoundError, match="generator/config.json not found: the export is incomplete"):
+        pipelines.load(out)

@@ -58,9 +58,12 @@ def test_readme_train_commands_load_and_every_run_read_was_made_before():
         ]
         for r in reads:
             name = r.split("=", 1)[-1].rstrip("/")
-            is_output = "train.py" in argv and r.startswith("run.dir=")
+            is_output = ("train.py" in argv and r.startswith("run.dir=")) or (
+                "gen.convert" in argv and "--out" in argv and argv[argv.index("--out") + 1] == r)
             if not is_output:
                 assert name in made, f"README reads {name} before any command creates it: {' '.join(argv)}"
+        if "gen.convert" in argv and "--out" in argv and argv[argv.index("--out") + 1].startswith("runs/"):
+            made.add(argv[argv.index("--out") + 1].rstrip("/"))  # a converted model is a run like any other
         if "train.py" in argv or "torchrun" in argv:
             run = run_dir_of(argv)
             again = f"README trains {run} again (it would only resume a finished run): {' '.join(argv)}"
@@ -83,3 +86,16 @@ def test_readme_sample_flags_exist():
         known = set(re.findall(r"--[\w-]+", helps[sub]))
         for flag in (a for a in args if a.startswith("--")):
             assert flag in known, f"sample.py {sub} has no {flag}: {' '.join(argv)}"
+
+
+def test_readme_convert_commands_use_real_subcommands_and_flags():
+    import subprocess
+    import sys
+    used = [argv[argv.index("gen.convert") + 1:] for argv in commands() if "gen.convert" in argv]
+    assert {args[0] for args in used} == {"reference", "diffusers", "to-diffusers"}
+    for args in used:
+        helptext = subprocess.run([sys.executable, "-m", "gen.convert", args[0], "--help"],
+                                  capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+        known = set(re.findall(r"--[\w-]+", helptext))
+        for flag in (a for a in args if a.startswith("--")):
+            assert flag in known, f"gen.convert {args[0]} has no {flag}: {' '.join(args)}"

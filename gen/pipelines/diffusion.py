@@ -21,7 +21,7 @@ from ..data.labels import label_image_to_tensor
 from ..data.transforms import from_pil
 from ..models.layers import pad_to_multiple
 from ..models.unet import UNet
-from .translation import PIPELINE_FILE, require_finite
+from .translation import PIPELINE_FILE, local_folder, require_finite
 
 SCHEDULERS = ("ddpm", "ddim", "dpm")
 
@@ -176,7 +176,8 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
     def from_export(cls, path: str | Path, **_) -> "DiffusionSamplingPipeline":
         path = Path(path)
         meta = json.loads((path / PIPELINE_FILE).read_text())
-        pipe = cls(UNet.from_pretrained(path / "unet"), DDPMScheduler.from_pretrained(path / "scheduler"))
+        scheduler = DDPMScheduler.from_pretrained(local_folder(path / "scheduler", "scheduler_config.json"))
+        pipe = cls(UNet.from_pretrained(local_folder(path / "unet")), scheduler)
         pipe.sample_size, pipe.method = meta.get("sample_size", 32), meta.get("method", "ddpm")
         pipe.label_input = meta.get("label_input")
         return pipe

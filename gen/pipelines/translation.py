@@ -31,7 +31,16 @@ def read_export(path: Path, subfolder: str, class_key: str, classes: dict) -> tu
         raise ValueError(
             f"{path / PIPELINE_FILE}: unknown {class_key} {cls_name!r}; known: {sorted(classes)}"
         )
-    return meta, classes[cls_name].from_pretrained(path / subfolder)
+    return meta, classes[cls_name].from_pretrained(local_folder(path / subfolder))
+
+
+def local_folder(folder: Path, config: str = "config.json") -> Path:
+    """A saved network's folder, checked here: diffusers would read a missing local path as a Hugging
+    Face hub id and try the network."""
+    if not (folder / config).is_file():
+        raise FileNotFoundError(f"{folder / config} not found: the export is incomplete (re-export the "
+                                "run, or convert the checkpoint again)")
+    return folder
 
 
 def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:
