@@ -51,6 +51,7 @@ class DataConfig:
     ignore_label: Optional[int] = None  # segmentation: raw value ignored by losses and metrics
     num_workers: Optional[int] = None  # DataLoader workers; None: 0 on the CPU, up to 4 per process on a GPU
     serial_b: bool = False  # unpaired: B[i mod |B|] instead of a random B for each A
+    builtin_task: str = "edges2photo"  # builtin: gray2photo (the quickstart) | edges2photo
     builtin_size: int = 64  # builtin: side of the generated training crops
     builtin_count: int = 256  # builtin: number of generated training pairs
 
@@ -66,6 +67,7 @@ class ModelConfig:
     # output (reference pix2pix/CycleGAN checkpoints), a diffusers UNet2DModel folder (ddpm); for
     # segmentation, a rotation run whose encoder starts the U-Net.
     init_from: Optional[str] = None
+    freeze: str = "none"  # segmentation: none | encoder (fixed as initialised; needs model.init_from)
     # U-Net decoder: transposed | bilinear (fixed, + learned conv) | unpool (switches);
     # FCN head: transposed (learned, bilinear init) | bilinear (fixed)
     upsample: str = "transposed"
@@ -189,6 +191,8 @@ class ExperimentConfig:
 CHOICES = {
     "method": METHODS,
     "data.kind": ("paired", "segmentation", "builtin", "unpaired", "images"),
+    "data.builtin_task": ("gray2photo", "edges2photo"),
+    "model.freeze": ("none", "encoder"),
     "data.layout": ("aligned", "folders"),
     "data.direction": ("AtoB", "BtoA"),
     "data.preprocess": ("resize_and_crop", "crop", "scale_width", "none"),
@@ -317,8 +321,10 @@ def validate(cfg: ExperimentConfig) -> None:
 # Keys a method never reads; a value other than the default would be silently ignored, so it is an error.
 _D_KEYS = ("model.discriminator", "model.ndf", "model.d_layers", "model.d_norm")
 IGNORED_BY = {
-    "ddpm": ("model.ngf", "model.norm", "model.dropout", "model.num_downs", "model.upsample") + _D_KEYS,
-    "segmentation": _D_KEYS, "rotation": _D_KEYS + ("model.init_from",),
+    "ddpm": ("model.ngf", "model.norm", "model.dropout", "model.num_downs", "model.upsample",
+             "model.freeze") + _D_KEYS,
+    "segmentation": _D_KEYS, "rotation": _D_KEYS + ("model.init_from", "model.freeze"),
+    "pix2pix": ("model.freeze",), "cyclegan": ("model.freeze",), "colorization": ("model.freeze",),
 }
 HINTS = {"model.ngf": "ddpm.ngf", "model.dropout": "ddpm.dropout"}
 

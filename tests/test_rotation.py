@@ -51,3 +51,34 @@ def test_rotation_pretraining_learns_and_initialises_a_segmenter(tmp_path):
                                                    "model.norm": "instance"}))
     with pytest.raises(ValueError, match="does not fit this U-Net"):
         SegmentationTrainer(bad).build()
+
+
+def test_fcn_encoder_pretrains_by_rotation_and_stays_frozen_when_asked(tmp_path):
+    """FCN-32s-fixed (Long et al. Table 1): the rotation-pretrained encoder is loaded, then frozen:
+    bit-identical weights and norm statistics after training, none of them in the optimizer."""
+    write_upright_scenes(tmp_path / "data" / "train", 8)
+    write_upright_scenes(tmp_path / "data" / "val", 2, seed=1)
+    fcn = {"model.generator": "fcn32s", "model.ngf": 4, "model.num_downs": "null"}
+    rot = config.load(None, overrides(tmp_path, **{"method": "rotation", "run.dir": tmp_path / "rot",
+                                                   "train.max_steps": 4, "train.sample_every": 4,
+                                                   "train.ckpt_every": 4, **fcn}))
+    RotationTrainer(rot).fit()
+    encoder = load_file(str(tmp_path / "rot" / "export" / "encoder" / "diffusion_pytorch_model.safetensors"))
+    stages = {k: v for k, v in encoder.items() if k.startswith("stages.")}
+    frozen = {"model.init_from": tmp_path / "rot", "model.freeze": "encoder", "train.max_steps": 3}
+    seg = config.load(None, overrides(tmp_path, **frozen, **fcn))
+    t = SegmentationTrainer(seg)
+    t.fit()
+    net = t.unwrap("segmenter")
+    after = net.state_dict()
+    assert stages and all(torch.equal(after[k], v) for k, v in stages.items())  # weights and BN statistics
+    in_optimizer = {id(p) for group in t.optimizers["segmenter"].param_groups for p in group["params"]}
+    assert not in_optimizer & {id(p) for p in net.stages.parameters()}
+    assert in_optimizer == {id(p) for p in net.parameters() if p.requires_grad}
+    head = load_file(str(tmp_path / "run" / "export" / "segmenter" / "diffusion_pytorch_model.safetensors"))
+    assert not torch.equal(head["head.0.weight"], encoder["head.0.weight"])  # the rest did learn
+    unfrozen = config.load(None, overrides(tmp_path, **{"model.freeze": "encoder", **fcn}))
+    with pytest.raises(ValueError, match="model.freeze=encoder .* set model.init_from"):
+        SegmentationTrainer(unfrozen).build()
+    with pytest.raises(ValueError, match="model.freeze"):
+        config.load(None, overrides(tmp_path, **{"method": "rotation", "model.freeze": "encoder"}))

@@ -14,7 +14,7 @@ import time
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
@@ -103,6 +103,8 @@ class Trainer:
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.skipped_updates = self.amp_skipped = 0
         self.tracked: dict[str, tuple[Any, bool]] = {}
+        self.last_validation: tuple[int, dict[str, float]] | None = None  # (step, metrics) for the summary
+        self.last_grids: list[Path] = []
 
     # ---- hooks for methods -------------------------------------------------------------------
     def build_data(self) -> None:
@@ -413,6 +415,7 @@ class Trainer:
         samples.mkdir(exist_ok=True)
         for name, img in images.items():
             img.save(samples / f"{name}_{step:08d}.png")
+        self.last_grids = [samples / f"{name}_{step:08d}.png" for name in images]
         if self.wandb_mode != "disabled":
             import wandb
             run = self.accelerator.get_tracker("wandb", unwrap=True)
@@ -432,6 +435,7 @@ class Trainer:
             self.log_images(images, step)
         if metrics:
             self.accelerator.log(metrics, step=step)
+        self.last_validation = (step, {k: v for k, v in out.items() if isinstance(v, (int, float))})
 
     def log_losses(self) -> None:
         """train/<term>: the mean over the steps since the last log and over every process."""
@@ -523,6 +527,7 @@ class Trainer:
             time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
         )
         self.end = cfg.max_steps
+        self.started = time.monotonic()
 
     def fit(self) -> Path:
         self.setup()
@@ -572,11 +577,17 @@ class Trainer:
         """Export, close the trackers, say what ended the run; returns the export folder."""
         acc = self.accelerator
         self.bar.close()
+        if self.val_set is not None and self.step > self.start_step and (
+                self.last_validation is None or self.last_validation[0] != self.step):
+            self.run_validation(self.step)  # the summary and the last grid show the exported weights
         export_dir = self.run_dir / "export"
         if acc.is_main_process:
             self.write_export(export_dir)
         acc.wait_for_everyone()
+        wandb_dir = self.wandb_folder()
         acc.end_training()
+        if acc.is_main_process:
+            acc.print(self.summary(export_dir, wandb_dir))
         if self.end < self.cfg.train.max_steps:
             acc.print(
                 f"stopped by train.time_budget_minutes={self.cfg.train.time_budget_minutes} at step "
@@ -584,6 +595,32 @@ class Trainer:
                 "command again to continue from there"
             )
         return export_dir
+
+    def wandb_folder(self) -> Optional[Path]:
+        if self.wandb_mode == "disabled":
+            return None
+        try:
+            return Path(self.accelerator.get_tracker("wandb", unwrap=True).dir).parent
+        except (ValueError, AttributeError, TypeError):
+            return None
+
+    def summary(self, export_dir: Path, wandb_dir: Optional[Path]) -> str:
+        """What a run leaves and how well it did, printed at its end."""
+        minutes, seconds = divmod(round(time.monotonic() - self.started), 60)
+        lines = [f"summary: {self.method}, steps {self.start_step}..{self.step} in {minutes}m{seconds:02d}s"]
+        if self.last_validation is not None:
+            step, metrics = self.last_validation
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            scored = min(self.cfg.train.eval_batches, len(self.val_set)) if self.val_set is not None else 0
+            items = f", {scored} held-out items (train.eval_batches)" if scored else ""
+            lines.append(f"  validation at step {step}{items}: {shown or 'grid only'}")
+        for grid in self.last_grids:
+            lines.append(f"  grid:   {grid}")
+        lines.append(f"  export: {export_dir}  (python sample.py {self.run_dir} --input DIR --output DIR)")
+        if wandb_dir is not None:
+            sync = f"  (wandb sync {wandb_dir})" if self.wandb_mode == "offline" else ""
+            lines.append(f"  wandb:  {wandb_dir}{sync}")
+        return "\n".join(lines)
 
     def out_of_time(self) -> bool:
         """Every process must stop at the same step: the first one out of time stops them all. One

@@ -83,5 +83,6 @@ def adam(cfg: ExperimentConfig, *nets: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     impl = {"auto": {"fused": True}, "foreach": {"foreach": True}, "fused": {"fused": True},
             "for_loop": {"foreach": False}}
-    params = [p for net in nets for p in net.parameters()]
+    # Frozen tensors (model.freeze, FCN's fixed bilinear upsampling) stay out of the optimizer.
+    params = [p for net in nets for p in net.parameters() if p.requires_grad]
     return torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2), **impl[t.optimizer_impl])

@@ -1,7 +1,8 @@
 """Self-supervised pre-training by rotation prediction (Gidaris, Singh and Komodakis, ICLR 2018):
-the U-Net's encoder learns to tell 0/90/180/270-degree rotations of unlabelled photos, all four
-rotations of each image in the same mini-batch. A segmenter then starts its encoder from these
-weights with `model.init_from=RUN_DIR` -- useful here, where no pretrained weights can be downloaded.
+the encoder of a U-Net or an FCN learns to tell 0/90/180/270-degree rotations of unlabelled photos,
+all four rotations of each image in the same mini-batch. A segmenter of the same architecture then
+starts its encoder from these weights with `model.init_from=RUN_DIR` -- useful here, where no
+pretrained (ImageNet) weights can be downloaded.
 """
 from __future__ import annotations
 
@@ -13,24 +14,39 @@ from torch import nn
 
 from gen.losses.dense import cross_entropy
 from gen.models import UNet
+from gen.models.fcn import FCN
 from gen.models.layers import GlobalAvgPool
 
 from .base import Trainer
 from .builders import build_generator
 
 
-class RotationNet(nn.Module):
-    """The U-Net's encoder levels + a 4-way head. x: (B, 3, H, W) -> logits (B, 4)."""
+# The encoder of each segmenter architecture: its parameter prefix (what init_from copies).
+ENCODER_PREFIX = {UNet: "downs.", FCN: "stages."}
 
-    def __init__(self, unet: UNet):
+
+def encoder_of(net: nn.Module) -> nn.ModuleList:
+    """The encoder levels of a U-Net (`downs`) or an FCN (`stages`, the VGG-like conv blocks)."""
+    if isinstance(net, FCN):
+        return net.stages
+    if isinstance(net, UNet) and net.block_style == "pix2pix":
+        return net.downs
+    raise ValueError(f"{type(net).__name__} has no encoder gen can pre-train or freeze (U-Net or FCN only)")
+
+
+class RotationNet(nn.Module):
+    """A U-Net's or FCN's encoder levels + a 4-way head. x: (B, 3, H, W) -> logits (B, 4)."""
+
+    def __init__(self, net: UNet | FCN):
         super().__init__()
-        self.downs = unet.downs  # shared with the U-Net, which is what gets exported
-        self.head = nn.Sequential(nn.LeakyReLU(0.2), GlobalAvgPool(), nn.Flatten(),
-                                  nn.Linear(unet.config.channels[-1], 4))
+        self.encoder = encoder_of(net)  # shared with the network, which is what gets exported
+        self.fcn = isinstance(net, FCN)
+        width = net.config.ngf * 8 if self.fcn else net.config.channels[-1]
+        self.head = nn.Sequential(nn.LeakyReLU(0.2), GlobalAvgPool(), nn.Flatten(), nn.Linear(width, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for down in self.downs:
-            x, _ = down(x)
+        for level in self.encoder:
+            x = level(x) if self.fcn else level(x)[0]
         return self.head(x)
 
 
@@ -45,8 +61,8 @@ class RotationTrainer(Trainer):
     method = "rotation"
 
     def build(self) -> None:
-        self.unet = build_generator(self.cfg, 3, 3)
-        self.use_single_model("rotation", RotationNet(self.unet))
+        self.net = build_generator(self.cfg, 3, 3)
+        self.use_single_model("rotation", RotationNet(self.net))
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         x, y = four_rotations(batch["input"])
@@ -69,21 +85,25 @@ class RotationTrainer(Trainer):
         return {"rotation_acc": acc}
 
     def export(self, path: Path) -> None:
-        self.unet.save_pretrained(path / "encoder")
+        self.net.save_pretrained(path / "encoder")
 
 
-def load_pretrained_encoder(net: UNet, run_dir: str | Path) -> int:
-    """Copy the encoder levels of a rotation run's export into `net`; returns the tensors copied."""
+def load_pretrained_encoder(net: UNet | FCN, run_dir: str | Path) -> int:
+    """Copy the encoder levels of a rotation run's export into `net` (same architecture); returns the
+    tensors copied."""
     path = Path(run_dir)
     path = path / "export" / "encoder" if (path / "export" / "encoder").is_dir() else path / "encoder"
     weights = path / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"model.init_from={run_dir}: no rotation-pretrained encoder at {weights}")
-    source = {k: v for k, v in load_file(str(weights)).items() if k.startswith("downs.")}
+    prefix = ENCODER_PREFIX[type(net)] if type(net) in ENCODER_PREFIX else "downs."
+    source = {k: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
     target = net.state_dict()
     bad = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
     if bad or not source:
-        raise ValueError(f"model.init_from={run_dir}: its encoder does not fit this U-Net (e.g. {bad[:3]}); "
-                         "use the same model.generator, model.ngf and model.upsample for both runs")
+        kind = "FCN" if isinstance(net, FCN) else "U-Net"
+        raise ValueError(f"model.init_from={run_dir}: its encoder does not fit this {kind} "
+                         f"(e.g. {bad[:3] or 'no ' + prefix + '* tensors'}); use the same model.generator "
+                         "family (U-Net or FCN), model.ngf and model.upsample for both runs")
     net.load_state_dict(source, strict=False)
     return len(source)

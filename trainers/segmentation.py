@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from gen.data import IGNORE_INDEX
 from gen.data.labels import label_to_tensor
@@ -15,7 +16,25 @@ from gen.pipelines import SegmentationPipeline
 from gen.visualize import image_grid
 
 from .base import Trainer
+from .rotation import encoder_of, load_pretrained_encoder
 from .builders import build_generator
+
+
+def _stay_in_eval(module: nn.Module, args) -> None:
+    module.training = False
+
+
+def freeze(module: nn.Module) -> int:
+    """Fix `module` as initialised: no gradients, out of the optimizer, and its batch norms normalise
+    with their stored statistics instead of updating them ("FCN-32s-fixed", Long et al. 2015 Table 1).
+    Returns the number of parameter tensors frozen."""
+    params = list(module.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(_stay_in_eval)
+    return len(params)
 
 
 class SegmentationTrainer(Trainer):
@@ -25,10 +44,17 @@ class SegmentationTrainer(Trainer):
         d = self.cfg.data
         # photo (data.channels_b) -> K logits
         net = build_generator(self.cfg, d.channels_b, d.num_classes, out_activation="none")
-        if self.cfg.model.init_from:
-            from .rotation import load_pretrained_encoder
-            copied = load_pretrained_encoder(net, self.cfg.model.init_from)
-            self.accelerator.print(f"encoder initialised from {self.cfg.model.init_from} ({copied} tensors)")
+        m = self.cfg.model
+        if m.init_from:
+            copied = load_pretrained_encoder(net, m.init_from)
+            self.accelerator.print(f"encoder initialised from {m.init_from} ({copied} tensors)")
+        if m.freeze == "encoder":
+            if not m.init_from:
+                raise ValueError("model.freeze=encoder keeps the encoder as initialised: set model.init_from "
+                                 "to a pre-trained encoder (a rotation run); a frozen random encoder would "
+                                 "be all the segmenter sees")
+            frozen = freeze(encoder_of(net))
+            self.accelerator.print(f"model.freeze=encoder: {frozen} encoder tensors fixed (the rest learns)")
         self.use_single_model("segmenter", net)
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from ..config import DataConfig, ExperimentConfig
 from .evaluation import EvalData
 from .image_io import list_images
-from .builtin import edges2photos
+from .builtin import builtin_pairs
 from .folder import ImageFolder
 from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, PairDataset, SegmentationPairs, resolve_split
 from .transforms import Geometry
@@ -35,7 +35,8 @@ def build_paired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pai
         raise ValueError(f"config key data.{split} is not set; it names the folder of the {split} split")
     common = dict(direction=cfg.direction, train=train, seed=seed, max_16bit=cfg.max_16bit)
     if cfg.kind == "builtin":
-        pairs, names = edges2photos(split, cfg.builtin_size, cfg.builtin_count if train else 16, seed)
+        pairs, names = builtin_pairs(cfg.builtin_task, split, cfg.builtin_size,
+                                     cfg.builtin_count if train else 16, seed)
         geo = Geometry("none", cfg.builtin_size, cfg.builtin_size, cfg.flip)
         return InMemoryPairs(pairs, names, geometry=geo, **common)
     folder, subset = resolve_split(Path(cfg.root).expanduser(), spec)
