@@ -14,6 +14,7 @@ import csv
 import html
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -45,6 +46,29 @@ class Comparison:
         for row in self.table:
             names += [k for k in row if k not in ("run", "method") and k not in names]
         return names
+
+    @property
+    def by_seed(self) -> list[dict]:
+        """Runs named NAME_s0, NAME_s1, ... (or NAME_seed0, ...) grouped: per metric the mean and the
+        sample standard deviation over the seeds, as "mean ± sd" rows (groups of 2 or more runs)."""
+        groups: dict[str, list[dict]] = {}
+        for row in self.table:
+            m = re.fullmatch(r"(.+)_s(?:eed)?\d+", row["run"])
+            if m:
+                groups.setdefault(m.group(1), []).append(row)
+        out = []
+        for name, rows in groups.items():
+            if len(rows) < 2:
+                continue
+            agg = {"run": name, "method": rows[0]["method"], "seeds": len(rows)}
+            for metric in self.metric_names:
+                values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
+                if len(values) == len(rows):
+                    mean = sum(values) / len(values)
+                    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+                    agg[metric] = f"{mean:.4f} ± {sd:.4f}"
+            out.append(agg)
+        return out
 
 
 @dataclass
@@ -303,15 +327,25 @@ def write_report(result: Comparison, out_dir: Path, title: str = "gen comparison
             writer.writerow([_cell(row.get(h)) for h in header])
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(_cell(row.get(h)) for h in header) + " |" for row in result.table]
+    seeds = result.by_seed
+    seed_header = ["run", "method", "seeds"] + [h for h in result.metric_names if any(h in r for r in seeds)]
+    if seeds:
+        md += ["\nMean ± sd over seeds (runs named NAME_s<seed>):\n",
+               "| " + " | ".join(seed_header) + " |", "|" + "---|" * len(seed_header)]
+        md += ["| " + " | ".join(_cell(row.get(h)) for h in seed_header) + " |" for row in seeds]
     md += [f"\n{note}" for note in result.notes]
     paths["markdown"].write_text("\n".join(md) + "\n")
-    paths["json"].write_text(
-        json.dumps({"columns": result.columns, "table": result.table, "notes": result.notes}, indent=1)
-    )
+    paths["json"].write_text(json.dumps({"columns": result.columns, "table": result.table, "by_seed": seeds,
+                                         "notes": result.notes}, indent=1))
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(h)))}</td>" for h in header) + "</tr>"
                    for r in result.table)
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in result.notes)
+    if seeds:
+        seed_cells = "".join(f"<th>{html.escape(h)}</th>" for h in seed_header)
+        seed_body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(h)))}</td>" for h in seed_header)
+                            + "</tr>" for r in seeds)
+        notes = f"<h2>Mean ± sd over seeds</h2><table><tr>{seed_cells}</tr>{seed_body}</table>" + notes
     paths["html"].write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"

@@ -148,3 +148,19 @@ def test_grid_labels_its_columns_and_enlarges_small_tiles():
     assert (band < 128).any(axis=2).any()  # the labels are drawn
     assert (np.asarray(grid)[HEADER:, 96:] == 0).all() and (np.asarray(grid)[HEADER:, :96] == 255).all()
     assert image_grid([[white]]).size == (96, 96)  # no labels, no band
+
+
+def test_runs_named_by_seed_get_a_mean_and_sd_table(tmp_path):
+    from gen.compare import Comparison, write_report
+    table = [{"run": "fcn8s_s0", "method": "seg", "mean_iu": 0.5, "pixel_acc": 0.8},
+             {"run": "fcn8s_s1", "method": "seg", "mean_iu": 0.7, "pixel_acc": 0.9},
+             {"run": "fcn8s_s2", "method": "seg", "mean_iu": 0.6, "pixel_acc": 0.7},
+             {"run": "unet_seed0", "method": "seg", "mean_iu": 0.4},
+             {"run": "alone", "method": "seg", "mean_iu": 0.1}]
+    result = Comparison(["input"], [[torch.zeros(3, 8, 8)]], table)
+    rows = {r["run"]: r for r in result.by_seed}
+    assert set(rows) == {"fcn8s"} and rows["fcn8s"]["seeds"] == 3  # single-seed groups are not aggregated
+    assert rows["fcn8s"]["mean_iu"] == "0.6000 ± 0.1000"  # sample sd of 0.5, 0.7, 0.6
+    assert rows["fcn8s"]["pixel_acc"] == "0.8000 ± 0.1000"
+    write_report(result, tmp_path)
+    assert "| fcn8s | seg | 3 | 0.6000 ± 0.1000 | 0.8000 ± 0.1000 |" in (tmp_path / "metrics.md").read_text()
