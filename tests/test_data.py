@@ -1,5 +1,6 @@
 """Paired layouts, joint geometry, conversions of odd image modes, segmentation pairs, sampler."""
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +167,26 @@ def test_facades_split_counts(shared_data):
         and 0 <= int(item["label"].min())
         and int(item["label"].max()) <= 11
     )
+
+
+def test_gray2photo_holds_out_the_unseen_part_of_every_photo():
+    """The quickstart's task: A is the photo's luma, and every held-out crop lies in the right 30% of
+    its photo, which no training crop touches (same scenes, never-trained pixels)."""
+    from gen.data.builtin import TRAIN_FRACTION, TRAIN_IMAGES, VAL_IMAGES, _photo, builtin_pairs
+    size = 32
+    photos = {Path(n).stem: np.asarray(_photo(n, 4 * size)) for n in TRAIN_IMAGES + VAL_IMAGES}
+    for split in ("train", "val"):
+        pairs, names = builtin_pairs("gray2photo", split, size, 16, seed=0)
+        assert {n.rsplit("_", 1)[0] for n in names} == set(photos)  # every photo in both splits
+        for (gray, photo), name in zip(pairs, names):
+            g, p = np.asarray(gray).astype(int), np.asarray(photo)
+            assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()
+            assert np.abs(g[..., 0] - np.asarray(photo.convert("L"))).max() == 0
+            full = photos[name.rsplit("_", 1)[0]]
+            cut = int(TRAIN_FRACTION * full.shape[1])
+            lefts = [x for x in range(full.shape[1] - size + 1) for y in range(full.shape[0] - size + 1)
+                     if (full[y:y + size, x:x + size] == p).all()]
+            assert lefts, name
+            assert all(x + size <= cut for x in lefts) if split == "train" else all(x >= cut for x in lefts)
+    with pytest.raises(ValueError, match="data.builtin_task"):
+        config.load(None, ["data.kind=builtin", "data.builtin_task=sketch"])
