@@ -3,10 +3,11 @@ and gen DDPM exports written as plain diffusers folders."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..pipelines.diffusion import DiffusionSamplingPipeline
 from ..pipelines.translation import CycleGANPipeline, TranslationPipeline
@@ -23,8 +24,19 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    # Written beside the target first: a failure half-way never leaves a half-written export behind.
+@contextlib.contextmanager
+def staged(final: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a fresh folder beside `final`, then swap it into place: a failure half-way never leaves a
+    half-written export, and an existing `final` is replaced only with `overwrite`."""
+    check_out(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -67,12 +79,13 @@ def write_translation_export(
 ) -> Path:
     """`out/export/`: a pix2pix-style export from {"G"[, "D"]}, or a CycleGAN export (both directions)
     from {"G_A", "G_B"[, "D_A", "D_B"]}; the discriminators ride along for model.init_from."""
-    final = out / "export"
-    check_out(final, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "export.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    with staged(out / "export", overwrite) as tmp:
+        _write_translation(tmp, nets, method, inference, direction, notes)
+    return out / "export"
+
+
+def _write_translation(tmp: Path, nets: dict[str, Converted], method: str, inference: str, direction: str,
+                       notes: Optional[dict]) -> None:
     if "G" in nets:
         TranslationPipeline(nets["G"].net, method, inference, direction).save_pretrained(tmp)
         if "D" in nets:
@@ -96,27 +109,18 @@ def write_translation_export(
         **(notes or {}),
     }
     (tmp / NOTES_FILE).write_text(json.dumps(record, indent=1))
-    _replace(tmp, final)
-    return final
 
 
 def write_diffusion_export(
     out: Path, unet, scheduler, sample_size: int, overwrite: bool = False, notes: Optional[dict] = None
 ) -> Path:
     """`out/export/`: gen's DDPM sampling export around a (converted) ddpm-style U-Net."""
-    final = out / "export"
-    check_out(final, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "export.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipe = DiffusionSamplingPipeline(unet, scheduler, sample_size=sample_size)
-    pipe.save_export(tmp, method="ddpm (converted)")
-    (tmp / NOTES_FILE).write_text(
-        json.dumps({"converted_from": "diffusers UNet2DModel", **(notes or {})}, indent=1)
-    )
-    _replace(tmp, final)
-    return final
+    with staged(out / "export", overwrite) as tmp:
+        pipe = DiffusionSamplingPipeline(unet, scheduler, sample_size=sample_size)
+        pipe.save_export(tmp, method="ddpm (converted)")
+        record = {"converted_from": "diffusers UNet2DModel", **(notes or {})}
+        (tmp / NOTES_FILE).write_text(json.dumps(record, indent=1))
+    return out / "export"
 
 
 def write_diffusers_pipeline(export: Path, out: Path, overwrite: bool = False) -> Path:
@@ -139,11 +143,8 @@ def write_diffusers_pipeline(export: Path, out: Path, overwrite: bool = False) -
             "concatenated to x_t); diffusers' DDPMPipeline has no condition input, so there is no "
             "diffusers equivalent to write (sample it with sample.py --input)"
         )
-    check_out(out, overwrite)
     unet = to_unet2d(pipe.unet, pipe.sample_size)
-    tmp = out.parent / (out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(pipe.scheduler.config)).save_pretrained(tmp)
-    _replace(tmp, out)
+    with staged(out, overwrite) as tmp:
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp)
     return out
