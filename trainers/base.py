@@ -611,9 +611,9 @@ class Trainer:
         if self.last_validation is not None:
             step, metrics = self.last_validation
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-            scored = min(self.cfg.train.eval_batches, len(self.val_set)) if self.val_set is not None else 0
-            items = f", {scored} held-out items (train.eval_batches)" if scored else ""
-            lines.append(f"  validation at step {step}{items}: {shown or 'grid only'}")
+            where = f" of {len(self.val_set)}" if self.val_set is not None else ""
+            lines.append(f"  validation at step {step} (held-out items: up to train.eval_batches="
+                         f"{self.cfg.train.eval_batches}{where}): {shown or 'grid only'}")
         for grid in self.last_grids:
             lines.append(f"  grid:   {grid}")
         lines.append(f"  export: {export_dir}  (python sample.py {self.run_dir} --input DIR --output DIR)")
