@@ -12,9 +12,12 @@ Then Ho et al.'s CIFAR-10 U-Net against diffusers' UNet2DModel of the same confi
 Rows run one after another, so a drifting machine moves them: `--rounds R` measures every option R
 times in alternating order and reports medians. JSON in bench/results/run.json.
 
-    python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options fp32 bf16 channels_last
-                        for_loop foreach fused compile channels_last+fused batch_x4] [--steps 3] [--rounds 1]
-                        [--device cpu|cuda]
+    python bench/run.py [--methods pix2pix cyclegan colorization ddpm] [--options default fp32 auto bf16
+                        channels_last for_loop foreach fused compile channels_last+fused batch_x4] [--steps 3]
+                        [--rounds 1] [--device cpu|cuda]
+
+The "vs fp32" column divides plain fp32's step time by each row's: the "default" row (the shipped
+config, whatever precision it resolves to) against fp32 is what a user gets without asking.
 """
 from __future__ import annotations
 
@@ -39,7 +42,9 @@ METHODS = {
     "ddpm": ("configs/ddpm/cifar10.yaml", [], 32),
 }
 OPTIONS = {
-    "fp32": [],  # the defaults: fp32, contiguous, fused Adam (train.optimizer_impl=auto)
+    "default": [],  # the config as shipped: what a user gets without asking
+    "fp32": ["train.mixed_precision=fp32"],  # plain fp32 (contiguous, fused Adam): every row's reference
+    "auto": ["train.mixed_precision=auto"],  # bf16 where the hardware runs it natively, else fp32
     "for_loop": ["train.optimizer_impl=for_loop"],  # torch's CPU default Adam, gen's default before
     "bf16": ["train.mixed_precision=bf16"],
     "channels_last": ["train.channels_last=true"],
@@ -131,11 +136,12 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
             flops = counter.get_total_flops()
         times = timed(step, steps, device)
         sampling = ddpm_sampling_step(trainer, data, steps, device) if method == "ddpm" else None
-    precision = "bf16" if option == "bf16" else "fp32"  # the peak in the row's own precision
+    # the peak in the row's own precision ("auto" is resolved in trainer.cfg)
+    precision = "bf16" if trainer.cfg.train.mixed_precision == "bf16" else "fp32"
     peak = conv_peak(precision, device)
     mem = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    common = {"option": option, "size": cfg.data.crop_size, "batch": batch, "device": device,
+    common = {"option": option, "precision": trainer.cfg.train.mixed_precision, "size": cfg.data.crop_size, "batch": batch, "device": device,
               "peak_gflops": peak, "peak_memory_mb": mem, "threads": torch.get_num_threads()}
     rows = [row(method, statistics.median(times), flops, batch, common)]
     if sampling is not None:
@@ -251,7 +257,8 @@ def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
     merged = []
     for same in zip(*rounds):
         first = same[0]
-        common = {k: v for k, v in first.items() if k in ("option", "size", "batch", "device", "threads")}
+        common = {k: v for k, v in first.items()
+                  if k in ("option", "precision", "size", "batch", "device", "threads")}
         common.update(peak_gflops=statistics.median(r["peak_gflops"] for r in same),
                       peak_memory_mb=max(r["peak_memory_mb"] for r in same), rounds=len(same))
         merged.append(row(first["method"], statistics.median(r["sec_per_step"] for r in same),
@@ -268,7 +275,8 @@ def main() -> None:
         "--options",
         nargs="+",
         choices=list(OPTIONS),
-        default=["fp32", "for_loop", "channels_last", "foreach", "channels_last+fused", "batch_x4"],
+        default=["default", "fp32", "for_loop", "channels_last", "foreach", "channels_last+fused",
+                 "batch_x4"],
     )
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=1,
@@ -284,8 +292,8 @@ def main() -> None:
         return
     rows, data_rows = [], []
     print(
-        f"{'method':>12} {'option':>13} {'s/step':>8} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8} "
-        f"{'mem MB':>8}  vs fp32"
+        f"{'method':>12} {'option':>13} {'prec':>5} {'s/step':>8} {'img/s':>8} {'GFLOP/s':>8} "
+        f"{'of peak':>8} {'mem MB':>8}  vs fp32"
     )
     for method in args.methods:
         samples: dict[str, list[list[dict]]] = {o: [] for o in args.options}
@@ -294,21 +302,20 @@ def main() -> None:
                 got = measure(method, option, args)
                 if got is not None:
                     samples[option].append(got)
-        for option in args.options:
-            if not samples[option]:
-                continue
-            for r in merge_rounds(samples[option]):
-                fp32 = next((b for b in rows if b["method"] == r["method"] and b["option"] == "fp32"), None)
-                if r["gflop_per_step"] == 0 and fp32:  # compiled: the same work as the eager step
-                    r.update(row(r["method"], r["sec_per_step"], fp32["gflop_per_step"] * 1e9, r["batch"], r))
-                rows.append(r)
-                speedup = f"{fp32['sec_per_step'] / r['sec_per_step']:.2f}x" if fp32 else ""
-                print(
-                    f"{r['method']:>12} {option:>13} {r['sec_per_step']:>8.3f} {r['images_per_sec']:>8.2f} "
-                    f"{r['gflops']:>8.1f} {100 * r['fraction_of_peak']:>7.0f}% "
-                    f"{r['peak_memory_mb']:>8.0f}  {speedup}",
-                    flush=True,
-                )
+        merged = [r for option in args.options if samples[option] for r in merge_rounds(samples[option])]
+        rows += merged
+        for r in merged:  # printed once every option is in, so the default row finds its fp32 row
+            option = r["option"]
+            fp32 = next((b for b in merged if b["method"] == r["method"] and b["option"] == "fp32"), None)
+            if r["gflop_per_step"] == 0 and fp32:  # compiled: the same work as the eager step
+                r.update(row(r["method"], r["sec_per_step"], fp32["gflop_per_step"] * 1e9, r["batch"], r))
+            speedup = f"{fp32['sec_per_step'] / r['sec_per_step']:.2f}x" if fp32 else ""
+            print(
+                f"{r['method']:>12} {option:>13} {r.get('precision', ''):>5} {r['sec_per_step']:>8.3f} "
+                f"{r['images_per_sec']:>8.2f} {r['gflops']:>8.1f} {100 * r['fraction_of_peak']:>7.0f}% "
+                f"{r['peak_memory_mb']:>8.0f}  {speedup}",
+                flush=True,
+            )
         for w in args.workers:
             d = data_rate(method, w)
             consumed = next(

@@ -107,18 +107,29 @@ def test_any_depth_width_and_norm_is_inferred(preset, kw, size):
 
 
 def test_layers_the_reference_builds_without_bias_get_a_zero_bias():
-    """The reference PixelDiscriminator's last conv has no bias with batch norm; 'none' norm convs neither."""
+    """The reference PixelDiscriminator's last conv has no bias with batch norm; with norm 'none' no
+    conv but the always-biased ones has one. A bias the reference always has is never zero-filled."""
     torch.manual_seed(2)
-    net = randomise(create_model("pixelgan", ndf=4))
+    cases = (("pixelgan", dict(ndf=4), ["net.5.bias"], ["net.0.bias"]),
+             ("unet", dict(num_downs=5, ngf=4, norm="none", dropout=0.0), ["model.model.1.model.1.bias"],
+              ["model.model.3.bias"]))
+    for preset, kw, absent, present in cases:
+        net = randomise(create_model(preset, **kw))  # init_weights zeroes every bias
+        state = to_reference(net)
+        assert not set(absent) & set(state) and set(present) <= set(state)
+        conv = convert_reference(state, dropout=0.0 if preset == "unet" else None)
+        assert any("zero bias" in n for n in conv.notes)
+        x = torch.randn(1, net.config.in_channels, 32, 32)
+        with torch.no_grad():
+            assert torch.equal(conv.net(x), net(x))
+    outermost = dict(to_reference(net))
+    del outermost["model.model.3.bias"]  # the reference always biases the last up-conv
+    with pytest.raises(ValueError, match=r"missing keys \['model.model.3.bias'\]"):
+        convert_reference(outermost, dropout=0.0)
     with torch.no_grad():
-        net.body[5].bias.zero_()
-    state = to_reference(net)
-    del state["net.5.bias"]
-    conv = convert_reference(state)
-    assert any("zero bias" in n for n in conv.notes)
-    x = torch.randn(1, 6, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(conv.net(x), net(x))
+        net.downs[1].body[1].bias.fill_(0.1)
+    with pytest.raises(ValueError, match="builds that layer without a bias"):
+        to_reference(net)
 
 
 def test_legacy_instance_norm_statistics_and_dataparallel_prefix_are_dropped():

@@ -74,6 +74,19 @@ def reference_key(layout: str, gen_key: str, levels: int = 0) -> str:
     raise ValueError(f"unknown reference layout {layout!r}")
 
 
+def reference_has_bias(layout: str, conv: str, norm: str, net: nn.Module) -> bool:
+    """Whether the reference builds conv layer `conv` (gen module name) with a bias: its convs take
+    `bias=use_bias`, true only with instance norm, except the layers it always biases."""
+    if norm == "instance":
+        return True
+    convs = [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    always = {"unet": {"ups.0.body.1"},  # the outermost up-conv, before tanh
+              "resnet": {convs[-1]},  # the output conv
+              "patchgan": {convs[0], convs[-1]},  # the first conv (no norm after it) and the 1-channel map
+              "pixelgan": {convs[0]}}[layout]
+    return conv in always
+
+
 def detect_layout(state: dict[str, torch.Tensor]) -> Optional[str]:
     keys = set(state)
     if "model.model.0.weight" in keys and any(k.startswith("model.model.1.model.") for k in keys):
@@ -223,7 +236,8 @@ def convert_reference(
                     f"{preset}({kw}) has {tuple(target[g].shape)}"
                 )
             loaded[g] = state[r]
-        elif g.endswith(".bias") and mapping[g[:-4] + "weight"] in state:
+        elif g.endswith(".bias") and mapping[g[:-4] + "weight"] in state and not reference_has_bias(
+                layout, g[:-len(".bias")], kw["norm"], net):
             loaded[g], zero_bias = torch.zeros_like(target[g]), zero_bias + [r]
         elif g.endswith("num_batches_tracked"):
             loaded[g] = target[g]
@@ -247,20 +261,43 @@ def convert_reference(
 
 def to_reference(net: nn.Module) -> dict[str, torch.Tensor]:
     """gen network (pix2pix-style U-Net, ResnetGenerator, PatchGAN, PixelGAN) -> the reference's
-    state dict (what its `--continue_train` / test.py would load)."""
+    state dict (what its `--continue_train` / test.py would load). ValueError for networks the
+    reference cannot build (other decoders, widths, activations or dropout placement, non-zero
+    biases where the reference has none)."""
     from ..models.discriminators import PatchGAN, PixelGAN
+    from ..models.presets import pix2pix_channels
     from ..models.unet import UNet
 
     if isinstance(net, UNet):
-        if net.block_style != "pix2pix" or net.config.upsample != "transposed":
+        c = net.config
+        if net.block_style != "pix2pix" or c.upsample != "transposed":
             raise ValueError(
                 "only the pix2pix block style with transposed-conv upsampling exists in the reference"
             )
+        levels = len(c.channels)
+        dropout = tuple(range(4, levels - 1)) if c.dropout > 0 and levels > 5 else ()
+        if (c.out_activation != "tanh" or tuple(c.channels) != pix2pix_channels(levels, c.channels[0])
+                or tuple(c.dropout_levels) not in (dropout, ())):
+            raise ValueError("the reference UnetGenerator always ends in tanh, widens ngf, 2ngf, 4ngf, "
+                             "8ngf... and puts dropout on the 8ngf levels above the innermost; this U-Net "
+                             "differs "
+                             f"(out_activation={c.out_activation!r}, channels={list(c.channels)}, "
+                             f"dropout_levels={list(c.dropout_levels)})")
         layout = "unet"
     else:
         layouts = {ResnetGenerator: "resnet", PatchGAN: "patchgan", PixelGAN: "pixelgan"}
         if type(net) not in layouts:
             raise ValueError(f"{type(net).__name__} has no reference counterpart")
         layout = layouts[type(net)]
-    levels = getattr(net, "levels", 0)
-    return {reference_key(layout, k, levels): v.detach().clone() for k, v in net.state_dict().items()}
+    levels, norm = getattr(net, "levels", 0), net.config.norm
+    state = {}
+    for k, v in net.state_dict().items():
+        module = k.rsplit(".", 1)[0]
+        is_conv = isinstance(net.get_submodule(module), (nn.Conv2d, nn.ConvTranspose2d))
+        if k.endswith(".bias") and is_conv and not reference_has_bias(layout, module, norm, net):
+            if v.abs().max() > 0:
+                raise ValueError(f"{k} is non-zero, but the reference builds that layer without a bias "
+                                 f"(norm {norm!r}): it cannot hold this network")
+            continue
+        state[reference_key(layout, k, levels)] = v.detach().clone()
+    return state
