@@ -142,7 +142,8 @@ def one(method: str, option: str, steps: int, device: str) -> dict:
     mem = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     common = {"option": option, "precision": trainer.cfg.train.mixed_precision, "size": cfg.data.crop_size,
-              "batch": batch, "device": device, "peak_gflops": peak, "peak_memory_mb": mem, "threads": torch.get_num_threads()}
+              "batch": batch, "device": device, "peak_gflops": peak, "peak_memory_mb": mem,
+              "threads": torch.get_num_threads()}
     rows = [row(method, statistics.median(times), flops, batch, common)]
     if sampling is not None:
         rows.append(row("ddpm-sample", *sampling, batch, common))
