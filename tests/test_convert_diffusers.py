@@ -175,3 +175,14 @@ def test_diffusers_folder_becomes_a_gen_export_with_its_scheduler(tmp_path, caps
         assert relative(pipe.unet(x, t), model(x, t).sample) <= 1e-5
     assert convert_main(["diffusers", "someone/not-cached-model", "--out", str(tmp_path / "x")]) == 2
     assert "not in the local Hugging Face cache" in capsys.readouterr().err
+
+
+def test_to_diffusers_never_replaces_its_source_or_a_foreign_folder(tmp_path, capsys):
+    run = tiny_export(tmp_path / "run")
+    assert convert_main(["to-diffusers", str(run), "--out", str(run), "--overwrite"]) == 2
+    assert sorted(p.name for p in run.iterdir()) == ["export"]
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert convert_main(["to-diffusers", str(run), "--out", str(other), "--overwrite"]) == 2
+    assert (other / "notes.txt").read_text() == "keep me" and "model_index.json" in capsys.readouterr().err

@@ -268,3 +268,31 @@ def test_an_incomplete_export_is_named_not_looked_up_online(tmp_path, fixtures):
     shutil.rmtree(out / "export" / "generator")
     with pytest.raises(FileNotFoundError, match="generator/config.json not found: the export is incomplete"):
         pipelines.load(out)
+
+
+def test_cyclegan_unets_have_no_dropout_unless_train_opt_says_so(tmp_path, capsys):
+    """The reference CycleGAN trains with no_dropout=True; its train_opt.txt, when present, decides."""
+    torch.manual_seed(6)
+    folder = tmp_path / "checkpoints" / "maps_cyclegan"
+    folder.mkdir(parents=True)
+    for role in ("G_A", "G_B"):
+        net = create_model("unet", num_downs=5, ngf=4, norm="instance", dropout=0.0)
+        torch.save(to_reference(randomise(net)), folder / f"latest_net_{role}.pth")
+    assert convert_main(["reference", str(folder), "--out", str(tmp_path / "a")]) == 0
+    assert "dropout 0 (the reference trains CycleGAN without dropout" in capsys.readouterr().out
+    assert pipelines.load(tmp_path / "a").net.config.dropout_levels == []
+    (folder / "train_opt.txt").write_text(
+        "----------------- Options ---------------\n"
+        "               no_dropout: False                  \t[default: True]\n"
+        "                    model: cycle_gan\n"
+        "----------------- End -------------------\n")
+    assert convert_main(["reference", str(folder), "--out", str(tmp_path / "b")]) == 0
+    assert "no_dropout: False" in capsys.readouterr().out
+
+
+def test_generators_that_are_not_image_translators_are_refused(tmp_path, capsys):
+    """The reference's colorization model maps L -> ab (1 -> 2 channels): not a translator gen can run."""
+    torch.save(to_reference(create_model("unet", num_downs=5, ngf=4, in_channels=1, out_channels=2)),
+               tmp_path / "latest_net_G.pth")
+    assert convert_main(["reference", str(tmp_path / "latest_net_G.pth"), "--out", str(tmp_path / "o")]) == 2
+    assert "1 -> 2 channels" in capsys.readouterr().err and not (tmp_path / "o" / "export").exists()

@@ -73,7 +73,13 @@ def test_fid_and_kid_equal_hand_computation_on_known_features():
         return ((x + 1) * 127.5).round().mean(dim=(2, 3)).double().numpy()
 
     assert scores["FID"] == pytest.approx(hand_fid(feats(real), feats(fake)), rel=1e-6)
-    assert scores["KID"] == pytest.approx(hand_kid(feats(real), feats(fake)), rel=1e-6)
+    # KID: the unbiased MMD^2 averaged over 50 random subsets of n / 2 = 6 images (seeded with 0)
+    a, b = feats(real), feats(fake)
+    torch.manual_seed(0)
+    picks = [(torch.randperm(12)[:6].numpy(), torch.randperm(12)[:6].numpy()) for _ in range(50)]
+    per_subset = [hand_kid(a[r], b[f]) for r, f in picks]
+    assert scores["KID"] == pytest.approx(np.mean(per_subset), rel=1e-6)
+    assert scores["KID_std"] == pytest.approx(np.std(per_subset), rel=1e-6) and scores["KID_std"] > 0
     assert scores["FID_images"] == 12
 
 

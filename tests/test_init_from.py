@@ -140,3 +140,22 @@ def test_ddpm_starts_from_a_diffusers_unet_in_its_layout(tmp_path):
         out = net.eval()(x, t)
         assert ((out - model(x, t).sample).abs().max() / out.abs().max()).item() <= 1e-5
     assert all(torch.equal(s, p) for s, p in zip(trainer.ema.shadow_params, net.parameters()))  # EMA too
+
+
+def test_same_shapes_other_function_and_wrong_export_kind_are_refused(pix2pix_run, tmp_path):
+    """Instance norm and no norm have the same tensors; loading one into the other would run silently."""
+    torch.manual_seed(2)
+    instance = create_model("unet", num_downs=5, ngf=8, norm="instance", dropout=0.0)
+    torch.save(to_reference(instance), tmp_path / "g.pth")
+    assert convert_main(["reference", str(tmp_path / "g.pth"), "--out", str(tmp_path / "inst")]) == 0
+    overrides = {"model.init_from": tmp_path / "inst", "model.norm": "none", "model.dropout": 0.0}
+    cfg = config.load(None, tiny_overrides(tmp_path / "ft", pix2pix_run / "data", **overrides))
+    with pytest.raises(ValueError, match=r"computes another function.*'norm': \('instance', 'none'\)"):
+        Pix2PixTrainer(cfg).setup()
+    for role in ("G_A", "G_B"):
+        torch.save(to_reference(instance), tmp_path / f"latest_net_{role}.pth")
+    assert convert_main(["reference", str(tmp_path), "--out", str(tmp_path / "cyc")]) == 0
+    cfg = config.load(None, tiny_overrides(tmp_path / "ft2", pix2pix_run / "data",
+                                           **{"model.init_from": tmp_path / "cyc"}))
+    with pytest.raises(ValueError, match="a cyclegan export, but this run starts from a translation export"):
+        Pix2PixTrainer(cfg).setup()

@@ -82,7 +82,7 @@ class ColorizationTrainer(Trainer):
         if self.cfg.model.init_from:  # a colorization export of the same head (fine-tuning)
             load_translation(self.cfg.model.init_from, {"generator": net, "discriminator": self.models.get(
                 "discriminator")}, {"generator": "network", "discriminator": "discriminator"},
-                self.accelerator.print)
+                self.accelerator.print, kind="colorization")
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
 
     def class_weights(self) -> np.ndarray:

@@ -18,10 +18,15 @@ from torch import nn
 from gen.pipelines.translation import PIPELINE_FILE
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
+# Settings that change what a network computes without changing a tensor's shape (instance norm and
+# 'none' have the same tensors; so do the decoders' upsamplers, dropout placement aside).
+SAME_SHAPES_OTHER_FUNCTION = ("norm", "norm_groups", "out_activation", "upsample", "block_style", "norm_eps",
+                              "time_flip_sin_to_cos", "time_freq_shift", "downsample_padding",
+                              "attention_head_dim", "n_blocks", "variant")
 DISCRIMINATORS = ("discriminator", "D_A", "D_B")
 # U-Net settings that follow the source weights' conventions rather than the experiment (a converted
 # diffusers U-Net keeps its time embedding layout and padding); shapes do not show them.
-DDPM_LAYOUT = (
+DDPM_LAYOUT = ("norm_groups", 
     "norm_eps",
     "time_flip_sin_to_cos",
     "time_freq_shift",
@@ -81,18 +86,29 @@ def load_weights(net: nn.Module, folder: Path, role: str, source: str) -> int:
             + f". Source vs this run: {differs or 'same settings, different class'}; set model.generator / "
             "model.ngf / model.norm (model.ndf / model.d_layers / model.d_norm for a discriminator) to match"
         )
+    function = {k: v for k, v in differs.items() if k in SAME_SHAPES_OTHER_FUNCTION}
+    if function:
+        raise ValueError(
+            f"model.init_from={source}: the {role} has the shapes of this run's network but computes another "
+            f"function: source vs this run {function}; set the matching model.* keys (e.g. model.norm, "
+            "model.d_norm, model.upsample) to the source's values")
     with torch.no_grad():
         for k, v in state.items():
             target[k].copy_(v)
     return len(state)
 
 
-def load_translation(
-    source: str, nets: dict[str, Optional[nn.Module]], layout: dict[str, str], say: Callable[[str], None]
-) -> None:
-    """nets: {role: network or None}; layout: {role: subfolder of the export}. Generators are
-    required; a discriminator the source lacks stays freshly initialised (said so)."""
+def load_translation(source: str, nets: dict[str, Optional[nn.Module]], layout: dict[str, str],
+                     say: Callable[[str], None], kind: Optional[str] = None) -> None:
+    """nets: {role: network or None}; layout: {role: subfolder of the export}; kind: the export kind
+    the run needs (translation, colorization, cyclegan). Generators are required; a discriminator the
+    source lacks stays freshly initialised (said so)."""
     root = export_root(source)
+    found = export_meta(source).get("kind")
+    if kind is not None and found != kind:
+        raise ValueError(f"model.init_from={source}: a {found} export, but this run starts from a {kind} "
+                         "export (a CycleGAN export starts a CycleGAN run; convert a single direction "
+                         "with gen.convert to fine-tune it as pix2pix)")
     for role, net in nets.items():
         if net is None:
             continue
@@ -112,7 +128,8 @@ def ddpm_source(source: str) -> tuple[Optional[nn.Module], dict]:
         return None, {k: cfg[k] for k in DDPM_LAYOUT if k in cfg}
     from gen.convert.diffusers_unet import from_unet2d, load_unet2d
 
-    net = from_unet2d(load_unet2d(source)[0])
+    model, folder = load_unet2d(source)
+    net = from_unet2d(model, f"model.init_from={source} (the UNet2DModel in {folder})")
     return net, {k: net.config[k] for k in DDPM_LAYOUT}
 
 

@@ -46,7 +46,7 @@ class Pix2PixTrainer(Trainer):
         if self.cfg.model.init_from:
             load_translation(self.cfg.model.init_from, {"generator": g, "discriminator": self.models.get(
                 "discriminator")}, {"generator": "generator", "discriminator": "discriminator"},
-                self.accelerator.print)
+                self.accelerator.print, kind="translation")
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:

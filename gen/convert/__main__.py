@@ -15,48 +15,58 @@ from pathlib import Path
 
 
 def reference(args) -> int:
-    from .exports import convert_reference_files, reference_files, write_translation_export
+    from .exports import convert_reference_files, read_train_opt, reference_files, write_translation_export
 
     path = Path(args.path)
+    opts = read_train_opt(path) if path.is_dir() else {}
     files = reference_files(path, args.epoch) if path.is_dir() else {"G": path}
+    cyclegan_folder = "G_A" in files or "G_B" in files
     if args.discriminator:
+        if cyclegan_folder:
+            raise ValueError(f"{path} holds CycleGAN networks (G_A, G_B): their discriminators are read from "
+                             "the folder; --discriminator is for a pix2pix generator")
         files["D"] = Path(args.discriminator)
     for role, extra in (("G_B", args.generator_b), ("D_B", args.discriminator_b)):
         if extra:
             files[role] = Path(extra)
-    direction = args.direction
+    if "D_B" in files and "G_B" not in files:
+        raise ValueError("--discriminator-b belongs to a CycleGAN pair: give --generator-b too")
     if "G_B" in files and "G" in files:  # G given as a file plus --generator-b: a CycleGAN pair
         files["G_A"] = files.pop("G")
         if "D" in files:
             files["D_A"] = files.pop("D")
+    cyclegan = "G_A" in files or "G_B" in files
+    notes = []
+    dropout = args.dropout
+    if dropout is None and "no_dropout" in opts:
+        dropout = 0.0 if opts["no_dropout"] == "True" else 0.5
+        notes.append(f"dropout {dropout} from {path / 'train_opt.txt'} (no_dropout: {opts['no_dropout']})")
+    elif dropout is None and cyclegan:
+        dropout = 0.0  # the reference's CycleGAN sets no_dropout=True by default
+        notes.append("dropout 0 (the reference trains CycleGAN without dropout; --dropout 0.5 if yours did)")
+    direction = args.direction or opts.get("direction") or "AtoB"
     if ("G_A" in files) != ("G_B" in files):  # one CycleGAN direction only: a single translator
         side = "A" if "G_A" in files else "B"
         direction = "AtoB" if side == "A" else "BtoA"
         files = {r: files[f"{r}_{side}"] for r in ("G", "D") if f"{r}_{side}" in files}
-    nets = convert_reference_files(files, args.dropout)
-    cyclegan = "G_A" in nets
-    method = args.method or ("cyclegan" if cyclegan or nets["G"].preset.startswith("resnet") else "pix2pix")
-    export = write_translation_export(
-        Path(args.out),
-        nets,
-        method,
-        args.inference,
-        direction,
-        args.overwrite,
-        {"source": {r: str(p) for r, p in files.items()}},
-    )
+    nets = convert_reference_files(files, dropout)
+    both = "G_A" in nets
+    g = nets["G_A" if both else "G"]
+    method = args.method or {"cycle_gan": "cyclegan", "pix2pix": "pix2pix"}.get(opts.get("model", ""))
+    if method is None:  # the weights' hint: CycleGAN's ResNet has instance norm and no dropout
+        resnet_cyclegan = g.preset.startswith("resnet") and g.options["norm"] == "instance" and not g.options[
+            "dropout"]
+        method = "cyclegan" if cyclegan or resnet_cyclegan else "pix2pix"
+    export = write_translation_export(Path(args.out), nets, method, args.inference, direction, args.overwrite,
+                                      {"source": {r: str(p) for r, p in files.items()}, "notes": notes})
     for role, conv in sorted(nets.items()):
         print(f"{role} {files[role]}: {conv.describe()}")
-    print(
-        f"inference: {args.inference} ("
-        + (
-            "dropout on and batch statistics of each test image, as the reference's test.py without --eval"
-            if args.inference == "paper"
-            else "dropout off, running statistics, as the reference's --eval"
-        )
-        + "); change it per call with sample.py --inference"
-    )
-    print(f"wrote {'a CycleGAN' if cyclegan else 'a ' + method} export to {export}")
+    for note in notes:
+        print(f"  - {note}")
+    how = ("dropout on and batch statistics of each test image, as the reference's test.py without --eval"
+           if args.inference == "paper" else "dropout off, running statistics, as the reference's --eval")
+    print(f"inference: {args.inference} ({how}); change it per call with sample.py --inference")
+    print(f"wrote {'a CycleGAN' if both else 'a ' + method + ' ' + direction} export to {export}")
     return 0
 
 
@@ -67,7 +77,7 @@ def diffusers_in(args) -> int:
     from .exports import write_diffusion_export
 
     model, folder = load_unet2d(args.source)
-    unet = from_unet2d(model)
+    unet = from_unet2d(model, f"the UNet2DModel in {folder}")
     sched_file = find_scheduler_config(folder)
     if sched_file is not None:
         scheduler = DDPMScheduler.from_config(json.loads(sched_file.read_text()))
@@ -119,7 +129,8 @@ def main(argv: list[str]) -> int:
         "--method", choices=["pix2pix", "cyclegan"], help="the label reports show (default: inferred)"
     )
     r.add_argument(
-        "--direction", choices=["AtoB", "BtoA"], default="AtoB", help="single generator: what it maps"
+        "--direction", choices=["AtoB", "BtoA"],
+        help="single generator: what it maps (default: train_opt.txt's direction, else AtoB)"
     )
     r.add_argument(
         "--inference",

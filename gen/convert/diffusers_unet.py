@@ -62,8 +62,12 @@ def diffusers_key(gen_key: str) -> str:
     return gen_key
 
 
-def gen_config(config: dict) -> dict:
-    """UNet2DModel config -> gen UNet keyword arguments; ValueError naming each option gen lacks."""
+def gen_config(config: dict, source: str = "this UNet2DModel") -> dict:
+    """UNet2DModel config -> gen UNet keyword arguments; ValueError naming `source` and each option gen
+    lacks."""
+    config = dict(config)
+    if config.get("attn_norm_num_groups") == config.get("norm_num_groups", 32):
+        config["attn_norm_num_groups"] = None  # the same network as leaving it unset
     bad = {k: config[k] for k, ok in FIXED.items() if k in config and config[k] != ok}
     downs, ups = list(config.get("down_block_types", ())), list(config.get("up_block_types", ()))
     odd = [t for t in downs if t not in DOWN_TYPES] + [t for t in ups if t not in UP_TYPES]
@@ -72,7 +76,7 @@ def gen_config(config: dict) -> dict:
         odd.append("attention levels of up_block_types that do not mirror down_block_types")
     if bad or odd:
         raise ValueError(
-            f"this UNet2DModel has options gen's ddpm U-Net does not reproduce: "
+            f"{source} has options gen's ddpm U-Net does not reproduce: "
             f"{bad or ''}{' ' if bad and odd else ''}{odd or ''} (gen supports the DDPM layout: "
             f"{dict(FIXED)}, blocks {DOWN_TYPES} / {UP_TYPES})"
         )
@@ -131,9 +135,9 @@ def diffusers_config(net: UNet, sample_size: int) -> dict:
     )
 
 
-def from_unet2d(model) -> UNet:
-    """diffusers UNet2DModel -> gen UNet with the same weights (float32, eval mode)."""
-    net = UNet(**gen_config(dict(model.config)))
+def from_unet2d(model, source: str = "this UNet2DModel") -> UNet:
+    """diffusers UNet2DModel -> gen UNet with the same weights (float32, eval mode); errors name `source`."""
+    net = UNet(**gen_config(dict(model.config), source))
     source = model.state_dict()
     state = {}
     for key, target in net.state_dict().items():

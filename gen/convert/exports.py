@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator, Optional
@@ -20,6 +21,8 @@ NOTES_FILE = "convert.json"
 
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse to replace an existing export (or any non-empty folder) unless asked."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
 
@@ -55,6 +58,16 @@ def reference_files(folder: Path, epoch: str = "latest") -> dict[str, Path]:
     return found
 
 
+def read_train_opt(folder: Path) -> dict[str, str]:
+    """The options the reference wrote to `checkpoints/NAME/train_opt.txt` ({} if absent), as
+    strings: its lines read `   name: value    [default: ...]`."""
+    path = folder / "train_opt.txt"
+    if not path.is_file():
+        return {}
+    found = (re.match(r"\s*(\w+): (\S+)", line) for line in path.read_text(errors="replace").splitlines())
+    return {m.group(1): m.group(2) for m in found if m}
+
+
 def convert_reference_files(files: dict[str, Path], dropout: Optional[float] = None) -> dict[str, Converted]:
     """{role: .pth} -> {role: Converted}; a generator given where a discriminator belongs (or the
     reverse) is refused."""
@@ -64,6 +77,11 @@ def convert_reference_files(files: dict[str, Path], dropout: Optional[float] = N
         want = "generator" if role.startswith("G") else "discriminator"
         if conv.kind != want:
             raise ValueError(f"{path}: a {conv.kind} ({conv.preset}), given as the {want} ({role})")
+        channels = (conv.options["in_channels"], conv.options["out_channels"]) if want == "generator" else ()
+        if any(c not in (1, 3) for c in channels):
+            raise ValueError(f"{path}: a generator of {channels[0]} -> {channels[1]} channels; gen's image "
+                             "translators read and write 1- or 3-channel images (the reference's "
+                             "colorization model, L -> ab, is not one: train gen's colorization method)")
         out[role] = conv
     return out
 
@@ -143,6 +161,12 @@ def write_diffusers_pipeline(export: Path, out: Path, overwrite: bool = False) -
             "concatenated to x_t); diffusers' DDPMPipeline has no condition input, so there is no "
             "diffusers equivalent to write (sample it with sample.py --input)"
         )
+    source = Path(export).resolve()
+    if out.resolve() == source or source.is_relative_to(out.resolve()):
+        raise ValueError(f"--out {out} is (or holds) the export being converted; choose another folder")
+    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
+        raise FileExistsError(f"{out} holds files but no diffusers pipeline (model_index.json): --overwrite "
+                              "only replaces an earlier to-diffusers output; choose another --out")
     unet = to_unet2d(pipe.unet, pipe.sample_size)
     with staged(out, overwrite) as tmp:
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

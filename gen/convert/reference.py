@@ -196,7 +196,8 @@ def _clean(state: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.
         k for k in state if k.rsplit(".", 1)[-1] in STATS and k.rsplit(".", 1)[0] + ".weight" not in state
     ]
     if stale:
-        notes.append(f"dropped {len(stale)} InstanceNorm running statistics (saved by PyTorch < 0.4; unused)")
+        notes.append(f"dropped {len(stale)} InstanceNorm running statistics (older checkpoints carry them; "
+                     "the reference's test.py normalises each image by its own statistics unless --eval)")
     return {k: v for k, v in state.items() if k not in stale}
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from .perceptual import MetricUnavailable
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release asset
+CHUNK = 64  # images per Inception forward
 
 
 def cached_inception() -> Optional[Path]:
@@ -50,7 +51,9 @@ def inception_extractor() -> nn.Module:
             "run time")
     from torchmetrics.image.fid import NoTrainInceptionV3
 
-    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+    # antialias=False: torch-fidelity's TensorFlow-1-style bilinear resize to 299, as the published FIDs
+    # (torchmetrics' own default resizes with antialiasing, which shifts FID for non-299 px images)
+    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], antialias=False)
 
 
 class InceptionDistances:
@@ -72,7 +75,8 @@ class InceptionDistances:
             raise ValueError(f"FID/KID need 1- or 3-channel images, got {images.shape[1]} channels")
         x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        return self.extractor(x.to(self.device)).double().cpu()
+        # in chunks: Inception at 299 px holds ~16 MB of activations per image
+        return torch.cat([self.extractor(chunk.to(self.device)).double().cpu() for chunk in x.split(CHUNK)])
 
     def add_real(self, images: torch.Tensor) -> None:
         self.real.append(self._features(images))
@@ -90,7 +94,9 @@ class InceptionDistances:
             return {"FID": str(err), "KID": str(err)}
 
     def scores(self, run: str) -> dict[str, float | int]:
-        """{"FID", "KID", "KID_std", "FID_images"}; KID over subsets of min(1000, real, fake) images."""
+        """{"FID", "KID", "KID_std", "FID_images"}; KID's mean and sd over 50 random subsets of
+        min(1000, n / 2) images, n the smaller of the real and generated counts (subsets of all n
+        images would all be the same set, and their sd 0)."""
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -103,7 +109,7 @@ class InceptionDistances:
         with warnings.catch_warnings():  # "KID keeps every feature in memory": these are already in memory
             warnings.simplefilter("ignore", UserWarning)
             kid = KernelInceptionDistance(feature=_Features(d), subsets=50,
-                                          subset_size=min(1000, len(real), len(fake)))
+                                          subset_size=max(2, min(1000, min(len(real), len(fake)) // 2)))
         for metric in (fid, kid):
             metric.update(real, real=True)
             metric.update(fake, real=False)
