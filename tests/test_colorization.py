@@ -227,3 +227,24 @@ def test_sample_cli_colorizes_any_size_keeping_l(banded_root, tmp_path):
         l_src = color.rgb2lab(np.asarray(src) / 255.0)[..., 0]
         l_got = color.rgb2lab(np.asarray(got) / 255.0)[..., 0]
         assert np.median(np.abs(l_src - l_got)) < 1.0  # the input's own L (up to 8-bit rounding, gamut clips)
+
+
+def test_sparse_soft_targets_give_the_dense_loss_and_gradient():
+    """Zhang et al. eq. 2-3 from the K nearest bins (memory ~K) equals the dense (B, Q, H, W) form."""
+    from gen.color import nearest_bins, soft_cross_entropy
+    torch.manual_seed(0)
+    centres = torch.from_numpy(zhang_bins()).float()
+    ab = torch.rand(2, 2, 6, 5) * 160 - 80
+    class_weights = torch.rand(len(centres)) + 0.5
+    logits = torch.randn(2, len(centres), 6, 5, requires_grad=True)
+    z = soft_encode(ab, centres, neighbours=5, sigma=5.0)  # dense reference
+    dense = (-(z * torch.log_softmax(logits, 1)).sum(1) * class_weights[z.argmax(1)]).mean()
+    (g_dense,) = torch.autograd.grad(dense, logits)
+    idx, w = nearest_bins(ab, centres, neighbours=5, sigma=5.0, chunk=7)  # chunks split pixels oddly
+    assert idx.shape == w.shape == (2, 5, 6, 5)
+    assert torch.allclose(w.sum(1), torch.ones(2, 6, 5))
+    assert torch.equal(idx[:, 0], z.argmax(1))  # nearest bin first
+    sparse = soft_cross_entropy(logits, idx, w, class_weights)
+    (g_sparse,) = torch.autograd.grad(sparse, logits)
+    assert torch.allclose(sparse, dense, rtol=1e-6)
+    assert torch.allclose(g_sparse, g_dense, rtol=1e-4, atol=1e-10)

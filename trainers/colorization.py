@@ -22,7 +22,8 @@ from gen.color import (
     nearest_bin,
     rebalance_weights,
     smooth_prior,
-    soft_encode,
+    nearest_bins,
+    soft_cross_entropy,
     split_lab,
     join_lab,
     zhang_prior,
@@ -127,10 +128,9 @@ class ColorizationTrainer(Trainer):
         with torch.no_grad():
             l_norm, ab = split_lab(batch["image"])  # (B, 1, H, W) in [-1, 1], (B, 2, H, W)
         if self.head == "classification":
-            z = soft_encode(ab, self.centres, c.neighbours, c.sigma)  # (B, Q, H, W)
-            log_p = torch.log_softmax(self.forward("generator", l_norm).float(), dim=1)
-            ce = -(z * log_p).sum(dim=1)  # (B, H, W)
-            loss = (ce * self.weights[z.argmax(dim=1)]).mean()
+            # sparse soft targets: K indices and weights per pixel, not a dense (B, Q, H, W) tensor
+            idx, wts = nearest_bins(ab, self.centres, c.neighbours, c.sigma)
+            loss = soft_cross_entropy(self.forward("generator", l_norm), idx, wts, self.weights)
             self.backward(loss, "generator")
             self.step_optimizer("generator")
             return {"CE": loss}

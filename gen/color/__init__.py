@@ -4,13 +4,16 @@ from .bins import (
     gamut_bins,
     load_bins,
     nearest_bin,
+    nearest_bins,
     rebalance_weights,
     smooth_prior,
+    soft_cross_entropy,
     soft_encode,
     zhang_bins,
     zhang_prior,
 )
 from .lab import join_lab, lab_to_rgb, rgb_to_lab, split_lab
 
-__all__ = ["annealed_mean", "gamut_bins", "load_bins", "nearest_bin", "rebalance_weights", "smooth_prior",
+__all__ = ["annealed_mean", "gamut_bins", "load_bins", "nearest_bin", "nearest_bins", "rebalance_weights",
+           "smooth_prior", "soft_cross_entropy",
            "soft_encode", "zhang_bins", "zhang_prior", "join_lab", "lab_to_rgb", "rgb_to_lab", "split_lab"]

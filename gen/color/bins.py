@@ -10,6 +10,7 @@ images).
 from __future__ import annotations
 
 from importlib import resources
+from typing import Optional
 
 import numpy as np
 import torch
@@ -62,6 +63,37 @@ def soft_encode(
     weights = torch.softmax(-near_d2 / (2 * sigma ** 2), dim=1)  # normalised Gaussian weights
     z = torch.zeros_like(d2).scatter_(1, near_idx, weights)
     return z.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def nearest_bins(ab: torch.Tensor, centres: torch.Tensor, neighbours: int = 5, sigma: float = 5.0,
+                 chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The soft encoding kept sparse: ab (B, 2, H, W) -> (indices (B, K, H, W) int64, weights (B, K, H, W)),
+    the K = `neighbours` nearest bins, nearest first, and their normalised Gaussian weights (sigma in ab
+    units). Equal to `soft_encode`'s non-zeros; memory grows with K, not Q (distances are taken
+    `chunk` pixels at a time)."""
+    b, _, h, w = ab.shape
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2).float()
+    idx, wts = [], []
+    for part in flat.split(chunk):
+        near_d2, near_idx = torch.cdist(part, centres.float()).pow(2).topk(neighbours, dim=1, largest=False)
+        idx.append(near_idx)
+        wts.append(torch.softmax(-near_d2 / (2 * sigma ** 2), dim=1))
+
+    def back(t: torch.Tensor) -> torch.Tensor:  # (N, K) -> (B, K, H, W)
+        return torch.cat(t).view(b, h, w, neighbours).permute(0, 3, 1, 2)
+    return back(idx), back(wts)
+
+
+def soft_cross_entropy(logits: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                       class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Zhang et al. 2016 eq. 2 and 3 from the sparse targets: -sum_q z_q log softmax(logits)_q per pixel,
+    times the rebalancing weight v(z) of its nearest bin, averaged. logits (B, Q, H, W); indices,
+    weights (B, K, H, W) from `nearest_bins`; class_weights (Q,) or None."""
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    ce = -(weights * log_p.gather(1, indices)).sum(dim=1)  # (B, H, W)
+    if class_weights is not None:
+        ce = ce * class_weights[indices[:, 0]]
+    return ce.mean()
 
 
 def nearest_bin(ab: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
