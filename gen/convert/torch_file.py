@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -21,18 +19,14 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # torch raises unpickling, zip, OS and runtime errors here
         if "Weights only load failed" in str(err):
             raise ValueError(
                 f"{path}: holds pickled Python objects (e.g. a whole model saved with torch.save(net)), "
                 "which gen does not unpickle because unpickling can run arbitrary code; load it yourself "
-                "where you trust it and save net.state_dict() instead"
-            ) from None
-        raise ValueError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {err}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise ValueError(
-            f"{path}: not a readable torch checkpoint (truncated or corrupt?): {str(err).splitlines()[0]}"
-        ) from None
+                "where you trust it and save net.state_dict() instead") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {reason}") from None
     if isinstance(obj, dict) and {"state", "param_groups"} <= set(obj):
         raise ValueError(
             f"{path}: an optimizer state (keys 'state', 'param_groups'), not a network's "
