@@ -26,7 +26,8 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
                 "which gen does not unpickle because unpickling can run arbitrary code; load it yourself "
                 "where you trust it and save net.state_dict() instead") from None
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {reason}") from None
+        message = f"{path}: not a readable torch checkpoint (truncated or corrupt?): {reason}"
+        raise ValueError(message) from None
     if isinstance(obj, dict) and {"state", "param_groups"} <= set(obj):
         raise ValueError(
             f"{path}: an optimizer state (keys 'state', 'param_groups'), not a network's "
