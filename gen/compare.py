@@ -276,7 +276,7 @@ def compare_runs(
         result.table.append(gray.row())
     if lpips_metric is None:
         result.notes.append(lpips_missing)
-    if distances is None:
+    if distances is None and makers:  # only image-making runs have FID / KID
         result.notes.append(fid_missing)
     elif makers:
         result.notes.append(f"FID / KID: against the {n} real target images of the split (torchmetrics' "
