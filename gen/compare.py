@@ -212,10 +212,7 @@ def compare_runs(
             raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
                              "grayscale -> colour inputs, for colorization runs")
     lpips_metric, lpips_missing = try_lpips()
-    if distances is None:
-        distances, fid_missing = try_inception_distances(device)
-    else:
-        fid_missing = ""
+    distances, fid_missing = try_inception_distances(device, distances)
     from .evaluate import bins_of
     makers = {
         name: RunScores(

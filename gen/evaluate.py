@@ -48,10 +48,6 @@ class SavedOutputs:
         self.count += 1
 
 
-def _distances(given: Optional[InceptionDistances], device) -> tuple[Optional[InceptionDistances], str]:
-    return (given, "") if given is not None else try_inception_distances(device)
-
-
 def _limit(n: int, max_images: Optional[int]) -> int:
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images {max_images}: must be at least 1")
@@ -82,7 +78,7 @@ def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = No
         )
     items = data.items
     lpips_metric, lpips_missing = try_lpips()
-    distances, fid_missing = _distances(distances, device)
+    distances, fid_missing = try_inception_distances(device, distances)
     if distances is not None and data.channels[1] not in (1, 3):
         distances, fid_missing = None, f"FID/KID need 1- or 3-channel images (got {data.channels[1]})"
     cm_fake = ConfusionMatrix(num_classes) if seg else None
@@ -164,7 +160,7 @@ def evaluate_unpaired(run_dir: Path, data: EvalData, inference: Optional[str] = 
         "images_B": len(real["B"]),
         "inference": g_ab.inference,
     }
-    distances, fid_missing = _distances(distances, device)
+    distances, fid_missing = try_inception_distances(device, distances)
     for target, source in (("B", "A"), ("A", "B")):  # G_A(A) is judged against real B, G_B(B) against A
         if distances is None:
             result[f"FID_to_{target}"] = result[f"KID_to_{target}"] = fid_missing
@@ -217,7 +213,7 @@ def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str
     centres = torch.from_numpy(bins_of(pipe, data.bins))
     method, gray = ColorizationScores(centres), ColorizationScores(centres)
     truth_colour, rows, n, saved = [], [], _limit(len(images_set), max_images), saved or SavedOutputs(None)
-    distances, fid_missing = _distances(distances, device)
+    distances, fid_missing = try_inception_distances(device, distances)
     for start in tqdm(range(0, n, 32), desc=f"evaluate {split}", dynamic_ncols=True):
         items = [images_set[i] for i in range(start, min(start + 32, n))]
         images = torch.stack([it["image"] for it in items])
@@ -259,7 +255,7 @@ def evaluate_diffusion(run_dir: Path, data: EvalData, inference: Optional[str] =
     pipe = pipelines.load(run_dir, device=device)
     items, split = data.items, data.split
     n, saved = _limit(len(items), max_images), saved or SavedOutputs(None)
-    distances, fid_missing = _distances(distances, device)
+    distances, fid_missing = try_inception_distances(device, distances)
     rows, scores = [], {"L1": [], "PSNR": [], "SSIM": []}
     if pipe.condition_channels:
         if data.kind == "images":

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from gen.pipelines import find_export
 from gen.pipelines.translation import PIPELINE_FILE
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -37,11 +38,9 @@ DDPM_LAYOUT = ("norm_groups",
 
 def export_root(source: str | Path) -> Path:
     """A run directory or its export/ folder -> the export folder; FileNotFoundError otherwise."""
-    path = Path(source)
-    if (path / "export" / PIPELINE_FILE).is_file():
-        return path / "export"
-    if (path / PIPELINE_FILE).is_file():
-        return path
+    found = find_export(source)
+    if found is not None:
+        return found
     raise FileNotFoundError(
         f"model.init_from={source}: no gen export there ({PIPELINE_FILE} missing); give a "
         "run directory, its export/, or the --out folder of python -m gen.convert"
@@ -58,9 +57,16 @@ def load_weights(net: nn.Module, folder: Path, role: str, source: str) -> int:
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"model.init_from={source}: no {role} weights at {weights}")
-    state, target = load_file(str(weights)), net.state_dict()
     cfg_file = folder / "config.json"
     saved = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    return copy_checked(net, load_file(str(weights)), saved, role, source)
+
+
+def copy_checked(net: nn.Module, state: dict[str, torch.Tensor], saved: dict, role: str, source: str) -> int:
+    """Copy `state` into `net` after checking every name and shape and the settings `saved` (the
+    source's config) that change the function without changing a shape; returns the tensor count."""
+    target = net.state_dict()
+    saved = json.loads(json.dumps(saved))  # plain JSON values, as a config.json holds them
     ours = dict(getattr(net, "config", {}))
     differs = {k: (v, ours[k]) for k, v in saved.items() if not k.startswith("_") and k in ours
                and json.loads(json.dumps(ours[k])) != v}
@@ -122,8 +128,7 @@ def load_translation(source: str, nets: dict[str, Optional[nn.Module]], layout: 
 
 def ddpm_source(source: str) -> tuple[Optional[nn.Module], dict]:
     """(the source as a gen U-Net if it is a diffusers folder, else None; its layout settings)."""
-    path = Path(source)
-    if (path / "export" / PIPELINE_FILE).is_file() or (path / PIPELINE_FILE).is_file():
+    if find_export(source) is not None:
         cfg = json.loads((export_root(source) / "unet" / "config.json").read_text())
         return None, {k: cfg[k] for k in DDPM_LAYOUT if k in cfg}
     from gen.convert.diffusers_unet import from_unet2d, load_unet2d
@@ -140,19 +145,5 @@ def load_ddpm(
         folder = export_root(source) / "unet"
         say(f"model.init_from: unet <- {folder} ({load_weights(net, folder, 'unet', source)} tensors)")
         return
-    state, target = converted.state_dict(), net.state_dict()
-    bad = [
-        f"{k}: source {tuple(v.shape)} vs this run {tuple(target[k].shape)}"
-        for k, v in state.items()
-        if k in target and v.shape != target[k].shape
-    ]
-    if bad or set(state) != set(target):
-        raise ValueError(
-            f"model.init_from={source}: the diffusers U-Net does not fit this run's network "
-            f"({bad[:3] or sorted(set(state) ^ set(target))[:4]}); its widths are "
-            f"{list(converted.config.channels)}, {converted.config.layers_per_level} blocks per "
-            f"level, attention at {list(converted.config.attention_levels)}: choose the preset "
-            "(model.generator, ddpm.ngf) that matches"
-        )
-    net.load_state_dict(state)
-    say(f"model.init_from: unet <- diffusers UNet2DModel {source} ({len(state)} tensors)")
+    n = copy_checked(net, converted.state_dict(), dict(converted.config), "unet", source)
+    say(f"model.init_from: unet <- diffusers UNet2DModel {source} ({n} tensors)")

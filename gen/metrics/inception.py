@@ -120,8 +120,11 @@ class InceptionDistances:
                 "FID_images": min(len(real), len(fake))}
 
 
-def try_inception_distances(device=None) -> tuple[Optional[InceptionDistances], str]:
-    """(metric, '') when the Inception weights are cached, else (None, the reason)."""
+def try_inception_distances(device=None, given: Optional[InceptionDistances] = None
+                            ) -> tuple[Optional[InceptionDistances], str]:
+    """(`given` or the Inception metric, '') when there is one, else (None, the reason)."""
+    if given is not None:
+        return given, ""
     try:
         return InceptionDistances(device=device), ""
     except MetricUnavailable as err:

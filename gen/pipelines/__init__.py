@@ -46,12 +46,20 @@ def load(
     return pipe.to(device) if device is not None else pipe
 
 
+def find_export(path: str | Path) -> Optional[Path]:
+    """A run directory or its export/ folder -> the folder holding pipeline.json, or None."""
+    path = Path(path)
+    for folder in (path / "export", path):
+        if (folder / PIPELINE_FILE).is_file():
+            return folder
+    return None
+
+
 def _load(path: str | Path, direction: Optional[str] = None, **kw):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"run directory or export not found: {path}")
-    if (path / "export" / PIPELINE_FILE).is_file():
-        path = path / "export"
+    path = find_export(path) or path
     meta_file = path / PIPELINE_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} holds no exported pipeline ({PIPELINE_FILE} missing); "
