@@ -164,6 +164,9 @@ class ColorizationConfig:
     prior_images: int = 2000  # training images read for the empirical prior
     mix: float = 0.5  # lambda: weight of the uniform distribution mixed into the prior
     temperature: float = 0.38  # annealed-mean decoding; -> 0 mode, 1 mean
+    # classification: logits at 1/output_stride of the input (Zhang et al.: 4), decoded there and the ab
+    # upsampled bilinearly; 1 = full resolution
+    output_stride: int = 1
     lambda_l1: float = 100.0  # loss=gan: L1 weight beside the cGAN term
 
 
@@ -217,6 +220,7 @@ CHOICES = {
     "colorization.loss": ("classification", "l2", "l1", "gan"),
     "colorization.bins": ("zhang313", "gamut"),
     "colorization.prior": ("data", "imagenet"),
+    "colorization.output_stride": (1, 2, 4, 8),
     "log.wandb": (None, "offline", "online", "disabled"),
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.builtin_count",
@@ -402,6 +406,7 @@ ARCHITECTURE_KEYS = (
     "colorization.loss",
     "colorization.bins",
     "colorization.bin_grid",
+    "colorization.output_stride",
     "ddpm.ngf",
 )
 NOT_ARCHITECTURE = ("model.init_from", "model.init_gain")

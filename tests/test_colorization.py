@@ -248,3 +248,66 @@ def test_sparse_soft_targets_give_the_dense_loss_and_gradient():
     (g_sparse,) = torch.autograd.grad(sparse, logits)
     assert torch.allclose(sparse, dense, rtol=1e-6)
     assert torch.allclose(g_sparse, g_dense, rtol=1e-4, atol=1e-10)
+
+
+def test_quarter_resolution_loss_scores_each_block_against_its_pixels():
+    """Logits at 1/4 resolution: every full-resolution target pixel scores the prediction of its 4x4
+    block, equal to the dense loss on nearest-upsampled logits (value and gradient)."""
+    import torch.nn.functional as F
+
+    from gen.color import nearest_bins, soft_cross_entropy
+    torch.manual_seed(0)
+    centres = torch.from_numpy(zhang_bins()).float()
+    ab = torch.rand(2, 2, 8, 12) * 160 - 80
+    class_weights = torch.rand(len(centres)) + 0.5
+    logits = torch.randn(2, len(centres), 2, 3, requires_grad=True)
+    z = soft_encode(ab, centres, neighbours=5, sigma=5.0)
+    up = F.interpolate(logits, scale_factor=4, mode="nearest")
+    dense = (-(z * torch.log_softmax(up, 1)).sum(1) * class_weights[z.argmax(1)]).mean()
+    (g_dense,) = torch.autograd.grad(dense, logits)
+    idx, w = nearest_bins(ab, centres)
+    quarter = soft_cross_entropy(logits, idx, w, class_weights)
+    (g_quarter,) = torch.autograd.grad(quarter, logits)
+    assert torch.allclose(quarter, dense, rtol=1e-6)
+    assert torch.allclose(g_quarter, g_dense, rtol=1e-4, atol=1e-10)
+    with pytest.raises(ValueError, match="do not tile"):
+        soft_cross_entropy(torch.randn(2, len(centres), 3, 3), idx, w)
+
+
+def test_unet_output_stride_replaces_the_last_decoder_levels_by_a_1x1_head():
+    from gen.models import create_model
+    from gen.models.unet import UNet
+    full = create_model("unet", num_downs=5, ngf=8, in_channels=1, out_channels=313, out_activation="none")
+    quarter = create_model("unet", num_downs=5, ngf=8, in_channels=1, out_channels=313, out_activation="none",
+                           output_stride=4)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # removed: ups[0] ConvT(16 -> 313, 4x4) + bias, ups[1] ConvT(32 -> 8, 4x4) + BatchNorm(8);
+    # added: the head's 1x1 Conv(32 -> 313) + bias
+    assert count(full) - count(quarter) == (16 * 313 * 16 + 313) + (32 * 8 * 16 + 16) - (32 * 313 + 313)
+    x = torch.randn(2, 1, 64, 32)
+    assert quarter(x).shape == (2, 313, 16, 8)
+    assert quarter.forward_any_size(torch.randn(1, 1, 30, 37)).shape == (1, 313, 8, 10)  # ceil(H / 4)
+    with pytest.raises(ValueError, match="output_stride=32"):
+        create_model("unet", num_downs=5, output_stride=32)
+    with pytest.raises(ValueError, match="ddpm style at 1 only"):
+        UNet(channels=(32, 64), block_style="ddpm", output_stride=2)
+
+
+def test_colorization_at_quarter_resolution_learns_and_colorizes_any_size(banded_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = config.load(None, colorization_overrides(run, banded_root, **{"colorization.output_stride": 4}))
+    ColorizationTrainer(cfg).fit()
+    pipe = pipelines.load(run)
+    assert pipe.net.out_stride == 4
+    gray = ab_error(lambda l_norm: torch.zeros(l_norm.shape[0], 2, *l_norm.shape[-2:]), banded_root)
+    assert ab_error(pipe, banded_root) < 0.5 * gray
+    odd = torch.rand(1, 3, 21, 30) * 2 - 1
+    out = pipe.colorize(odd)
+    assert out.shape == odd.shape
+    # the input's own L (up to gamut clipping of the predicted colour)
+    assert (split_lab(out)[0] - split_lab(odd)[0]).abs().median() < 0.01
+    with pytest.raises(ValueError, match="colorization.output_stride=4 is for the classification"):
+        ColorizationTrainer(config.load(None, colorization_overrides(tmp_path / "r2", banded_root, **{
+            "colorization.output_stride": 4, "colorization.loss": "l2"}))).build()
+    with pytest.raises(ValueError, match="colorization.output_stride"):
+        config.load(None, colorization_overrides(tmp_path / "r3", banded_root, **{"colorization.output_stride": 3}))

@@ -1,11 +1,12 @@
 """Colorization (Zhang, Isola, Efros, ECCV 2016) and its baselines in one harness.
 
 Input: the L channel (normalised to [-1, 1]); target: ab. Heads on the shared U-Net:
-- classification: Q logits per pixel (Q = number of ab bins) at full resolution, trained with
-  cross-entropy against soft-encoded targets, each pixel weighted by the rebalancing weight of its
-  nearest bin (Zhang eq. 2-4); decoded by the annealed mean. Zhang et al. predict at 1/4 resolution
-  because their VGG-style net has no decoder; the U-Net's decoder with skips gives full-resolution
-  logits for the price of its last layer, so we predict there and skip the upsampling step.
+- classification: Q logits per pixel (Q = number of ab bins), trained with cross-entropy against
+  soft-encoded targets (the 5 nearest bins, kept sparse), each pixel weighted by the rebalancing
+  weight of its nearest bin (Zhang eq. 2-4); decoded by the annealed mean. By default at full
+  resolution (the U-Net's decoder with skips gives it for the price of its last layers);
+  `colorization.output_stride=4` predicts at 1/4 resolution as Zhang et al. do (their VGG-style net
+  has no decoder), which is what makes 256x256 batches of 32 fit in memory.
 - l2 / l1: ab regression (Zhang's Table 1 dense-prediction baseline).
 - gan: pix2pix-style L -> ab, L1 (x lambda_l1) + conditional PatchGAN on (L, ab).
 """
@@ -68,8 +69,14 @@ class ColorizationTrainer(Trainer):
         c = self.cfg.colorization
         self.bins = load_bins(c.bins, c.bin_grid)
         self.centres = torch.from_numpy(self.bins).float().to(self.device)
+        unet = self.cfg.model.generator.startswith("unet")
+        if c.output_stride != 1 and (self.head != "classification" or not unet):
+            raise ValueError(f"config key colorization.output_stride={c.output_stride} is for the "
+                             f"classification head on a U-Net generator (got colorization.loss={c.loss!r}, "
+                             f"model.generator={self.cfg.model.generator!r})")
         if self.head == "classification":
-            net = build_generator(self.cfg, 1, len(self.bins), out_activation="none")
+            stride = {"output_stride": c.output_stride} if c.output_stride != 1 else {}
+            net = build_generator(self.cfg, 1, len(self.bins), out_activation="none", **stride)
             weights = self.class_weights() if c.rebalance else np.ones(len(self.bins))
             self.weights = torch.from_numpy(weights).float().to(self.device)
         else:

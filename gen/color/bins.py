@@ -87,12 +87,26 @@ def nearest_bins(ab: torch.Tensor, centres: torch.Tensor, neighbours: int = 5, s
 def soft_cross_entropy(logits: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                        class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Zhang et al. 2016 eq. 2 and 3 from the sparse targets: -sum_q z_q log softmax(logits)_q per pixel,
-    times the rebalancing weight v(z) of its nearest bin, averaged. logits (B, Q, H, W); indices,
-    weights (B, K, H, W) from `nearest_bins`; class_weights (Q,) or None."""
-    log_p = torch.log_softmax(logits.float(), dim=1)
-    ce = -(weights * log_p.gather(1, indices)).sum(dim=1)  # (B, H, W)
+    times the rebalancing weight v(z) of its nearest bin, averaged. indices, weights (B, K, H, W) from
+    `nearest_bins`; class_weights (Q,) or None. logits (B, Q, H, W), or (B, Q, H/s, W/s) from a head at
+    output stride s: each target pixel then scores the prediction of its s x s block (the same value as
+    nearest-upsampling the logits, without the (B, Q, H, W) tensor; Zhang et al. subsample the targets
+    instead, which keeps one pixel in s^2)."""
+    b, k, h, w = indices.shape
+    s = h // logits.shape[-2]
+    if logits.shape[-2:] != (h // s, w // s) or h % s or w % s:
+        raise ValueError(f"logits {tuple(logits.shape[-2:])} do not tile targets {h}x{w} at an integer "
+                         "stride")
+    log_p = torch.log_softmax(logits.float(), dim=1)  # (B, Q, h', w'), h' = H / s
+
+    def blocks(t: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C * s * s, H / s, W / s)
+        c = t.shape[1]
+        t = t.view(b, c, h // s, s, w // s, s).permute(0, 1, 3, 5, 2, 4)
+        return t.reshape(b, c * s * s, h // s, w // s)
+    idx, wts = (indices, weights) if s == 1 else (blocks(indices), blocks(weights))
+    ce = -(wts * log_p.gather(1, idx)).view(b, k, s * s, h // s, w // s).sum(dim=1)  # (B, s*s, h', w')
     if class_weights is not None:
-        ce = ce * class_weights[indices[:, 0]]
+        ce = ce * class_weights[idx.view(b, k, s * s, h // s, w // s)[:, 0]]
     return ce.mean()
 
 

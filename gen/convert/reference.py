@@ -271,10 +271,9 @@ def to_reference(net: nn.Module) -> dict[str, torch.Tensor]:
 
     if isinstance(net, UNet):
         c = net.config
-        if net.block_style != "pix2pix" or c.upsample != "transposed":
-            raise ValueError(
-                "only the pix2pix block style with transposed-conv upsampling exists in the reference"
-            )
+        if net.block_style != "pix2pix" or c.upsample != "transposed" or net.out_stride != 1:
+            raise ValueError("only the pix2pix block style with transposed-conv upsampling at full "
+                             "resolution (output_stride 1) exists in the reference")
         levels = len(c.channels)
         dropout = tuple(range(4, levels - 1)) if c.dropout > 0 and levels > 5 else ()
         if (c.out_activation != "tanh" or tuple(c.channels) != pix2pix_channels(levels, c.channels[0])

@@ -99,6 +99,7 @@ class AnySize:
     """Mixin for networks whose input must be a multiple of `self.multiple` in each spatial dim."""
 
     multiple: int
+    out_stride: int = 1  # output pixels are input pixels / out_stride (a coarse prediction head)
 
     def check_input_size(self, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
@@ -107,6 +108,9 @@ class AnySize:
                              "stride-2 levels); crop or pad it, or use forward_any_size")
 
     def forward_any_size(self, x: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Replicate-pad H, W up to the next multiple, run, crop back to (H, W)."""
+        """Replicate-pad H, W up to the next multiple, run, crop back to (H, W) (to ceil(H / s),
+        ceil(W / s) for a head at output stride s)."""
         x, (h, w) = pad_to_multiple(x, self.multiple)
-        return (self.forward(x) if timesteps is None else self.forward(x, timesteps))[..., :h, :w]
+        s = self.out_stride
+        out = self.forward(x) if timesteps is None else self.forward(x, timesteps)
+        return out[..., : -(-h // s), : -(-w // s)]

@@ -25,14 +25,16 @@ def unet(
     dropout: float = 0.5,
     out_activation: str = "tanh",
     upsample: str = "transposed",
+    output_stride: int = 1,
 ) -> UNet:
-    """pix2pix U-Net with `num_downs` stride-2 levels; dropout on the 8ngf levels below the innermost."""
+    """pix2pix U-Net with `num_downs` stride-2 levels; dropout on the 8ngf levels below the innermost;
+    `output_stride` 2^k predicts at 1/2^k resolution (the last k decoder levels replaced by a 1x1 conv)."""
     channels = pix2pix_channels(num_downs, ngf)
     # The reference puts dropout on the num_downs-5 middle blocks between 8ngf and the innermost.
     dropout_levels = tuple(range(4, num_downs - 1)) if dropout > 0 else ()
     return UNet(in_channels=in_channels, out_channels=out_channels, channels=channels,
                 block_style="pix2pix", norm=norm, dropout=dropout, dropout_levels=dropout_levels,
-                out_activation=out_activation, upsample=upsample)
+                out_activation=out_activation, upsample=upsample, output_stride=output_stride)
 
 
 @register_model

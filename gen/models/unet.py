@@ -104,7 +104,8 @@ class UpLevel(nn.Module):
 
 
 class UNet(AnySize, ModelMixin, ConfigMixin):
-    """Encoder-decoder with skips. x: (B, in_channels, H, W) -> (B, out_channels, H, W).
+    """Encoder-decoder with skips. x: (B, in_channels, H, W) -> (B, out_channels, H/s, W/s), where
+    s = `output_stride` (1 unless a coarse head is asked for, pix2pix style only).
 
     H and W must be multiples of `self.multiple` (2 ** stride-2 steps) in training;
     `forward_any_size` pads and crops back for inference on any size. The `ddpm` style also takes
@@ -131,6 +132,7 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         time_flip_sin_to_cos: bool = False,
         time_freq_shift: float = 1,
         downsample_padding: int = 1,
+        output_stride: int = 1,
     ):
         super().__init__()
         if block_style not in BLOCK_STYLES:
@@ -162,6 +164,10 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
         if downsample_padding not in (0, 1):
             raise ValueError(f"downsample_padding must be 1 (symmetric) or 0 (bottom/right, TensorFlow "
                              f"'SAME'), got {downsample_padding}")
+        if output_stride != 1 and (block_style != "pix2pix" or output_stride not in
+                                   [2 ** k for k in range(1, levels)]):
+            raise ValueError(f"output_stride={output_stride}: a pix2pix-style U-Net of {levels} levels "
+                             f"predicts at stride 1, 2, ..., {2 ** (levels - 1)}; the ddpm style at 1 only")
         if block_style == "ddpm":
             # The ddpm levels have GroupNorm, nearest + conv upsampling and dropout in every block.
             # (the class defaults, or the ddpm presets' explicit "group" and (): exports hold either)
@@ -178,16 +184,24 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
             self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
             return
         self.multiple = 2 ** levels
+        # output_stride 2^k stops the decoder k levels early: ups[0..k-1] are not built and a 1x1 conv
+        # head reads the last decoded level with its skip (Zhang et al. 2016 predict at 1/4 resolution).
+        self.out_stride, self.first_up = output_stride, output_stride.bit_length() - 1
         self.downs = nn.ModuleList()
         self.ups = nn.ModuleList()
         for i, c in enumerate(channels):
             c_prev = in_channels if i == 0 else channels[i - 1]
             innermost, outermost = i == levels - 1, i == 0
             self.downs.append(DownLevel(c_prev, c, norm, outermost, innermost, upsample))
+            if i < self.first_up:
+                continue
             up_in = c if innermost else 2 * c
             up_out = out_channels if outermost else channels[i - 1]
             self.ups.append(UpLevel(up_in, up_out, norm, outermost, dropout if i in dropout_levels else 0.0,
                                     upsample))
+        if self.first_up:
+            c = channels[self.first_up - 1]
+            self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * c, out_channels, 1))
         self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
 
     def _build_ddpm(self, in_channels: int, out_channels: int, channels: list[int], dropout: float,
@@ -231,10 +245,13 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
             x, idx = down(x)
             skips.append(x)
             switches.append(idx)
-        for i in reversed(range(self.levels)):
+        k = self.first_up
+        for i in reversed(range(k, self.levels)):
             if i != self.levels - 1:
                 x = torch.cat([skips[i], x], dim=1)  # (B, 2*c_i, H_i, W_i)
-            x = self.ups[i](x, switches[i])
+            x = self.ups[i - k](x, switches[i])
+        if k:
+            x = self.head(torch.cat([skips[k - 1], x], dim=1))  # (B, out, H / 2^k, W / 2^k)
         return self.out_act(x)
 
     def _forward_ddpm(self, x: torch.Tensor, timesteps) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..color import annealed_mean, join_lab, split_lab
@@ -23,7 +24,8 @@ AB_SCALE = 110.0  # regression heads predict ab / AB_SCALE
 
 
 class ColorizationPipeline(NetworkPipeline):
-    """x: L channel (B, 1, H, W) normalised to [-1, 1] -> ab (B, 2, H, W) in Lab units, any H, W."""
+    """x: L channel (B, 1, H, W) normalised to [-1, 1] -> ab (B, 2, H, W) in Lab units, any H, W; a
+    network at output stride s > 1 is decoded at H/s and its ab upsampled bilinearly."""
 
     kind = "colorization"
 
@@ -49,10 +51,18 @@ class ColorizationPipeline(NetworkPipeline):
         finally:
             self.net.train(was_training)
         if self.head == "regression":
-            return out * AB_SCALE
-        if self._centres is None or self._centres.device != out.device:
-            self._centres = torch.from_numpy(self.bins).to(out.device)
-        return annealed_mean(out, self._centres, self.temperature if temperature is None else temperature)
+            ab = out * AB_SCALE
+        else:
+            if self._centres is None or self._centres.device != out.device:
+                self._centres = torch.from_numpy(self.bins).to(out.device)
+            ab = annealed_mean(out, self._centres, self.temperature if temperature is None else temperature)
+        s = self.net.out_stride
+        if s == 1:
+            return ab
+        # A coarse head (Zhang et al.'s 1/4 resolution): the annealed mean is linear in the annealed
+        # distribution, so upsampling ab bilinearly equals decoding the bilinearly upsampled distribution.
+        ab = F.interpolate(ab, scale_factor=s, mode="bilinear", align_corners=False)
+        return ab[..., :l_norm.shape[-2], :l_norm.shape[-1]]
 
     def colorize(self, rgb: torch.Tensor) -> torch.Tensor:
         """RGB (or gray replicated to RGB) in [-1, 1] (B, 3, H, W) -> colorized RGB in [-1, 1]."""
