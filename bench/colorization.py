@@ -138,8 +138,8 @@ def main() -> None:
                 batch //= 2
         if got:
             rows.append(got)
-            print(f"{variant:>14} {got['batch']:>6} {got['sec_per_step']:>8.2f} {got['images_per_sec']:>7.2f} "
-                  f"{got['peak_rss_mb']:>8.0f}", flush=True)
+            print(f"{variant:>14} {got['batch']:>6} {got['sec_per_step']:>8.2f} "
+                  f"{got['images_per_sec']:>7.2f} {got['peak_rss_mb']:>8.0f}", flush=True)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "colorization.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))

@@ -1,10 +1,12 @@
 """Our DDPM U-Net against diffusers' UNet2DModel of the same configuration, measured in the same run,
 and the wall time of DDPM-1000 vs DDIM-50 sampling through the exported pipeline.
 
-Per network: forward+backward of a training step (MSE to a random target) and the forward of a
-sampling step (no grad), at batch 16, 32x32 by default; medians over interleaved repeats (ours,
-theirs, theirs, ours, ...) so a noisy neighbour and warm caches favour neither; achieved GFLOP/s from
-torch.utils.flop_counter. Results also go to bench/results/ddpm.json.
+Per network, in fp32: forward+backward of a training step (MSE to a random target) and the forward
+of a sampling step (no grad), at batch 16, 32x32 by default, for ours as gen runs it on the CPU
+(channels_last: what the DDPM trainer and the sampling pipeline use there), ours in plain NCHW (what
+channels_last alone gives) and UNet2DModel as diffusers ships it; medians over interleaved repeats
+in alternating order (A B C, C B A, ...) so a noisy neighbour and warm caches favour none; achieved
+GFLOP/s from torch.utils.flop_counter. Results also go to bench/results/ddpm.json.
 
     python bench/ddpm.py [--preset ddpm_cifar10] [--batch 16] [--size 32] [--repeats 5]
                          [--sample-preset ddpm_small] [--sample-batch 16] [--skip-sampling]
@@ -56,22 +58,29 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def compare_networks(preset: str, batch: int, size: int, repeats: int) -> dict:
+    """ours (gen's default on this device: channels_last on the CPU), ours in plain NCHW, and diffusers'
+    UNet2DModel (as shipped: NCHW), same weights' shapes, fp32, interleaved in alternating order."""
+    import copy
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from gen.models import create_model
 
     torch.manual_seed(0)
-    ours = create_model(preset).train()
-    theirs = diffusers_twin(ours).train()
-    x = torch.randn(batch, ours.config.in_channels, size, size)
+    nchw = create_model(preset).train()
+    theirs = diffusers_twin(nchw).train()
+    ours = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, nchw.config.in_channels, size, size)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     t = torch.randint(0, 1000, (batch,))
-    target = torch.randn(batch, ours.config.out_channels, size, size)
+    target = torch.randn(batch, nchw.config.out_channels, size, size)
     calls = {
-        "ours": lambda: ours(x, t),
+        "ours": lambda: ours(x_cl, t),
+        "ours_nchw": lambda: nchw(x, t),
         "diffusers": lambda: theirs(x, t).sample,
     }
-    nets = {"ours": ours, "diffusers": theirs}
+    nets = {"ours": ours, "ours_nchw": nchw, "diffusers": theirs}
 
     def train_step(name):
         nets[name].zero_grad(set_to_none=True)
@@ -97,9 +106,10 @@ def compare_networks(preset: str, batch: int, size: int, repeats: int) -> dict:
             sec = statistics.median(times[name])
             result[f"{kind}_sec_{name}"] = sec
             result[f"{kind}_gflops_{name}"] = result[f"{kind}_gflop_{name}"] / sec
-        result[f"{kind}_ratio_ours_over_diffusers"] = (
-            result[f"{kind}_sec_ours"] / result[f"{kind}_sec_diffusers"]
-        )
+        for name in ("ours", "ours_nchw"):
+            result[f"{kind}_speedup_{name}_vs_diffusers"] = (
+                result[f"{kind}_sec_diffusers"] / result[f"{kind}_sec_{name}"]
+            )
     return result
 
 
@@ -136,9 +146,11 @@ def main() -> None:
     print(f"{args.preset} ({r['params']['ours']:,} params ours, {r['params']['diffusers']:,} diffusers), "
           f"batch {args.batch}, {args.size}x{args.size}, {r['threads']} threads")
     for kind, label in (("train_fwd_bwd", "train step fwd+bwd"), ("sample_fwd", "sampling step fwd")):
-        print(f"  {label:>20}: ours {r[f'{kind}_sec_ours']:.3f} s ({r[f'{kind}_gflops_ours']:.1f} GFLOP/s)  "
-              f"diffusers {r[f'{kind}_sec_diffusers']:.3f} s ({r[f'{kind}_gflops_diffusers']:.1f} GFLOP/s)  "
-              f"ratio ours/diffusers {r[f'{kind}_ratio_ours_over_diffusers']:.3f}")
+        print(f"  {label}: diffusers {r[f'{kind}_sec_diffusers']:.3f} s "
+              f"({r[f'{kind}_gflops_diffusers']:.1f} GFLOP/s); ours NCHW {r[f'{kind}_sec_ours_nchw']:.3f} s "
+              f"({r[f'{kind}_speedup_ours_nchw_vs_diffusers']:.2f}x); ours as shipped (channels_last) "
+              f"{r[f'{kind}_sec_ours']:.3f} s ({r[f'{kind}_speedup_ours_vs_diffusers']:.2f}x "
+              "faster than diffusers)")
     if not args.skip_sampling:
         r.update(sampling_wall_time(args.sample_preset, args.sample_batch, args.size))
         print(

@@ -100,7 +100,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear LR warm-up from 0 (DDPM: 5000 in Ho et al.)
     max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
     optimizer_impl: str = "auto"  # Adam kernel: auto (= fused) | for_loop | foreach | fused
-    channels_last: bool = False  # NHWC memory format for models and batches
+    # NHWC memory format for models and batches; None (auto): where measured faster (bench/ddpm.py):
+    # the DDPM U-Net on the CPU
+    channels_last: Optional[bool] = None
     compile: bool = False  # torch.compile the networks
     deterministic: bool = False
     device: str = "auto"

@@ -154,3 +154,16 @@ def test_cpu_bf16_probe_reads_the_cpu_flags():
     info = pathlib.Path("/proc/cpuinfo")
     flags = info.read_text().split() if info.exists() else []
     assert devices.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_channels_last_auto_follows_method_and_device():
+    """train.channels_last unset (auto): on for the DDPM U-Net on the CPU (measured faster there),
+    off for the other methods and on GPUs; an explicit value is kept."""
+    base = config.ExperimentConfig()
+    for method, cpu, expected in (("ddpm", True, True), ("ddpm", False, False), ("pix2pix", True, False),
+                                  ("colorization", True, False)):
+        assert devices.resolve_channels_last(base, cpu, method).train.channels_last is expected
+    for explicit in (True, False):
+        cfg = config.load(None, ["data.root=/x", f"train.channels_last={str(explicit).lower()}"])
+        assert devices.resolve_channels_last(cfg, True, "ddpm").train.channels_last is explicit
+        assert devices.resolve_channels_last(cfg, False, "pix2pix").train.channels_last is explicit

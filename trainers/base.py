@@ -78,6 +78,7 @@ class Trainer:
         cpu = devices.use_cpu(cfg)
         # The resolved choice replaces "auto" in the config, so config.yaml records what ran.
         cfg, self.precision_note = devices.resolve_precision(cfg, cpu)
+        cfg = devices.resolve_channels_last(cfg, cpu, self.method)
         self.cfg = cfg
         devices.check_precision(cfg, cpu)
         devices.configure_backends(cfg, cuda=not cpu and devices.gpu_usable())

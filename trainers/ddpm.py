@@ -134,6 +134,8 @@ class DDPMTrainer(Trainer):
         """The sampling pipeline on the live U-Net: use it inside `with self.ema_weights():`."""
         scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
         pipe = DiffusionSamplingPipeline(self.unwrap("unet"), scheduler)
+        # sample in the live network's own format (converting it would change the training's)
+        pipe.memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
         pipe.sample_size = self.pipeline_sample_size()
         pipe.label_input = label_input(self.cfg.data)
         pipe.set_progress_bar_config(disable=True)

@@ -69,6 +69,19 @@ def resolve_precision(cfg: ExperimentConfig, cpu: bool) -> tuple[ExperimentConfi
     return dataclasses.replace(cfg, train=train), why
 
 
+# Methods whose networks run faster in channels_last on the CPU (bench/ddpm.py: oneDNN's NHWC
+# convolutions and GroupNorm; same outputs up to float rounding). GPUs keep NCHW until measured.
+CHANNELS_LAST_ON_CPU = ("ddpm",)
+
+
+def resolve_channels_last(cfg: ExperimentConfig, cpu: bool, method: str) -> ExperimentConfig:
+    """train.channels_last=None (auto) -> True for the methods measured faster with it on this device."""
+    if cfg.train.channels_last is not None:
+        return cfg
+    train = dataclasses.replace(cfg.train, channels_last=cpu and method in CHANNELS_LAST_ON_CPU)
+    return dataclasses.replace(cfg, train=train)
+
+
 def check_precision(cfg: ExperimentConfig, cpu: bool) -> None:
     if cfg.train.mixed_precision == "fp16" and cpu:
         # Accelerate would silently train in fp32 here (no GradScaler, no autocast on the CPU).
@@ -128,6 +141,7 @@ def describe(cfg: ExperimentConfig, acc: Accelerator, method: str, precision_not
     t = cfg.train
     batch = t.batch_size * t.grad_accum * acc.num_processes
     note = f" ({precision_note})" if precision_note else ""
+    note += ", channels_last" if t.channels_last else ""
     line = (f"{method}: device {where}, precision {t.mixed_precision}{note}, "
             f"{acc.num_processes} process(es), "
             f"{batch} images per step ({t.batch_size} x {t.grad_accum} accumulation x {acc.num_processes})")

@@ -64,6 +64,9 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
 
     kind = "diffusion"
     model_cpu_offload_seq = "unet"
+    # None: channels_last on the CPU (bench/ddpm.py: the U-Net's sampling step is faster there, the
+    # same samples up to float rounding), contiguous elsewhere; a trainer passes its own format
+    memory_format: Optional[torch.memory_format] = None
 
     def __init__(self, unet: UNet, scheduler: DDPMScheduler, sample_size: int = 32, label_classes: int = 0,
                  first_label: int = 0, ignore_label: int = -1):
@@ -116,6 +119,8 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
                        batch_size if condition is None else condition.shape[0])
         sampler = make_scheduler(scheduler, self.scheduler.config, num_inference_steps)
         device, dtype = self.unet.device, self.unet.dtype
+        fmt = self.memory_format or (torch.channels_last if device.type == "cpu" else torch.contiguous_format)
+        self.unet.to(memory_format=fmt)  # a no-op when it is already in that format
         if self.condition_channels:
             if condition is None or condition.shape[1] != self.condition_channels:
                 got = None if condition is None else tuple(condition.shape)
@@ -137,6 +142,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
             model_in = sampler.scale_model_input(x, t)
             if condition is not None:
                 model_in = torch.cat([model_in, condition], dim=1)
+            model_in = model_in.contiguous(memory_format=fmt)
             x = sampler.step(self.unet(model_in, t), t, x, generator=generator).prev_sample
         return require_finite(x[..., :h, :w], "DDPM samples").clamp(-1, 1)
 
