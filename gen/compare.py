@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 from . import pipelines
 from .data.evaluation import EvalData
 from .data.labels import label_to_tensor
-from .metrics import l1, psnr, ssim
+from .metrics import ImageScores, l1
 from .metrics.perceptual import try_lpips
 from .metrics.inception import try_inception_distances
 from .metrics.segmentation import ConfusionMatrix
+from .pipelines.colorization import GrayBaseline
 from .visualize import image_grid
 
 
@@ -116,8 +117,8 @@ class RunScores:
                  distances=None):
         from .metrics.colorization import ColorizationScores
         self.name, self.pipe, self.lpips, self.distances = name, pipe, lpips_metric, distances
-        self.values: dict[str, list[float]] = {"L1": [], "PSNR": [], "SSIM": [], "LPIPS": [],
-                                               "diversity L1": [], "diversity LPIPS": []}
+        self.images = ImageScores(lpips_metric)
+        self.values: dict[str, list[float]] = {"diversity L1": [], "diversity LPIPS": []}
         self.cm = ConfusionMatrix(num_classes) if with_fcn else None
         self.colour = ColorizationScores(centres) if centres is not None else None
 
@@ -133,13 +134,9 @@ class RunScores:
     def update(self, outs: torch.Tensor, y: torch.Tensor, label: Optional[torch.Tensor], seg) -> None:
         v = self.values
         for out in outs.split(1):
-            v["L1"].append(l1(out, y))
-            v["PSNR"] += psnr(out, y)
-            v["SSIM"] += ssim(out, y)
-            if self.lpips is not None and out.shape[1] == 3:
-                v["LPIPS"] += self.lpips(out, y)
+            self.images.add(out, y)
             if self.cm is not None:
-                self.cm.update(seg(out)[0].cpu().numpy(), label.numpy())
+                self.cm.update(seg(out)[0], label)
         if self.distances is not None and outs.shape[1] in (1, 3):
             self.distances.add_fake(self.name, outs)
         for a, b in itertools.combinations(outs.split(1), 2):
@@ -149,9 +146,7 @@ class RunScores:
 
     def row(self) -> dict:
         row = {"run": self.name, "method": self.pipe.method}
-        row.update(
-            {m: _mean(vals) for m, vals in self.values.items() if vals and not m.startswith("diversity")}
-        )
+        row.update(self.images.means())
         if self.lpips is None:
             row["LPIPS"] = "unavailable"
         if self.colour is not None:
@@ -246,14 +241,14 @@ def compare_runs(
         label = item.get("label")
         row = [item["input"], item["target"]]
         if seg is not None:
-            truth_cm.update(seg(y)[0].cpu().numpy(), label.numpy())
+            truth_cm.update(seg(y)[0], label)
         if distances is not None and y.shape[1] in (1, 3):
             distances.add_real(y)
         for name, pipe in pipes.items():
             if name in cms:
-                pred = pipe(x)[0].cpu()
-                cms[name].update(pred.numpy(), label.numpy())
-                row.append(label_to_tensor(pred, k))
+                pred = pipe(x)[0]
+                cms[name].update(pred, label)
+                row.append(label_to_tensor(pred.cpu(), k))
                 continue
             outs = makers[name].outputs(x, y, sampling, i)
             makers[name].update(outs, y, label, seg)
@@ -296,14 +291,6 @@ def compare_runs(
             "grayscale baseline row (ab = 0) is scored by the same code"
         )
     return result
-
-
-class GrayBaseline:
-    """Predicts ab = 0 everywhere: the grayscale row of a colorization comparison."""
-    kind, method, bins = "colorization", "grayscale baseline", None
-
-    def __call__(self, l_norm: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(l_norm.shape[0], 2, *l_norm.shape[-2:])
 
 
 def _cell(value) -> str:

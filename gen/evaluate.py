@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import pipelines
 from .data.evaluation import EvalData
 from .data.transforms import load_images
-from .metrics import l1, psnr, ssim
+from .metrics import ImageScores, psnr
 from .metrics.inception import InceptionDistances, try_inception_distances
 from .metrics.perceptual import try_lpips
 from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
@@ -83,7 +83,7 @@ def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = No
         distances, fid_missing = None, f"FID/KID need 1- or 3-channel images (got {data.channels[1]})"
     cm_fake = ConfusionMatrix(num_classes) if seg else None
     cm_real = ConfusionMatrix(num_classes) if seg else None
-    scores = {"L1": [], "PSNR": [], "SSIM": []} | ({"LPIPS": []} if lpips_metric else {})
+    scores = ImageScores(lpips_metric)
     rows, n, saved = [], _limit(len(items), max_images), saved or SavedOutputs(None)
     for i in tqdm(range(n), desc=f"evaluate {split}", dynamic_ncols=True):
         item = items[i]
@@ -92,20 +92,16 @@ def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = No
         saved.save(to_pil(out[0]), item["name"])
         if "label" in item:  # labels -> photo: the input as the network saw it, beside the output
             saved.save(to_pil(x[0]), item["name"], "_input")
-        scores["L1"].append(l1(out, y))
-        scores["PSNR"] += psnr(out, y)
-        scores["SSIM"] += ssim(out, y)
-        if lpips_metric and out.shape[1] == 3:
-            scores["LPIPS"] += lpips_metric(out, y)
+        scores.add(out, y)
         if distances is not None:
             distances.add_real(y)
             distances.add_fake("run", out)
         if seg is not None:
-            cm_fake.update(seg(out)[0].cpu().numpy(), item["label"].numpy())
-            cm_real.update(seg(y)[0].cpu().numpy(), item["label"].numpy())
+            cm_fake.update(seg(out)[0], item["label"])
+            cm_real.update(seg(y)[0], item["label"])
         if len(rows) < grid_rows:
             rows.append([x[0], out[0], y[0]])
-    result = {k: sum(v) / len(v) for k, v in scores.items() if v}
+    result = scores.means()
     result.update(split=split, images=n, inference=pipe.inference)
     if lpips_metric is None:
         result["LPIPS"] = lpips_missing
@@ -190,9 +186,10 @@ def evaluate_segmentation(run_dir: Path, data: EvalData, inference: Optional[str
     cm, rows, n, saved = ConfusionMatrix(k), [], _limit(len(items), max_images), saved or SavedOutputs(None)
     for i in tqdm(range(n), desc=f"evaluate {split}", dynamic_ncols=True):
         item = items[i]
-        pred = pipe(item["input"][None])[0].cpu()
+        pred = pipe(item["input"][None])[0]
+        cm.update(pred, item["label"])
+        pred = pred.cpu()
         saved.save(pipe.label_png(pred), item["name"])
-        cm.update(pred.numpy(), item["label"].numpy())
         if len(rows) < grid_rows:
             rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
     result = dict(cm.scores(), split=split, images=n)
@@ -208,6 +205,7 @@ def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str
     the grayscale baseline (ab = 0) scored by the same code, and the ground truth's colourfulness."""
     from .color import split_lab
     from .metrics.colorization import ColorizationScores, colourfulness
+    from .pipelines.colorization import GrayBaseline
 
     pipe, split, images_set = pipelines.load(run_dir, device=device), data.split, data.items
     centres = torch.from_numpy(bins_of(pipe, data.bins))
@@ -221,7 +219,7 @@ def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str
         out = method.update(images, pipe(l_norm).cpu())
         for it, img in zip(items, out):
             saved.save(to_pil(img), it["name"])
-        gray_rgb = gray.update(images, torch.zeros(len(images), 2, *images.shape[-2:]))
+        gray_rgb = gray.update(images, GrayBaseline()(l_norm))
         if distances is not None:
             distances.add_real(images)
             distances.add_fake("run", out)
@@ -256,7 +254,7 @@ def evaluate_diffusion(run_dir: Path, data: EvalData, inference: Optional[str] =
     items, split = data.items, data.split
     n, saved = _limit(len(items), max_images), saved or SavedOutputs(None)
     distances, fid_missing = try_inception_distances(device, distances)
-    rows, scores = [], {"L1": [], "PSNR": [], "SSIM": []}
+    rows, scores = [], ImageScores()
     if pipe.condition_channels:
         if data.kind == "images":
             raise ValueError("this DDPM is image-conditioned: evaluate it on paired data (its own config)")
@@ -266,9 +264,7 @@ def evaluate_diffusion(run_dir: Path, data: EvalData, inference: Optional[str] =
             gen = torch.Generator(pipe.unet.device).manual_seed(seed + i)
             out = pipe.sample_for(x, 1, steps, scheduler, gen)
             saved.save(to_pil(out[0]), item["name"])
-            scores["L1"].append(l1(out, y))
-            scores["PSNR"] += psnr(out, y)
-            scores["SSIM"] += ssim(out, y)
+            scores.add(out, y)
             if distances is not None:
                 distances.add_real(y)
                 distances.add_fake("run", out)
@@ -290,7 +286,7 @@ def evaluate_diffusion(run_dir: Path, data: EvalData, inference: Optional[str] =
                 distances.add_fake("run", img[None])
         rows = [[real[i], samples[i]] for i in range(min(grid_rows, n))]
         header = ["real", f"sample ({scheduler} {steps})"]
-    result = {k: sum(v) / len(v) for k, v in scores.items() if v}
+    result = scores.means() if len(scores) else {}
     result.update(split=split, images=n, sampler=f"{scheduler} {steps} steps, seed {seed}")
     result.update(distances.report("run") if distances else {"FID": fid_missing, "KID": fid_missing})
     return result, image_grid(rows, header)

@@ -310,4 +310,5 @@ def test_colorization_at_quarter_resolution_learns_and_colorizes_any_size(banded
         ColorizationTrainer(config.load(None, colorization_overrides(tmp_path / "r2", banded_root, **{
             "colorization.output_stride": 4, "colorization.loss": "l2"}))).build()
     with pytest.raises(ValueError, match="colorization.output_stride"):
-        config.load(None, colorization_overrides(tmp_path / "r3", banded_root, **{"colorization.output_stride": 3}))
+        config.load(None, colorization_overrides(tmp_path / "r3", banded_root,
+                                                 **{"colorization.output_stride": 3}))

@@ -286,7 +286,10 @@ def test_training_validation_and_evaluate_agree_for_every_scored_method(tmp_path
     trainer.fit()
     logged = trainer.validate(2)
     scored, _ = evaluate_paired(tmp_path / "p2p", eval_data(cfg, "val"), None, 2)
-    assert logged["L1"] == scored["L1"] and logged["PSNR"] == scored["PSNR"]
+    assert {k: logged[k] for k in ("L1", "PSNR", "SSIM")} == {k: scored[k] for k in ("L1", "PSNR", "SSIM")}
+    from gen.compare import compare_runs  # the third path through the same scorer
+    row = compare_runs(eval_data(cfg, "val"), [tmp_path / "p2p"], None, 2).table[0]
+    assert {k: row[k] for k in ("L1", "PSNR", "SSIM")} == {k: scored[k] for k in ("L1", "PSNR", "SSIM")}
 
     write_colour_classes(tmp_path / "s" / "data" / "train", 4)
     write_colour_classes(tmp_path / "s" / "data" / "val", 2, seed=1)

@@ -422,6 +422,13 @@ class Trainer:
             run = self.accelerator.get_tracker("wandb", unwrap=True)
             run.log({f"samples/{k}": wandb.Image(v) for k, v in images.items()}, step=step)
 
+    def validation_items(self, per_batch: int = 1) -> list[int]:
+        """Indices of the held-out items every validation scores: train.eval_batches x `per_batch`,
+        spread evenly over the validation set, the same ones each time (one rule for every method)."""
+        n = len(self.val_set)
+        k = min(n, self.cfg.train.eval_batches * per_batch)
+        return [i * n // k for i in range(k)]
+
     def run_validation(self, step: int) -> None:
         if not self.accelerator.is_main_process:
             return

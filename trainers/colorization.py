@@ -32,7 +32,7 @@ from gen.color import (
 from gen.data import build_images
 from gen.losses import GANLoss
 from gen.metrics.colorization import ColorizationScores
-from gen.pipelines.colorization import AB_SCALE, ColorizationPipeline
+from gen.pipelines.colorization import AB_SCALE, ColorizationPipeline, GrayBaseline
 from gen.visualize import image_grid
 
 from .base import Trainer
@@ -184,12 +184,12 @@ class ColorizationTrainer(Trainer):
         if self.val_set is None:
             return {}
         pipe = self.pipeline()
-        n = min(self.cfg.train.eval_batches * 4, len(self.val_set))
-        images = torch.stack([self.val_set[i]["image"] for i in range(n)])
+        images = torch.stack([self.val_set[i]["image"] for i in self.validation_items(per_batch=4)])
+        n = len(images)
         l_norm, _ = split_lab(images)
         scores = ColorizationScores(self.centres)
         out = scores.update(images, pipe(l_norm))
-        gray = join_lab(l_norm, torch.zeros_like(l_norm).expand(-1, 2, -1, -1))
+        gray = join_lab(l_norm, GrayBaseline()(l_norm))
         rows = [[gray[i], out[i], images[i]] for i in range(min(8, n))]
         return dict(scores.scores(), grid=image_grid(rows, ["gray input", "colorized", "ground truth"]))
 

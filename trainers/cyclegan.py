@@ -147,7 +147,7 @@ class CycleGANTrainer(Trainer):
         pipes = self.pipeline().directions  # the export's pipelines, as evaluate and sample.py run them
         g_a, g_b = pipes["AtoB"], pipes["BtoA"]
         rows_a, rows_b, psnr_a, psnr_b = [], [], [], []
-        for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+        for i in self.validation_items():
             item = self.val_set[i]
             a, b = item["A"][None], item["B"][None]
             fake_b, fake_a = g_a(a).cpu(), g_b(b).cpu()

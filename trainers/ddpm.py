@@ -17,7 +17,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
 from gen.data import build_images, channels
-from gen.metrics import l1, psnr
+from gen.metrics import ImageScores
 from gen.models import create_model
 from gen.pipelines.diffusion import DiffusionSamplingPipeline
 from gen.visualize import image_grid
@@ -159,22 +159,20 @@ class DDPMTrainer(Trainer):
             return out
         if self.val_set is None:
             return {}
-        rows, l1s, psnrs = [], [], []
-        for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+        rows, scores = [], ImageScores()  # the scorer of sample.py evaluate / compare
+        for i in self.validation_items():
             item = self.val_set[i]
             cond, y = item["input"][None].to(self.device), item["target"][None].to(self.device)
             gen = torch.Generator(self.device).manual_seed(self.cfg.run.seed + i)  # seed + i, as compare
             out = pipe(num_inference_steps=c.sample_steps, scheduler=c.sample_scheduler, generator=gen,
                        condition=cond, progress=False)
-            l1s.append(l1(out, y))
-            psnrs += psnr(out, y)
+            scores.add(out, y)
             rows.append([cond[0], out[0], y[0]])
         return {
             "grid": image_grid(
                 rows, ["condition", f"sample ({c.sample_scheduler} {c.sample_steps})", "target"]
             ),
-            "L1": sum(l1s) / len(l1s),
-            "PSNR": sum(psnrs) / len(psnrs),
+            **scores.means(),
         }
 
     def on_device(self) -> None:

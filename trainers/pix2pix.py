@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from gen.data import channels
 from gen.losses import GANLoss
-from gen.metrics import l1, psnr
+from gen.metrics import ImageScores
 from gen.pipelines import TranslationPipeline
 
 from gen.visualize import image_grid
@@ -83,17 +83,14 @@ class Pix2PixTrainer(Trainer):
         if self.val_set is None:
             return {}
         pipe = self.pipeline()  # the export's pipeline: the grid shows what sample.py will produce
-        n = len(self.val_set)
-        rows, l1s, psnrs = [], [], []
-        for b in range(min(self.cfg.train.eval_batches, n)):
-            item = self.val_set[b * max(1, n // max(1, self.cfg.train.eval_batches))]
+        rows, scores = [], ImageScores()  # the scorer of sample.py evaluate / compare
+        for i in self.validation_items():
+            item = self.val_set[i]
             x, y = item["input"][None], item["target"][None]
             out = pipe(x).cpu().float()
-            l1s.append(l1(out, y))
-            psnrs += psnr(out, y)
+            scores.add(out, y)
             rows.append([x[0], out[0], y[0]])
-        return {"grid": image_grid(rows, ["input", "output", "target"]), "L1": sum(l1s) / len(l1s),
-                "PSNR": sum(psnrs) / len(psnrs)}
+        return {"grid": image_grid(rows, ["input", "output", "target"]), **scores.means()}
 
     def pipeline(self) -> TranslationPipeline:
         c = self.cfg.pix2pix

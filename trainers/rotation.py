@@ -77,8 +77,8 @@ class RotationTrainer(Trainer):
         if self.val_set is None:
             return {}
         net = self.unwrap("rotation").eval()
-        n = min(len(self.val_set), 4 * self.cfg.train.eval_batches)
-        x = torch.stack([self.val_set[i]["input"] for i in range(n)]).to(self.device)
+        x = torch.stack([self.val_set[i]["input"] for i in self.validation_items(per_batch=4)])
+        x = x.to(self.device)
         x, y = four_rotations(x)
         acc = (net(x).argmax(1) == y).float().mean().item()
         net.train()

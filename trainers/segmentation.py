@@ -71,10 +71,11 @@ class SegmentationTrainer(Trainer):
             return {}
         pipe, k = self.pipeline(), self.cfg.data.num_classes  # the export's pipeline, as evaluate runs it
         cm, rows = ConfusionMatrix(k), []
-        for i in range(min(self.cfg.train.eval_batches, len(self.val_set))):
+        for i in self.validation_items():
             item = self.val_set[i]
-            pred = pipe(item["input"][None])[0].cpu()
-            cm.update(pred.numpy(), item["label"].numpy())
+            pred = pipe(item["input"][None])[0]
+            cm.update(pred, item["label"])
+            pred = pred.cpu()
             rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
         return dict(cm.scores(), grid=image_grid(rows, ["photo", "predicted", "ground truth"]))
 

@@ -16,24 +16,35 @@ from ..data.labels import IGNORE_INDEX
 
 
 class ConfusionMatrix:
+    """Accumulated on the predictions' device (no host copy per image); read by `scores()`."""
+
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.counts: torch.Tensor | None = None  # (K, K) int64, on the device of the first update
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """n[i, j] as a (K, K) int64 array."""
+        if self.counts is None:
+            return np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        return self.counts.cpu().numpy()
 
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """pred, target: same shape, class indices; target pixels equal to ignore_index are skipped."""
-        pred, target = np.asarray(pred).ravel(), np.asarray(target).ravel()
+        pred = torch.as_tensor(pred).flatten()
+        device = pred.device if self.counts is None else self.counts.device
+        pred, target = pred.to(device).long(), torch.as_tensor(target).flatten().to(device).long()
         if pred.shape != target.shape:
-            raise ValueError(f"prediction has {pred.size} pixels but target has {target.size}")
+            raise ValueError(f"prediction has {pred.numel()} pixels but target has {target.numel()}")
         keep = target != self.ignore_index
         pred, target = pred[keep], target[keep]
-        ids = np.concatenate([target, pred])
+        ids = torch.cat([target, pred])
         bad = ids[(ids < 0) | (ids >= self.num_classes)]
-        if bad.size:
+        if bad.numel():
             raise ValueError(f"class ids outside 0..{self.num_classes - 1}: {sorted(set(bad.tolist()))[:10]}")
-        self.matrix += np.bincount(target * self.num_classes + pred, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
-        )
+        k = self.num_classes
+        counts = torch.bincount(target * k + pred, minlength=k * k).view(k, k)
+        self.counts = counts if self.counts is None else self.counts + counts
 
     def scores(self) -> dict[str, float]:
         n = self.matrix.astype(np.float64)

@@ -23,6 +23,16 @@ from .translation import PIPELINE_FILE, NetworkPipeline, read_export, require_fi
 AB_SCALE = 110.0  # regression heads predict ab / AB_SCALE
 
 
+class GrayBaseline:
+    """The grayscale baseline of every colorization table (Zhang et al. Table 1): ab = 0 everywhere.
+    l_norm (B, 1, H, W) -> ab zeros (B, 2, H, W), on l_norm's device."""
+
+    kind, method, bins = "colorization", "grayscale baseline", None
+
+    def __call__(self, l_norm: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(l_norm.shape[0], 2, *l_norm.shape[-2:], device=l_norm.device)
+
+
 class ColorizationPipeline(NetworkPipeline):
     """x: L channel (B, 1, H, W) normalised to [-1, 1] -> ab (B, 2, H, W) in Lab units, any H, W; a
     network at output stride s > 1 is decoded at H/s and its ab upsampled bilinearly."""
