@@ -149,8 +149,9 @@ def test_auto_precision_follows_the_hardware_probe_and_is_recorded(tmp_path, ali
     assert config.load(tmp_path / "run" / "config.yaml").train.mixed_precision == expected
 
 
-def test_cpu_bf16_probe_reads_the_cpu_flags():
+def test_cpu_bf16_probe_reads_the_cpu_flags(monkeypatch):
     import pathlib
+    monkeypatch.delenv("GEN_CPU_BF16")
     info = pathlib.Path("/proc/cpuinfo")
     flags = info.read_text().split() if info.exists() else []
     assert devices.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
@@ -167,3 +168,12 @@ def test_channels_last_auto_follows_method_and_device():
         cfg = config.load(None, ["data.root=/x", f"train.channels_last={str(explicit).lower()}"])
         assert devices.resolve_channels_last(cfg, True, "ddpm").train.channels_last is explicit
         assert devices.resolve_channels_last(cfg, False, "pix2pix").train.channels_last is explicit
+
+
+def test_cpu_bf16_probe_can_be_forced_and_refuses_other_values(monkeypatch):
+    for value, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv("GEN_CPU_BF16", value)
+        assert devices.cpu_has_native_bf16() is expected
+    monkeypatch.setenv("GEN_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="GEN_CPU_BF16='yes'"):
+        devices.cpu_has_native_bf16()

@@ -47,7 +47,13 @@ def use_cpu(cfg: ExperimentConfig) -> bool:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX, as oneDNN uses them); without
-    them PyTorch emulates bf16, many times slower than fp32."""
+    them PyTorch emulates bf16, many times slower than fp32. GEN_CPU_BF16=1 / 0 overrides the probe
+    (a VM that hides the flags, or a test suite that must not depend on the machine)."""
+    forced = os.environ.get("GEN_CPU_BF16")
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise ValueError(f"GEN_CPU_BF16={forced!r}: set it to 1 (native bf16) or 0 (not), or unset it")
+        return forced == "1"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: no cheap way to tell, and emulation would be the costly mistake
