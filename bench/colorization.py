@@ -105,9 +105,9 @@ def measure(variant: str, batch: int, args) -> dict | None:
     out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["killed"])[-1]
-        if "memory" not in last.lower() and "alloc" not in last.lower() and out.returncode > 0:
-            raise RuntimeError(f"{variant} at batch {batch} failed: {last}")
-        return None
+        if "can't allocate memory" in last or "MemoryError" in last or "out of memory" in last.lower():
+            return None
+        raise RuntimeError(f"{variant} at batch {batch} failed (exit {out.returncode}): {last}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

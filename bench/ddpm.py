@@ -3,8 +3,9 @@ and the wall time of DDPM-1000 vs DDIM-50 sampling through the exported pipeline
 
 Per network, in fp32: forward+backward of a training step (MSE to a random target) and the forward
 of a sampling step (no grad), at batch 16, 32x32 by default, for ours as gen runs it on the CPU
-(channels_last: what the DDPM trainer and the sampling pipeline use there), ours in plain NCHW (what
-channels_last alone gives) and UNet2DModel as diffusers ships it; medians over interleaved repeats
+(channels_last: what the DDPM trainer and the sampling pipeline use there), ours in plain NCHW (the
+same network without channels_last, to show what channels_last adds) and UNet2DModel as diffusers
+ships it; medians over interleaved repeats
 in alternating order (A B C, C B A, ...) so a noisy neighbour and warm caches favour none; achieved
 GFLOP/s from torch.utils.flop_counter. Results also go to bench/results/ddpm.json.
 
@@ -149,8 +150,8 @@ def main() -> None:
         print(f"  {label}: diffusers {r[f'{kind}_sec_diffusers']:.3f} s "
               f"({r[f'{kind}_gflops_diffusers']:.1f} GFLOP/s); ours NCHW {r[f'{kind}_sec_ours_nchw']:.3f} s "
               f"({r[f'{kind}_speedup_ours_nchw_vs_diffusers']:.2f}x); ours as shipped (channels_last) "
-              f"{r[f'{kind}_sec_ours']:.3f} s ({r[f'{kind}_speedup_ours_vs_diffusers']:.2f}x "
-              "faster than diffusers)")
+              f"{r[f'{kind}_sec_ours']:.3f} s ({r[f'{kind}_speedup_ours_vs_diffusers']:.2f}x = diffusers' "
+              "time / ours)")
     if not args.skip_sampling:
         r.update(sampling_wall_time(args.sample_preset, args.sample_batch, args.size))
         print(

@@ -100,7 +100,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear LR warm-up from 0 (DDPM: 5000 in Ho et al.)
     max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
     optimizer_impl: str = "auto"  # Adam kernel: auto (= fused) | for_loop | foreach | fused
-    # NHWC memory format for models and batches; None (auto): where measured faster (bench/ddpm.py):
+    # NHWC memory format for models and batches; None or auto: where measured faster (bench/ddpm.py):
     # the DDPM U-Net on the CPU
     channels_last: Optional[bool] = None
     compile: bool = False  # torch.compile the networks
@@ -370,6 +370,16 @@ def _friendly(err: OmegaConfBaseException, source: str) -> ValueError:
     return ValueError(f"bad value for config key {key!r} in {source}: {msg}")
 
 
+# Optional[bool] keys whose unset value means "decide for this machine": `auto` is read as unset.
+AUTO_MEANS_UNSET = ("train.channels_last", "train.cudnn_benchmark")
+
+
+def _auto_to_unset(conf) -> None:
+    for key in AUTO_MEANS_UNSET:
+        if OmegaConf.select(conf, key, default=None) == "auto":
+            OmegaConf.update(conf, key, None)
+
+
 def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Merge schema defaults <- YAML file <- `key=value` overrides; validate; return frozen config."""
     merged = OmegaConf.structured(ExperimentConfig)
@@ -378,14 +388,18 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
+            _auto_to_unset(loaded)
+            merged = OmegaConf.merge(merged, loaded)
         except OmegaConfBaseException as err:
             raise _friendly(err, str(path)) from None
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value, e.g. train.max_steps=100")
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            item_conf = OmegaConf.from_dotlist([item])
+            _auto_to_unset(item_conf)
+            merged = OmegaConf.merge(merged, item_conf)
         except OmegaConfBaseException as err:
             raise _friendly(err, f"override {item!r}") from None
     cfg = OmegaConf.to_object(merged)

@@ -24,7 +24,7 @@ def pytest_configure(config):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     # train.mixed_precision=auto must not make the suite's figures depend on the CPU it runs on
     # (bf16 on CPUs with AVX-512 BF16, fp32 elsewhere): the suite trains in fp32 unless a test asks.
-    os.environ["GEN_CPU_BF16"] = "0"
+    os.environ.setdefault("GEN_CPU_BF16", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

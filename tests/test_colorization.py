@@ -266,12 +266,13 @@ def test_quarter_resolution_loss_scores_each_block_against_its_pixels():
     dense = (-(z * torch.log_softmax(up, 1)).sum(1) * class_weights[z.argmax(1)]).mean()
     (g_dense,) = torch.autograd.grad(dense, logits)
     idx, w = nearest_bins(ab, centres)
-    quarter = soft_cross_entropy(logits, idx, w, class_weights)
+    quarter = soft_cross_entropy(logits, idx, w, class_weights, stride=4)
     (g_quarter,) = torch.autograd.grad(quarter, logits)
     assert torch.allclose(quarter, dense, rtol=1e-6)
     assert torch.allclose(g_quarter, g_dense, rtol=1e-4, atol=1e-10)
-    with pytest.raises(ValueError, match="do not tile"):
-        soft_cross_entropy(torch.randn(2, len(centres), 3, 3), idx, w)
+    for shape, stride in (((3, 3), 4), ((2, 3), 1), ((4, 6), 4)):  # wrong size, missing or wrong stride
+        with pytest.raises(ValueError, match="do not tile"):
+            soft_cross_entropy(torch.randn(2, len(centres), *shape), idx, w, stride=stride)
 
 
 def test_unet_output_stride_replaces_the_last_decoder_levels_by_a_1x1_head():
@@ -309,6 +310,9 @@ def test_colorization_at_quarter_resolution_learns_and_colorizes_any_size(banded
     with pytest.raises(ValueError, match="colorization.output_stride=4 is for the classification"):
         ColorizationTrainer(config.load(None, colorization_overrides(tmp_path / "r2", banded_root, **{
             "colorization.output_stride": 4, "colorization.loss": "l2"}))).build()
+    with pytest.raises(ValueError, match="trains on crops"):
+        ColorizationTrainer(config.load(None, colorization_overrides(tmp_path / "r4", banded_root, **{
+            "colorization.output_stride": 4, "data.preprocess": "none"}))).build()
     with pytest.raises(ValueError, match="colorization.output_stride"):
         config.load(None, colorization_overrides(tmp_path / "r3", banded_root,
                                                  **{"colorization.output_stride": 3}))

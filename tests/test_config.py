@@ -86,3 +86,12 @@ def test_ddpm_unet_refuses_the_pix2pix_knobs():
     from gen.models import UNet
     with pytest.raises(ValueError, match=r"\['norm', 'upsample'\] apply to block_style='pix2pix' only"):
         UNet(channels=(32, 32), block_style="ddpm", norm="instance", upsample="bilinear", norm_groups=8)
+
+
+def test_channels_last_auto_reads_as_unset(tmp_path):
+    from gen import config as config_lib
+    assert config_lib.load(None, ["data.root=/x", "train.channels_last=auto"]).train.channels_last is None
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  root: /x\ntrain:\n  channels_last: auto\n")
+    assert config_lib.load(path).train.channels_last is None
+    assert config_lib.load(path, ["train.channels_last=false"]).train.channels_last is False

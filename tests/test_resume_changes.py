@@ -80,3 +80,35 @@ def test_evaluate_saves_every_output_by_input_stem(tmp_path, aligned_root):
     assert again.returncode == 2 and "already exist" in again.stderr and "--overwrite" in again.stderr
     assert run_sample("evaluate", tmp_path / "run", "--save-outputs", "--overwrite").returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png"]
+
+
+def test_resumed_adam_moments_follow_the_parameters_memory_format():
+    """An NCHW checkpoint resumed with channels_last (train.channels_last's auto choice differs between
+    CPU and GPU): fused Adam continues exactly as the uninterrupted run, instead of mixing strides."""
+    import copy
+
+    from trainers.base import match_state_layout
+
+    torch.manual_seed(0)
+    w = torch.randn(8, 4, 3, 3)
+    grads = [torch.randn_like(w) for _ in range(4)]
+    straight = torch.nn.Parameter(w.clone())
+    opt = torch.optim.Adam([straight], lr=0.1, fused=True)
+    for g in grads:
+        straight.grad = g.clone()
+        opt.step()
+    first = torch.nn.Parameter(w.clone())
+    opt = torch.optim.Adam([first], lr=0.1, fused=True)
+    for g in grads[:2]:
+        first.grad = g.clone()
+        opt.step()
+    saved = copy.deepcopy(opt.state_dict())  # NCHW moments
+    resumed = torch.nn.Parameter(first.detach().clone().contiguous(memory_format=torch.channels_last))
+    opt = torch.optim.Adam([resumed], lr=0.1, fused=True)
+    opt.load_state_dict(saved)
+    match_state_layout(opt)
+    assert opt.state[resumed]["exp_avg"].stride() == resumed.stride()
+    for g in grads[2:]:
+        resumed.grad = g.clone().contiguous(memory_format=torch.channels_last)
+        opt.step()
+    torch.testing.assert_close(resumed.detach(), straight.detach(), rtol=0, atol=1e-6)

@@ -61,6 +61,19 @@ def linear_decay(max_steps: int, decay_start: float, warmup_steps: int = 0):
     return factor
 
 
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) its parameter's memory format. A
+    checkpoint written in NCHW resumed with channels_last (or the reverse: train.channels_last's auto
+    choice differs between CPU and GPU) would otherwise feed fused Adam mismatched strides, which it
+    does not check: the update would be silently wrong."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
 class Trainer:
     """Subclasses set `self.models`, `self.optimizers`, `self.schedulers` in `build()` and return a
     dict of scalar loss tensors from `train_step(batch)`, where every update is
@@ -366,6 +379,7 @@ class Trainer:
             self.load_weights(name, sd, loaded.path)
         for name, sd in loaded.state["optimizers"].items():
             self.optimizers[name].load_state_dict(sd)
+            match_state_layout(self.optimizers[name])
         for name, sd in loaded.state["schedulers"].items():
             self.schedulers[name].load_state_dict(sd)
         self.restart_schedules()
@@ -423,11 +437,10 @@ class Trainer:
             run.log({f"samples/{k}": wandb.Image(v) for k, v in images.items()}, step=step)
 
     def validation_items(self, per_batch: int = 1) -> list[int]:
-        """Indices of the held-out items every validation scores: train.eval_batches x `per_batch`,
-        spread evenly over the validation set, the same ones each time (one rule for every method)."""
-        n = len(self.val_set)
-        k = min(n, self.cfg.train.eval_batches * per_batch)
-        return [i * n // k for i in range(k)]
+        """Indices of the held-out items every validation scores: the first train.eval_batches x
+        `per_batch`, the same ones each time and for every method, so `sample.py evaluate --max-images`
+        with that count reproduces the logged figures."""
+        return list(range(min(len(self.val_set), self.cfg.train.eval_batches * per_batch)))
 
     def run_validation(self, step: int) -> None:
         if not self.accelerator.is_main_process:

@@ -74,6 +74,10 @@ class ColorizationTrainer(Trainer):
             raise ValueError(f"config key colorization.output_stride={c.output_stride} is for the "
                              f"classification head on a U-Net generator (got colorization.loss={c.loss!r}, "
                              f"model.generator={self.cfg.model.generator!r})")
+        if c.output_stride != 1 and self.cfg.data.preprocess == "none":
+            # any-size batches would leave partial blocks at the borders; inference takes any size
+            raise ValueError(f"config key colorization.output_stride={c.output_stride} trains on crops: "
+                             "set data.preprocess to crop or resize_and_crop (sampling still takes any size)")
         if self.head == "classification":
             stride = {"output_stride": c.output_stride} if c.output_stride != 1 else {}
             net = build_generator(self.cfg, 1, len(self.bins), out_activation="none", **stride)
@@ -137,7 +141,8 @@ class ColorizationTrainer(Trainer):
         if self.head == "classification":
             # sparse soft targets: K indices and weights per pixel, not a dense (B, Q, H, W) tensor
             idx, wts = nearest_bins(ab, self.centres, c.neighbours, c.sigma)
-            loss = soft_cross_entropy(self.forward("generator", l_norm), idx, wts, self.weights)
+            loss = soft_cross_entropy(self.forward("generator", l_norm), idx, wts, self.weights,
+                                      stride=c.output_stride)
             self.backward(loss, "generator")
             self.step_optimizer("generator")
             return {"CE": loss}

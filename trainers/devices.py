@@ -69,6 +69,8 @@ def resolve_precision(cfg: ExperimentConfig, cpu: bool) -> tuple[ExperimentConfi
         native, where = torch.cuda.is_bf16_supported(), f"GPU {torch.cuda.get_device_name()}"
     else:
         native, where = cpu_has_native_bf16(), "this CPU (AVX-512 BF16 / AMX)"
+        if os.environ.get("GEN_CPU_BF16") is not None:
+            where = f"this CPU (as GEN_CPU_BF16={os.environ['GEN_CPU_BF16']} says)"
     choice = "bf16" if native else "fp32"
     why = f"auto: {where} {'runs' if native else 'does not run'} bf16 natively"
     train = dataclasses.replace(cfg.train, mixed_precision=choice)

@@ -85,18 +85,17 @@ def nearest_bins(ab: torch.Tensor, centres: torch.Tensor, neighbours: int = 5, s
 
 
 def soft_cross_entropy(logits: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
-                       class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+                       class_weights: Optional[torch.Tensor] = None, stride: int = 1) -> torch.Tensor:
     """Zhang et al. 2016 eq. 2 and 3 from the sparse targets: -sum_q z_q log softmax(logits)_q per pixel,
     times the rebalancing weight v(z) of its nearest bin, averaged. indices, weights (B, K, H, W) from
     `nearest_bins`; class_weights (Q,) or None. logits (B, Q, H, W), or (B, Q, H/s, W/s) from a head at
-    output stride s: each target pixel then scores the prediction of its s x s block (the same value as
-    nearest-upsampling the logits, without the (B, Q, H, W) tensor; Zhang et al. subsample the targets
-    instead, which keeps one pixel in s^2)."""
+    output `stride` s: each target pixel then scores the prediction of its s x s block (the same value
+    as nearest-upsampling the logits, without the (B, Q, H, W) tensor; Zhang et al. subsample the
+    targets instead, which keeps one pixel in s^2). ValueError if the logits do not tile the targets."""
     b, k, h, w = indices.shape
-    s = h // logits.shape[-2]
-    if logits.shape[-2:] != (h // s, w // s) or h % s or w % s:
-        raise ValueError(f"logits {tuple(logits.shape[-2:])} do not tile targets {h}x{w} at an integer "
-                         "stride")
+    s = stride
+    if h % s or w % s or tuple(logits.shape[-2:]) != (h // s, w // s):
+        raise ValueError(f"logits {tuple(logits.shape[-2:])} do not tile targets {h}x{w} at stride {s}")
     log_p = torch.log_softmax(logits.float(), dim=1)  # (B, Q, h', w'), h' = H / s
 
     def blocks(t: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C * s * s, H / s, W / s)

@@ -1,5 +1,5 @@
 """Full-reference image metrics on [-1, 1] tensors, computed on the tensors' device, on the 0..255
-scale scikit-image's defaults report (tests/test_compare.py checks both against scikit-image).
+scale scikit-image's defaults report (tests/test_image_metrics.py checks both against scikit-image).
 
 PSNR: torchmetrics' per-image PSNR, data range 255. SSIM: Wang et al. 2004 as scikit-image computes
 it (7x7 uniform window, K1 0.01, K2 0.03, sample covariance, the mean over the window positions
@@ -64,7 +64,7 @@ class ImageScores:
         pred, target = pred.float(), target.float().to(pred.device)
         self.values["L1"] += (pred - target).abs().mean(dim=(1, 2, 3)).tolist()
         self.values["PSNR"] += psnr(pred, target)
-        if self.with_ssim:
+        if self.with_ssim and min(pred.shape[-2:]) >= SSIM_WINDOW:  # tiny images: no SSIM, no crash
             self.values["SSIM"] += ssim(pred, target)
         if self.lpips is not None and pred.shape[1] == 3:
             self.values["LPIPS"] += self.lpips(pred, target)

@@ -16,7 +16,7 @@ from ..data.labels import IGNORE_INDEX
 
 
 class ConfusionMatrix:
-    """Accumulated on the predictions' device (no host copy per image); read by `scores()`."""
+    """Accumulated on the predictions' device (the counts never leave it until `scores()`)."""
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         self.num_classes, self.ignore_index = num_classes, ignore_index
@@ -32,6 +32,8 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """pred, target: same shape, class indices; target pixels equal to ignore_index are skipped."""
         pred = torch.as_tensor(pred).flatten()
+        if pred.is_floating_point() or torch.as_tensor(target).is_floating_point():
+            raise ValueError("class maps must hold integer class ids, got floating-point values")
         device = pred.device if self.counts is None else self.counts.device
         pred, target = pred.to(device).long(), torch.as_tensor(target).flatten().to(device).long()
         if pred.shape != target.shape:

@@ -70,7 +70,8 @@ class ColorizationPipeline(NetworkPipeline):
         if s == 1:
             return ab
         # A coarse head (Zhang et al.'s 1/4 resolution): the annealed mean is linear in the annealed
-        # distribution, so upsampling ab bilinearly equals decoding the bilinearly upsampled distribution.
+        # distribution, so upsampling ab bilinearly equals decoding the bilinearly upsampled annealed
+        # distribution.
         ab = F.interpolate(ab, scale_factor=s, mode="bilinear", align_corners=False)
         return ab[..., :l_norm.shape[-2], :l_norm.shape[-1]]
 
