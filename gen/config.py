@@ -86,9 +86,10 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     lr_decay_start: float = 0.5  # fraction of max_steps at constant LR before linear decay to 0
-    # fp32 | bf16 | fp16 (autocast; "no" would read as a YAML boolean) | auto: bf16 where the hardware
-    # runs it natively (CUDA with bf16; CPUs with AVX-512 BF16 or AMX), else fp32; the run records the choice
-    mixed_precision: str = "fp32"
+    # auto (default): bf16 autocast where the hardware runs it natively (CUDA with bf16; CPUs with
+    # AVX-512 BF16 or AMX), else fp32; the run records the choice | fp32 | bf16 | fp16 ("no" would read
+    # as a YAML boolean). bf16 reached fp32's validation figures on facades pix2pix and DDPM (README).
+    mixed_precision: str = "auto"
     grad_accum: int = 1
     log_every: int = 10
     validate_every: int = 200  # steps between validations (grid + metrics on the val items)

@@ -106,7 +106,8 @@ def test_start_line_names_device_precision_and_processes(tmp_path, aligned_root,
     )
     trainer.fit()
     out = capsys.readouterr().out
-    assert "pix2pix: device cpu, precision fp32, 1 process(es), 2 images per step" in out
+    assert "pix2pix: device cpu, precision fp32 (auto: " in out  # the default, resolved and explained
+    assert "1 process(es), 2 images per step" in out
     if torch.version.cuda is not None:  # a CUDA build on a machine (or test session) without a GPU says why
         assert "note: training on the CPU" in out
 
