@@ -48,6 +48,8 @@ OPTIONS = {
     "for_loop": ["train.optimizer_impl=for_loop"],  # torch's CPU default Adam, gen's default before
     "bf16": ["train.mixed_precision=bf16"],
     "channels_last": ["train.channels_last=true"],
+    "nchw": ["train.mixed_precision=fp32", "train.channels_last=false"],  # fp32 without the auto layout
+    "bf16_nchw": ["train.mixed_precision=bf16", "train.channels_last=false"],
     "foreach": ["train.optimizer_impl=foreach"],
     "fused": ["train.optimizer_impl=fused"],
     "compile": ["train.compile=true"],

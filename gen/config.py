@@ -102,7 +102,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
     optimizer_impl: str = "auto"  # Adam kernel: auto (= fused) | for_loop | foreach | fused
     # NHWC memory format for models and batches; None or auto: where measured faster (bench/ddpm.py):
-    # the DDPM U-Net on the CPU
+    # the DDPM U-Net on the CPU in fp32
     channels_last: Optional[bool] = None
     compile: bool = False  # torch.compile the networks
     deterministic: bool = False

@@ -77,16 +77,20 @@ def resolve_precision(cfg: ExperimentConfig, cpu: bool) -> tuple[ExperimentConfi
     return dataclasses.replace(cfg, train=train), why
 
 
-# Methods whose networks run faster in channels_last on the CPU (bench/ddpm.py: oneDNN's NHWC
-# convolutions and GroupNorm; same outputs up to float rounding). GPUs keep NCHW until measured.
+# Methods whose networks run faster in channels_last on the CPU in fp32 (bench/ddpm.py: oneDNN's NHWC
+# convolutions and GroupNorm, 1.05x a training step and 1.09x a sampling step of ddpm_cifar10; same
+# outputs up to float rounding). Under bf16 autocast NHWC is slower there (bench/run.py --options bf16
+# bf16_nchw: 0.87x vs 1.37x of fp32), and GPUs keep NCHW until measured.
 CHANNELS_LAST_ON_CPU = ("ddpm",)
 
 
 def resolve_channels_last(cfg: ExperimentConfig, cpu: bool, method: str) -> ExperimentConfig:
-    """train.channels_last=None (auto) -> True for the methods measured faster with it on this device."""
+    """train.channels_last=None (auto) -> True where measured faster: the DDPM U-Net on the CPU in fp32.
+    Call after resolve_precision."""
     if cfg.train.channels_last is not None:
         return cfg
-    train = dataclasses.replace(cfg.train, channels_last=cpu and method in CHANNELS_LAST_ON_CPU)
+    fp32 = cfg.train.mixed_precision == "fp32"
+    train = dataclasses.replace(cfg.train, channels_last=cpu and fp32 and method in CHANNELS_LAST_ON_CPU)
     return dataclasses.replace(cfg, train=train)
 
 
