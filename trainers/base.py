@@ -1,6 +1,6 @@
 """The training loop every method shares, on Hugging Face Accelerate.
 
-The base class owns the loop, cadence (log / sample / checkpoint), wandb logging through
+The base class owns the loop, cadences (log / validate / checkpoint), wandb logging through
 Accelerate's tracker, atomic checkpoints with automatic resume, and the final export. A method
 subclass owns its networks and its optimizer steps: `build()` and `train_step(batch)`.
 """
