@@ -181,3 +181,23 @@ def test_cpu_bf16_probe_can_be_forced_and_refuses_other_values(monkeypatch):
     monkeypatch.setenv("GEN_CPU_BF16", "yes")
     with pytest.raises(ValueError, match="GEN_CPU_BF16='yes'"):
         devices.cpu_has_native_bf16()
+
+
+def test_a_resumed_run_keeps_the_precision_and_layout_it_started_with(tmp_path, aligned_root, monkeypatch,
+                                                                        capsys):
+    """Resumed with the defaults (auto precision, auto layout) on a bf16-native CPU, an fp32 run stays
+    fp32 (a new default or another machine does not switch a run half-way); a new run gets bf16."""
+    run = tmp_path / "run"
+    Pix2PixTrainer(config.load(None, tiny_overrides(run, aligned_root, **{
+        "train.mixed_precision": "fp32", "train.channels_last": "true", "train.max_steps": 2}))).fit()
+    monkeypatch.setenv("GEN_CPU_BF16", "1")
+    resumed = Pix2PixTrainer(config.load(None, tiny_overrides(run, aligned_root, **{"train.max_steps": 3})))
+    assert resumed.cfg.train.mixed_precision == "fp32" and resumed.cfg.train.channels_last is True
+    assert "kept from the run being resumed" in resumed.precision_note
+    resumed.fit()
+    assert config.load(run / "config.yaml").train.mixed_precision == "fp32"
+    fresh = Pix2PixTrainer(config.load(None, tiny_overrides(tmp_path / "new", aligned_root)))
+    assert fresh.cfg.train.mixed_precision == "bf16" and fresh.cfg.train.channels_last is False
+    forced = Pix2PixTrainer(config.load(None, tiny_overrides(run, aligned_root, **{
+        "train.max_steps": 4, "train.mixed_precision": "bf16"})))
+    assert forced.cfg.train.mixed_precision == "bf16"  # an explicit choice still wins

@@ -89,8 +89,12 @@ class Trainer:
         if self.wandb_mode != "disabled":
             os.environ.setdefault("WANDB_MODE", self.wandb_mode)
         cpu = devices.use_cpu(cfg)
-        # The resolved choice replaces "auto" in the config, so config.yaml records what ran.
+        # The resolved choice replaces "auto" in the config, so config.yaml records what ran; a resumed
+        # run keeps the choice it was started with.
+        resuming = bool(checkpoint.checkpoint_dirs(self.ckpt_root))
+        cfg, kept = devices.keep_resumed_choices(cfg, self.run_dir, resuming, cpu)
         cfg, self.precision_note = devices.resolve_precision(cfg, cpu)
+        self.precision_note = self.precision_note or kept
         cfg = devices.resolve_channels_last(cfg, cpu, self.method)
         self.cfg = cfg
         devices.check_precision(cfg, cpu)

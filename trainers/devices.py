@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from gen.config import ExperimentConfig
+from gen.config import load as load_config
 
 # Sharded strategies keep parameters split across ranks: the trainers' unwrapped forwards (frozen
 # discriminators, EMA, validation) and their state_dict gathering on rank 0 assume whole replicas.
@@ -92,6 +93,29 @@ def resolve_channels_last(cfg: ExperimentConfig, cpu: bool, method: str) -> Expe
     fp32 = cfg.train.mixed_precision == "fp32"
     train = dataclasses.replace(cfg.train, channels_last=cpu and fp32 and method in CHANNELS_LAST_ON_CPU)
     return dataclasses.replace(cfg, train=train)
+
+
+def keep_resumed_choices(cfg: ExperimentConfig, run_dir: Path, resuming: bool, cpu: bool
+                         ) -> tuple[ExperimentConfig, str]:
+    """Resuming with train.mixed_precision=auto / train.channels_last unset keeps what the run's
+    config.yaml recorded, so a new default or another machine's choice does not switch a run half-way
+    (fp16 is not kept on a CPU, which cannot run it). (config, note for the start line)."""
+    t, saved_file = cfg.train, run_dir / "config.yaml"
+    unset = t.mixed_precision == "auto" or t.channels_last is None
+    if not resuming or not unset or not saved_file.is_file():
+        return cfg, ""
+    try:
+        saved = load_config(saved_file).train
+    except (ValueError, FileNotFoundError):
+        return cfg, ""  # the resume check reports an unreadable config
+    changes, note = {}, ""
+    runnable = not (cpu and saved.mixed_precision == "fp16")
+    if t.mixed_precision == "auto" and saved.mixed_precision != "auto" and runnable:
+        changes["mixed_precision"] = saved.mixed_precision
+        note = f"auto: kept from the run being resumed ({saved_file})"
+    if t.channels_last is None and saved.channels_last is not None:
+        changes["channels_last"] = saved.channels_last
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, **changes)), note
 
 
 def check_precision(cfg: ExperimentConfig, cpu: bool) -> None:
