@@ -286,7 +286,7 @@ def evaluate_diffusion(run_dir: Path, data: EvalData, inference: Optional[str] =
                 distances.add_fake("run", img[None])
         rows = [[real[i], samples[i]] for i in range(min(grid_rows, n))]
         header = ["real", f"sample ({scheduler} {steps})"]
-    result = scores.means() if len(scores) else {}
+    result = scores.means()  # empty for unconditional samples
     result.update(split=split, images=n, sampler=f"{scheduler} {steps} steps, seed {seed}")
     result.update(distances.report("run") if distances else {"FID": fid_missing, "KID": fid_missing})
     return result, image_grid(rows, header)

@@ -52,11 +52,9 @@ class ImageScores:
     """Per-image L1, PSNR, SSIM (and LPIPS when given a metric) of outputs against targets, averaged
     over everything added. add(pred, target): (B, C, H, W) in [-1, 1], one score per image."""
 
-    def __init__(self, lpips_metric=None, ssim: bool = True):
-        self.lpips, self.with_ssim = lpips_metric, ssim
-        self.values: dict[str, list[float]] = {"L1": [], "PSNR": []}
-        if ssim:
-            self.values["SSIM"] = []
+    def __init__(self, lpips_metric=None):
+        self.lpips = lpips_metric
+        self.values: dict[str, list[float]] = {"L1": [], "PSNR": [], "SSIM": []}
         if lpips_metric is not None:
             self.values["LPIPS"] = []
 
@@ -64,7 +62,7 @@ class ImageScores:
         pred, target = pred.float(), target.float().to(pred.device)
         self.values["L1"] += (pred - target).abs().mean(dim=(1, 2, 3)).tolist()
         self.values["PSNR"] += psnr(pred, target)
-        if self.with_ssim and min(pred.shape[-2:]) >= SSIM_WINDOW:  # tiny images: no SSIM, no crash
+        if min(pred.shape[-2:]) >= SSIM_WINDOW:  # tiny images: no SSIM, no crash
             self.values["SSIM"] += ssim(pred, target)
         if self.lpips is not None and pred.shape[1] == 3:
             self.values["LPIPS"] += self.lpips(pred, target)

@@ -31,11 +31,11 @@ class ConfusionMatrix:
 
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """pred, target: same shape, class indices; target pixels equal to ignore_index are skipped."""
-        pred = torch.as_tensor(pred).flatten()
-        if pred.is_floating_point() or torch.as_tensor(target).is_floating_point():
+        pred, target = torch.as_tensor(pred).flatten(), torch.as_tensor(target).flatten()
+        if pred.is_floating_point() or target.is_floating_point():
             raise ValueError("class maps must hold integer class ids, got floating-point values")
         device = pred.device if self.counts is None else self.counts.device
-        pred, target = pred.to(device).long(), torch.as_tensor(target).flatten().to(device).long()
+        pred, target = pred.to(device).long(), target.to(device).long()
         if pred.shape != target.shape:
             raise ValueError(f"prediction has {pred.numel()} pixels but target has {target.numel()}")
         keep = target != self.ignore_index
