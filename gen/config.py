@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -381,6 +383,121 @@ def _auto_to_unset(conf) -> None:
             OmegaConf.update(conf, key, None)
 
 
+def _field_type(dotted: str) -> Any:
+    """The schema type of a dotted key (str, Optional[str], int, ...); None for an unknown key."""
+    schema: Any = ExperimentConfig
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(schema):
+            return None
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            return None
+        schema = hints[part]
+    return schema
+
+
+def _string_typed(dotted: str) -> tuple[bool, bool]:
+    """(is a string key, may be null)."""
+    t = _field_type(dotted)
+    if t is str:
+        return True, False
+    args = typing.get_args(t)
+    return (str in args and type(None) in args, True) if args else (False, False)
+
+
+def _as_string(text: str, nullable: bool) -> Optional[str]:
+    """A string key's value as written: glob characters (* @ { [ ! ...) and YAML words (yes, 0123)
+    stay text; `null` (or `~`) unsets an optional key; a quoted value loses its quotes."""
+    if nullable and text in ("null", "~"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            unquoted = yaml.safe_load(text)
+        except yaml.YAMLError:
+            unquoted = None
+        if isinstance(unquoted, str):
+            return unquoted
+    return text.replace("${", "\\${")  # literal: no OmegaConf interpolation inside a file pattern
+
+
+def _nested(dotted: str, value: Any) -> dict:
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def _parse_override(item: str):
+    """`key=value` -> an OmegaConf node. String-typed keys take the text as written; other values are
+    read as YAML (numbers, booleans, null), and text YAML cannot read is an error naming the override."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key=value, e.g. train.max_steps=100")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    is_str, nullable = _string_typed(key)
+    if is_str or _field_type(key) is None:  # unknown keys: the merge names them with the allowed keys
+        return OmegaConf.create(_nested(key, _as_string(text, nullable)))
+    try:
+        return OmegaConf.from_dotlist([f"{key}={text}"])
+    except yaml.YAMLError as err:
+        expected = getattr(_field_type(key), "__name__", str(_field_type(key)))
+        raise ValueError(f"override {item!r}: {text!r} is not a value of config key {key} "
+                         f"(expected {expected}; {str(err).splitlines()[0]})") from None
+
+
+def _yaml_error(path: Path, err: yaml.YAMLError) -> ValueError:
+    """A YAML file that does not parse: the file, the line, and what to quote."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where, shown = "", ""
+    if mark is not None:
+        where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        lines = path.read_text(errors="replace").splitlines()
+        if mark.line < len(lines):
+            shown = f" ({lines[mark.line].strip()!r})"
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ValueError(
+        f"config file {path} is not valid YAML{where}{shown}: {problem}. A value that starts with "
+        "* & @ ` { [ ! % | > or contains ': ' must be quoted, e.g. pattern: \"*.jpg\""
+    )
+
+
+def _plain_string(node: yaml.Node, key: str, value: Any) -> Any:
+    """The text as written where YAML converted an unquoted value (yes -> True, 0123 -> 83, 1e3 ->
+    1000.0) at a string-typed key; `null` still unsets an optional one."""
+    if isinstance(node, yaml.ScalarNode) and node.style is None and not isinstance(value, str):
+        is_str, nullable = _string_typed(key)
+        if is_str and not (nullable and value is None):
+            return node.value
+    return value
+
+
+def _keep_strings(node: yaml.Node, data: Any, prefix: str = "") -> Any:
+    """Walk the composed node tree beside the loaded data, applying _plain_string at every leaf."""
+    if not (isinstance(node, yaml.MappingNode) and isinstance(data, dict)):
+        return _plain_string(node, prefix, data)
+    for key_node, value_node in node.value:
+        key = key_node.value
+        if key in data:
+            data[key] = _keep_strings(value_node, data[key], f"{prefix}.{key}" if prefix else key)
+    return data
+
+
+def _load_yaml(path: Path):
+    """A YAML config file as an OmegaConf node; errors name the file and the line."""
+    try:
+        text = path.read_text()
+        data, node = yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as err:
+        raise _yaml_error(path, err) from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not UTF-8 text ({err.reason})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of config keys (e.g. 'method: pix2pix'), "
+                         f"not a {type(data).__name__}")
+    return OmegaConf.create(_keep_strings(node, data))
+
+
 def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Merge schema defaults <- YAML file <- `key=value` overrides; validate; return frozen config."""
     merged = OmegaConf.structured(ExperimentConfig)
@@ -388,22 +505,23 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
+        loaded = _load_yaml(path)
         try:
-            loaded = OmegaConf.load(path)
             _auto_to_unset(loaded)
             merged = OmegaConf.merge(merged, loaded)
         except OmegaConfBaseException as err:
             raise _friendly(err, str(path)) from None
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value, e.g. train.max_steps=100")
+        item_conf = _parse_override(item)
         try:
-            item_conf = OmegaConf.from_dotlist([item])
             _auto_to_unset(item_conf)
             merged = OmegaConf.merge(merged, item_conf)
         except OmegaConfBaseException as err:
             raise _friendly(err, f"override {item!r}") from None
-    cfg = OmegaConf.to_object(merged)
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise _friendly(err, "the merged config") from None
     if cfg.train.sample_every is not None:  # old name: configs written before validate_every
         train = dataclasses.replace(cfg.train, validate_every=cfg.train.sample_every, sample_every=None)
         cfg = dataclasses.replace(cfg, train=train)
