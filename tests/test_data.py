@@ -129,12 +129,11 @@ def test_split_slices(tmp_path):
     assert len(build_paired(cfg.data, "train", train=True)) == 3
 
 
-def test_non_image_files_skipped_with_warning(tmp_path):
+def test_non_image_files_skipped_and_reported(tmp_path):
     write_aligned(tmp_path / "train", 2)
     (tmp_path / "train" / "README.txt").write_text("not an image")
-    with pytest.warns(UserWarning, match=r"skipping 1 non-image file.*README.txt"):
-        ds = AlignedPairs(tmp_path / "train", geometry=Geometry("crop", 40, 32, True))
-    assert len(ds) == 2
+    ds = AlignedPairs(tmp_path / "train", geometry=Geometry("crop", 40, 32, True))
+    assert len(ds) == 2 and "skipped 1: 1 non-image (README.txt)" in ds.listing.report("data train")
 
 
 def test_sampler_resumes_and_shards():

@@ -1,7 +1,9 @@
 """The input campaign: one table of bad or odd inputs, each with its expected behaviour -- converted,
-skipped with a warning, or a clear error that names the file or key. Datasets are built and read
-directly (no training) so the whole table runs in seconds; whole runs are covered in test_bad_input.py."""
+skipped and named in the listing report, or a clear error that names the file or key. Datasets are
+built and read directly (no training) so the whole table runs in seconds; whole runs are covered in
+test_bad_input.py."""
 import io
+import re
 import warnings
 
 import numpy as np
@@ -39,7 +41,7 @@ def read_all(folder, geometry=GEO, channels=3):
 
 
 # ---- each case: (name, file name, writer, expected) where expected is
-#      ("converted", check(tensor)) | ("skipped", warning regex) | ("error", message regex)
+#      ("converted", check(tensor)) | ("skipped", report regex) | ("error", message regex)
 
 def _truncated_jpeg(p):
     buf = io.BytesIO()
@@ -127,7 +129,7 @@ CASES = [
         "README beside the images",
         "README.txt",
         lambda p: p.write_text("about"),
-        ("skipped", r"skipping 1 non-image"),
+        ("skipped", r"skipped 1: 1 non-image \(README.txt\)"),
     ),
     ("hidden .DS_Store", ".DS_Store", lambda p: p.write_bytes(b"\0\0"), ("silent", None)),
 ]
@@ -150,9 +152,9 @@ def test_image_file_kinds(tmp_path, name, file, write, expected):
         with pytest.warns(UserWarning, match=detail[0]):
             images = read_all(folder)
         assert detail[1](images[1]), name
-    elif kind == "skipped":
-        with pytest.warns(UserWarning, match=detail):
-            assert len(read_all(folder)) == 1
+    elif kind == "skipped":  # left out and named in the listing's start-up report
+        ds = ImageFolder(folder, GEO, train=False)
+        assert len(read_all(folder)) == 1 and re.search(detail, ds.listing.report("data train"))
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("error")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.data import Geometry
-from gen.data.build import geometry
+from gen.data.build import check_pattern, geometry
 from gen.data.unpaired import UnpairedImages
 from gen.losses import GANLoss
 from gen.losses.image_pool import ImagePool
@@ -36,6 +36,7 @@ class CycleGANTrainer(Trainer):
         d = self.cfg.data
         if not d.root:
             raise ValueError("config key data.root is required: a folder with trainA/ and trainB/")
+        check_pattern(d)
         self.train_set = UnpairedImages(
             Path(d.root),
             d.train,

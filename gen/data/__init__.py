@@ -2,6 +2,7 @@
 from .build import build_images, build_paired, channels, geometry
 from .folder import ImageFolder
 from .image_io import list_images, load_image, load_label
+from .listing import Listing, data_report, scan_images
 from .labels import IGNORE_INDEX, label_to_rgb, palette
 from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, SegmentationPairs, collate
 from .sampler import ResumableSampler
@@ -14,6 +15,9 @@ __all__ = [
     "channels",
     "geometry",
     "list_images",
+    "scan_images",
+    "Listing",
+    "data_report",
     "load_image",
     "load_label",
     "IGNORE_INDEX",

@@ -5,11 +5,12 @@ from pathlib import Path
 
 from ..config import DataConfig, ExperimentConfig
 from .evaluation import EvalData
-from .image_io import list_images
+from .listing import data_report, scan_images
 from .builtin import builtin_pairs
 from .folder import ImageFolder
 from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, PairDataset, SegmentationPairs, resolve_split
 from .transforms import Geometry
+from .unpaired import scan_unpaired
 
 
 def geometry(cfg: DataConfig) -> Geometry:
@@ -28,8 +29,19 @@ def build_images(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Ima
                        max_16bit=cfg.max_16bit)
 
 
+def check_pattern(cfg: DataConfig) -> None:
+    """data.pattern filters data.kind=images only; elsewhere it would be silently ignored."""
+    if cfg.pattern != DataConfig.pattern and cfg.kind != "images":
+        raise ValueError(
+            f"config key data.pattern={cfg.pattern!r} is read by data.kind=images only; data.kind="
+            f"{cfg.kind} reads every image of its split folders (subfolders included): remove the key, "
+            "or choose files with a split slice such as data.train='train[:100]'"
+        )
+
+
 def build_paired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> PairDataset:
     """The dataset of split name `split` ('train', 'val' or 'test' key of the config)."""
+    check_pattern(cfg)
     spec = getattr(cfg, split)
     if spec is None:
         raise ValueError(f"config key data.{split} is not set; it names the folder of the {split} split")
@@ -56,20 +68,22 @@ def eval_data(cfg: ExperimentConfig, split: str) -> EvalData:
     d = cfg.data
     bins = load_bins(cfg.colorization.bins, cfg.colorization.bin_grid)  # for colorization runs compared
     if d.kind == "unpaired":
+        check_pattern(d)
         root = Path(d.root)
         spec = getattr(d, split)
         if spec is None:
             raise ValueError(f"config key data.{split} is not set; it names the folder of the {split} split")
-        files = {dom: list_images(root / f"{spec}{dom}", f"domain {dom} images ({spec}{dom})")
-                 for dom in "AB"}
-        files.update({f"train{dom}": list_images(root / f"{d.train}{dom}") for dom in "AB"})
+        a, b, listing = scan_unpaired(root, spec)
+        files = {"A": a, "B": b}
+        files.update({f"train{dom}": scan_images(root / f"{d.train}{dom}").files for dom in "AB"})
         geo = Geometry(d.preprocess, d.load_size, d.crop_size, flip=False)  # evaluation: no random flips
         return EvalData(split, "unpaired", files=files, geometry=geo, channels=(d.channels_a, d.channels_b),
-                        max_16bit=d.max_16bit, bins=bins)
+                        max_16bit=d.max_16bit, bins=bins, report=listing.report(f"data {split}"))
     items = build_images(d, split, train=False) if d.kind == "images" else build_paired(d, split, train=False)
     kind = d.kind if d.kind in ("segmentation", "images") else "paired"
     return EvalData(split, kind, items, num_classes=d.num_classes, bins=bins,
-                    channels=(1, 3) if d.kind == "images" else channels(d))
+                    channels=(1, 3) if d.kind == "images" else channels(d),
+                    report=data_report({split: items}))
 
 
 def channels(cfg: DataConfig) -> tuple[int, int]:

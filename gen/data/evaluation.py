@@ -19,6 +19,7 @@ class EvalData:
     items: the dataset of a paired / segmentation / images split (None for unpaired).
     files: unpaired only: {"A", "B"} test files and {"trainA", "trainB"} for the domain classifier.
     bins: (Q, 2) ab bins scoring colorization when a pipeline carries none of its own.
+    report: what the split's listing found and skipped (gen.data.listing), printed by sample.py.
     """
 
     split: str
@@ -30,3 +31,4 @@ class EvalData:
     geometry: Optional[Geometry] = None
     channels: tuple[int, int] = (3, 3)
     max_16bit: Optional[float] = None
+    report: str = ""

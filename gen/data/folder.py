@@ -11,16 +11,19 @@ from typing import Optional
 
 from torch.utils.data import Dataset
 
-from .image_io import list_images, load_image
+from .image_io import load_image
+from .listing import count_text, scan_images
 from .transforms import Geometry, apply_image, plan, sample_generator
 
 
 class ImageFolder(Dataset):
     def __init__(self, folder: Path, geometry: Geometry, subset: slice = slice(None), pattern: str = "**/*",
                  channels: int = 3, train: bool = True, seed: int = 0, max_16bit: Optional[float] = None):
-        self.files = list_images(Path(folder), pattern=pattern)[subset]
+        self.listing = scan_images(Path(folder), pattern=pattern)
+        self.files = self.listing.files[subset]
         if not self.files:
             raise ValueError(f"the slice {subset} of {folder} selects no images")
+        self.listing.found = count_text(len(self.files), "images", len(self.listing.files), subset)
         self.geometry, self.channels, self.train, self.seed = geometry, channels, train, seed
         self.max_16bit = max_16bit
 

@@ -16,29 +16,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMG_EXTENSIONS
-
-
-def list_images(folder: Path, what: str = "images", pattern: str = "*") -> list[Path]:
-    """Sorted image files of `folder` matching the glob `pattern` ("*": the folder itself; "**/*":
-    recursively, e.g. CIFAR-10's class folders). Hidden files are ignored (macOS `._x.jpg` resource
-    forks, `.DS_Store`); other non-image files (a README) are skipped with a warning, since such
-    folders are common and the files are clearly not data."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what} folder not found: {folder}")
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if is_image_file(p)]
-    skipped = [p.name for p in files if not is_image_file(p)]
-    if skipped:
-        warnings.warn(f"{folder}: skipping {len(skipped)} non-image file(s): {skipped[:5]}", stacklevel=2)
-    if not images:
-        where = f"in {folder}" if pattern == "*" else f"matching {pattern!r} in {folder}"
-        raise ValueError(f"no {what} {where} (looked for {', '.join(IMG_EXTENSIONS)})")
-    return images
+# Which files are read (extensions, case, subfolders, symlinks, hidden names) is decided in listing.py.
+from .listing import IMG_EXTENSIONS, is_image_file, list_images, scan_images  # noqa: F401
 
 
 def open_image(path: Path) -> Image.Image:

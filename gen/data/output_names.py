@@ -3,12 +3,13 @@ existing file unless asked.
 
 `tile.jpg` and `tile.png` (or `IMG_1.JPG` and `IMG_1.jpeg`) share a stem; naming both outputs
 `tile.png` would silently lose one. Inputs whose stem is unique keep `stem.png`; inputs that share a
-stem get their extension in the name (`tile_jpg.png`, `tile_png.png`).
+stem get their extension in the name (`tile_jpg.png`, `tile_png.png`). Inputs in subfolders of the
+input folder keep their subfolder (`a/x.jpg` -> `OUT/a/x.png`); names are made distinct per folder.
 """
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 
@@ -26,6 +27,25 @@ def output_stems(inputs: Sequence[Path], reserved: Sequence[str] = ()) -> list[s
             name, k = f"{stem}_{k}", k + 1
         taken.add(name.lower())
         out.append(name)
+    return out
+
+
+def mirrored_stems(root: Path, inputs: Sequence[Path], reserved: Sequence[str] = ()) -> list[PurePosixPath]:
+    """One distinct output path without extension per input under `root`, in order, mirroring its
+    subfolder: root/a/x.jpg -> 'a/x'. output_stems settles collisions within each folder; `reserved`
+    names (the grid) apply to the top folder; a subfolder named like an output ('x.png/') is avoided."""
+    rel = [PurePosixPath(Path(p).relative_to(root).as_posix()) for p in inputs]
+    groups: dict[PurePosixPath, list[int]] = {}
+    for i, r in enumerate(rel):
+        groups.setdefault(r.parent, []).append(i)
+    folders = {parent for r in rel for parent in r.parents}
+    out: list[PurePosixPath] = [PurePosixPath()] * len(rel)
+    for parent, idx in groups.items():
+        # an output 'x.png' must not be the path of a mirrored subfolder 'x.png/'
+        taken = [f.stem for f in folders if f.parent == parent and f.name.lower().endswith(".png")]
+        own = list(reserved) if parent == PurePosixPath(".") else []
+        for i, stem in zip(idx, output_stems([Path(rel[i].name) for i in idx], own + taken)):
+            out[i] = parent / stem
     return out
 
 

@@ -16,16 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .image_io import (
-    convert_image,
-    image_size,
-    is_image_file,
-    list_images,
-    load_image,
-    load_label,
-    open_image,
-    warn_precision,
-)
+from .image_io import convert_image, image_size, load_image, load_label, open_image, warn_precision
+from .listing import Listing, count_text, scan_images
 from .labels import label_to_tensor, to_class_indices
 from .transforms import Geometry, apply_image, apply_label, plan, sample_generator
 
@@ -54,6 +46,29 @@ def check_pair_sizes(pairs: list[tuple[Path, Path]], a: str, b: str) -> None:
             f"{len(bad)} pair(s) whose {a} and {b} sizes differ (width, height), e.g. {bad[:3]} in "
             f"{pairs[0][0].parent}; paired images must have the same size"
         )
+
+
+def pair_key(root: Path, path: Path) -> str:
+    """The name files pair by: the path under the split folder without extension ('sub/x')."""
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def by_name(into: Listing, listing: Listing, side: str, other: str) -> dict[str, Path]:
+    """{pair_key: file} of one side of a split (A/sub/x.jpg -> 'sub/x'); its skipped entries go
+    `into` the split's listing. Two files of one name (A/x.jpg and A/x.png) would both pair with
+    the same `other` file: a ValueError naming both."""
+    into.absorb(listing)
+    keyed: dict[str, list[Path]] = {}
+    for p in listing.files:
+        keyed.setdefault(pair_key(listing.root, p), []).append(p)
+    twice = [v for v in keyed.values() if len(v) > 1]
+    if twice:
+        shown = "; ".join(" and ".join(str(p) for p in v) for v in twice[:3])
+        raise ValueError(
+            f"{len(twice)} ambiguous {side} name(s): {shown} would pair with the same {other} file (files "
+            "pair by their name without the extension); keep one of each or rename it"
+        )
+    return {k: v[0] for k, v in keyed.items()}
 
 
 class PairDataset(Dataset):
@@ -101,9 +116,14 @@ class AlignedPairs(PairDataset):
         self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw
     ):
         super().__init__(**kw)
-        self.files = list_images(folder, "aligned A|B images")[subset]
+        if (folder / "A").is_dir() and (folder / "B").is_dir():  # subfolders are read: each would be halved
+            raise ValueError(f"{folder} holds A/ and B/ folders: set data.layout=folders "
+                             "(data.layout=aligned reads files that hold A and B side by side)")
+        self.listing = scan_images(folder, "aligned A|B images")
+        self.files = self.listing.files[subset]
         if not self.files:
             raise ValueError(f"split of {folder} selects no images")
+        self.listing.found = count_text(len(self.files), "pairs", len(self.listing.files), subset)
         odd = [f"{p} has odd width {w}" for p in self.files for w, _ in [image_size(p)] if w % 2]
         if odd:
             raise ValueError(
@@ -135,15 +155,19 @@ class FolderPairs(PairDataset):
         self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw
     ):
         super().__init__(**kw)
-        a_files = {p.stem: p for p in list_images(folder / "A", "A images")}
-        b_files = {p.stem: p for p in list_images(folder / "B", "B images")}
+        self.listing = Listing(folder)
+        a_files = by_name(self.listing, scan_images(folder / "A", "A images"), "A", "B")
+        b_files = by_name(self.listing, scan_images(folder / "B", "B images"), "B", "A")
         only_a, only_b = sorted(a_files.keys() - b_files), sorted(b_files.keys() - a_files)
         if only_a or only_b:
             raise ValueError(f"{folder}: A and B file names do not match; only in A: {only_a[:5]}, "
-                             f"only in B: {only_b[:5]}")
-        self.pairs = [(a_files[k], b_files[k]) for k in sorted(a_files)][subset]
+                             f"only in B: {only_b[:5]}; {self.listing.skips()}")
+        keys = sorted(a_files, key=lambda k: k.split("/"))
+        self.pairs = [(a_files[k], b_files[k]) for k in keys][subset]
         if not self.pairs:
             raise ValueError(f"split of {folder} selects no pairs")
+        self.listing.files = [pa for pa, _ in self.pairs]
+        self.listing.found = count_text(len(self.pairs), "pairs", len(keys), subset)
         check_pair_sizes(self.pairs, "A", "B")
         self.channels_a, self.channels_b = channels_a, channels_b
 
@@ -160,6 +184,46 @@ class FolderPairs(PairDataset):
         )
 
 
+LABEL_WITHOUT_PHOTO = "label without photo"
+
+
+def segmentation_pairs(folder: Path) -> tuple[list[tuple[Path, Path]], Listing]:
+    """(photo, label map) pairs of a split, matched by pair_key (subfolders included), and the split's
+    listing: labels that no photo uses are skipped as 'label without photo'. A photo without a label
+    is a ValueError; so are two photos (x.jpg, x.jpeg) that would share one label."""
+    annot = folder.parent / f"{folder.name}annot"
+    listing = Listing(folder)
+    if annot.is_dir():
+        photo_listing = scan_images(folder, "photos")
+        label_listing = scan_images(annot, "label maps", require=False)
+        listing.absorb(label_listing)
+        labels = {(pair_key(annot, p), p.suffix.lower()): p for p in label_listing.files}
+        photos = by_name(listing, photo_listing, "photo", "label map")
+        # The PNG of the same stem (common: photo.jpg, mask.png), else the file of the same name.
+        chosen = {k: labels.get((k, ".png")) or labels.get((k, p.suffix.lower())) for k, p in photos.items()}
+        looked = {k: annot / f"{k}.png" for k in photos}
+    else:
+        files = scan_images(folder, "photos and label maps")
+        label_listing = Listing(folder, [p for p in files.files if p.suffix.lower() == ".png"])
+        photo_listing = Listing(folder, [p for p in files.files if p.suffix.lower() != ".png"])
+        listing.absorb(files)
+        if not photo_listing.files:
+            raise ValueError(f"{folder}: no photos (non-PNG images) next to the PNG label maps")
+        labels = by_name(Listing(folder), label_listing, "label map", "photo")
+        photos = by_name(listing, photo_listing, "photo", "label map")
+        chosen = {k: labels.get(k) for k in photos}
+        looked = {k: folder / f"{k}.png" for k in photos}
+    used = {lab for lab in chosen.values() if lab is not None}
+    for lab in label_listing.files:
+        if lab not in used:
+            listing.skip(LABEL_WITHOUT_PHOTO, lab)
+    missing = [f"{photos[k].name} (looked for {looked[k]})" for k in photos if chosen[k] is None]
+    if missing:
+        raise ValueError(f"{folder}: no label map for {len(missing)} photo(s): {missing[:3]}; "
+                         f"{listing.skips()}")
+    return [(p, chosen[k]) for k, p in photos.items()], listing
+
+
 class SegmentationPairs(PairDataset):
     """Photo + class-index label map. A = the label map rendered to RGB, B = the photo.
 
@@ -170,22 +234,7 @@ class SegmentationPairs(PairDataset):
     def __init__(self, folder: Path, num_classes: int, subset: slice = slice(None), first_label: int = 0,
                  ignore_label: Optional[int] = None, channels_b: int = 3, **kw):
         super().__init__(**kw)
-        annot = folder.parent / f"{folder.name}annot"
-        if annot.is_dir():
-            photos = list_images(folder, "photos")
-            # The PNG of the same stem (common: photo.jpg, mask.png), else the file of the same name.
-            pairs = [(p, next((c for c in (annot / f"{p.stem}.png", annot / p.name) if c.is_file()),
-                              annot / f"{p.stem}.png")) for p in photos]
-        else:
-            files = list_images(folder, "photos and label maps")
-            labels = {p.stem: p for p in files if p.suffix.lower() == ".png"}
-            photos = [p for p in files if p.suffix.lower() != ".png" and is_image_file(p)]
-            if not photos:
-                raise ValueError(f"{folder}: no photos (non-PNG images) next to the PNG label maps")
-            pairs = [(p, labels.get(p.stem, folder / f"{p.stem}.png")) for p in photos]
-        missing = [f"{p.name} (looked for {lab})" for p, lab in pairs if not lab.is_file()]
-        if missing:
-            raise ValueError(f"{folder}: no label map for {len(missing)} photo(s): {missing[:3]}")
+        pairs, self.listing = segmentation_pairs(folder)
         lossy = [str(lab) for _, lab in pairs if lab.suffix.lower() in LOSSY]
         if lossy:
             raise ValueError(
@@ -197,6 +246,8 @@ class SegmentationPairs(PairDataset):
         self.pairs = pairs[subset]
         if not self.pairs:
             raise ValueError(f"split of {folder} selects no pairs")
+        self.listing.files = [p for p, _ in self.pairs]
+        self.listing.found = count_text(len(self.pairs), "pairs", len(pairs), subset)
         self.num_classes, self.first_label, self.ignore_label = num_classes, first_label, ignore_label
         self.channels_b = channels_b
 

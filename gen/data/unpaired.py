@@ -12,8 +12,21 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
-from .image_io import list_images, load_image
+from .image_io import load_image
+from .listing import Listing, scan_images
 from .transforms import Geometry, apply_image, plan, sample_generator
+
+
+def scan_unpaired(root: Path, split: str) -> tuple[list[Path], list[Path], Listing]:
+    """The A and B files of a split (ROOT/<split>A, ROOT/<split>B, subfolders included) and one
+    listing of both for the start-up report ('8 A + 6 B images in ROOT (trainA, trainB)')."""
+    a = scan_images(root / f"{split}A", f"domain A images ({split}A)")
+    b = scan_images(root / f"{split}B", f"domain B images ({split}B)")
+    listing = Listing(root, a.files + b.files, found=f"{len(a.files)} A + {len(b.files)} B images")
+    listing.found += f" ({split}A, {split}B)"
+    listing.absorb(a)
+    listing.absorb(b)
+    return a.files, b.files, listing
 
 
 class UnpairedImages(Dataset):
@@ -30,8 +43,7 @@ class UnpairedImages(Dataset):
         max_16bit: Optional[float] = None,
     ):
         root = Path(root)
-        self.a_files = list_images(root / f"{split}A", f"domain A images ({split}A)")
-        self.b_files = list_images(root / f"{split}B", f"domain B images ({split}B)")
+        self.a_files, self.b_files, self.listing = scan_unpaired(root, split)
         self.geometry, self.train, self.seed, self.serial_b = geometry, train, seed, serial_b
         self.channels_a, self.channels_b, self.max_16bit = channels_a, channels_b, max_16bit
 
