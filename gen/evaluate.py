@@ -6,6 +6,7 @@ on the real test images, and the share of translated test images it assigns to t
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -15,12 +16,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import pipelines
+from .cache import Cache
 from .data.evaluation import EvalData
 from .data.transforms import load_images
 from .metrics import ImageScores, psnr
 from .metrics.inception import InceptionDistances, try_inception_distances
 from .metrics.perceptual import try_lpips
-from .metrics.domain import DomainClassifier, predict_domain, train_domain_classifier
+from .metrics.domain import ClassifierSettings, DomainClassifier, predict_domain, train_domain_classifier
 from .visualize import image_grid
 from .data.transforms import to_pil
 
@@ -112,66 +114,97 @@ def evaluate_paired(run_dir: Path, data: EvalData, inference: Optional[str] = No
     return result, image_grid(rows, ["input", "output", "target"])
 
 
-def domain_classifier(run_dir: Path, train_a: list[Path], train_b: list[Path],
-                      device: Optional[str] = None) -> DomainClassifier:
-    """Trained once on the run's real training images, cached in the run directory."""
-    cache = run_dir / "domain_classifier.safetensors"
-    net = DomainClassifier()
-    if cache.is_file():
-        net.load_state_dict(load_file(str(cache)))
+CLASSIFIER_FILE = "domain_classifier.safetensors"
+
+
+def domain_classifier(run_dir: Path, train_a: list[Path], train_b: list[Path], device: Optional[str] = None,
+                      settings: ClassifierSettings = ClassifierSettings()) -> DomainClassifier:
+    """Trained on the real training images, cached in the run directory and reused only while the
+    training files (paths, sizes, times) and `settings` are the ones it was trained on."""
+    cache = Cache(run_dir / CLASSIFIER_FILE, "domain classifier", {"trainA": train_a, "trainB": train_b},
+                  {"version": 2, **dataclasses.asdict(settings)})
+    if cache.valid():
+        net = DomainClassifier(settings.width)
+        net.load_state_dict(load_file(str(cache.path)))
         return net.eval().to(device or "cpu")
-    net = train_domain_classifier(train_a, train_b, device=device or "cpu")
-    save_file({k: v.cpu() for k, v in net.state_dict().items()}, str(cache))
+    with torch.random.fork_rng():  # training seeds the global RNG: the caller's stream is left as it was
+        net = train_domain_classifier(train_a, train_b, settings, device=device or "cpu")
+    cache.write(lambda tmp: save_file({k: v.cpu() for k, v in net.state_dict().items()}, str(tmp)))
     return net
+
+
+class _Direction:
+    """Running scores of one CycleGAN direction (src -> the other domain -> src), image by image."""
+
+    def __init__(self, grid_rows: int):
+        self.cycle_psnr: list[float] = []
+        self.real_right = self.fake_judged_target = self.count = 0
+        self.rows: list[list[torch.Tensor]] = []  # the first grid_rows (real, fake, reconstruction)
+        self.grid_rows = grid_rows
+
+    def add(self, real: torch.Tensor, fake: torch.Tensor, rec: torch.Tensor) -> None:
+        """(1, C, H, W) each, on the CPU."""
+        self.cycle_psnr += psnr(rec, real)
+        self.count += 1
+        if len(self.rows) < self.grid_rows:
+            self.rows.append([real[0], fake[0], rec[0]])
 
 
 def evaluate_unpaired(run_dir: Path, data: EvalData, inference: Optional[str] = None, grid_rows: int = 8,
                       device: Optional[str] = None, max_images: Optional[int] = None,
                       saved: Optional[SavedOutputs] = None,
-                      distances: Optional[InceptionDistances] = None):
+                      distances: Optional[InceptionDistances] = None,
+                      classifier: ClassifierSettings = ClassifierSettings()):
     """Cycle PSNR both ways, the domain classifier's judgement, and FID / KID of each direction's
-    translations against the real test images of the domain they translate into."""
+    translations against the real test images of the domain they translate into. Streamed: each
+    test image is read, translated, reconstructed and scored, then dropped (Inception features and
+    the first `grid_rows` images are all that is kept), so memory does not grow with the split."""
     split, (channels_a, channels_b) = data.split, data.channels
-    g_ab = pipelines.load(run_dir, direction="AtoB", inference=inference, device=device)
-    g_ba = pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)
+    pipes = {"A": pipelines.load(run_dir, direction="AtoB", inference=inference, device=device),
+             "B": pipelines.load(run_dir, direction="BtoA", inference=inference, device=device)}
     files = {dom: data.files[dom][:_limit(len(data.files[dom]), max_images)] for dom in "AB"}
-    real = {"A": load_images(files["A"], data.geometry, channels_a, data.max_16bit),
-            "B": load_images(files["B"], data.geometry, channels_b, data.max_16bit)}
-    fake, rec, rows, saved = {}, {}, [], saved or SavedOutputs(None)
-    for src, fwd, back in (("A", g_ab, g_ba), ("B", g_ba, g_ab)):
-        outs = [
-            fwd(x[None]).cpu() for x in tqdm(real[src], desc=f"translate {split}{src}", dynamic_ncols=True)
-        ]
-        for path, out in zip(files[src], outs):
-            saved.save(to_pil(out[0]), path.name, sub="AtoB" if src == "A" else "BtoA")
-        fake[src] = torch.cat(outs)
-        rec[src] = torch.cat([back(y[None]).cpu() for y in fake[src]])
-    for i in range(min(grid_rows, len(real["A"]), len(real["B"]))):
-        rows.append([real["A"][i], fake["A"][i], rec["A"][i], real["B"][i], fake["B"][i], rec["B"][i]])
-    result = {
-        "cycle_PSNR_A": sum(psnr(rec["A"], real["A"])) / len(real["A"]),
-        "cycle_PSNR_B": sum(psnr(rec["B"], real["B"])) / len(real["B"]),
-        "split": split,
-        "images_A": len(real["A"]),
-        "images_B": len(real["B"]),
-        "inference": g_ab.inference,
-    }
+    channels, saved = {"A": channels_a, "B": channels_b}, saved or SavedOutputs(None)
     distances, fid_missing = try_inception_distances(device, distances)
-    for target, source in (("B", "A"), ("A", "B")):  # G_A(A) is judged against real B, G_B(B) against A
-        if distances is None:
+    # G_A(A) is judged against real B, G_B(B) against real A: one FID/KID accumulator per target domain
+    judges = {t: distances.fresh() for t in "AB"} if distances else {}
+    net = None
+    if channels_a == 3 and channels_b == 3:
+        net = domain_classifier(run_dir, data.files["trainA"], data.files["trainB"], device, classifier)
+    runs = {dom: _Direction(grid_rows) for dom in "AB"}
+    for src, dst in (("A", "B"), ("B", "A")):
+        run, fwd, back = runs[src], pipes[src], pipes[dst]
+        for path in tqdm(files[src], desc=f"translate {split}{src}", dynamic_ncols=True):
+            real = load_images([path], data.geometry, channels[src], data.max_16bit)  # (1, C, H, W)
+            fake = fwd(real).cpu()
+            rec = back(fake).cpu()
+            saved.save(to_pil(fake[0]), path.name, sub=f"{src}to{dst}")
+            run.add(real, fake, rec)
+            if judges:
+                judges[src].add_real(real)
+                judges[dst].add_fake("run", fake)
+            if net is not None:
+                run.real_right += int(predict_domain(net, real)[0] == "AB".index(src))
+                run.fake_judged_target += int(predict_domain(net, fake)[0] == "AB".index(dst))
+    a, b = runs["A"], runs["B"]
+    result = {
+        "cycle_PSNR_A": sum(a.cycle_psnr) / a.count,
+        "cycle_PSNR_B": sum(b.cycle_psnr) / b.count,
+        "split": split,
+        "images_A": a.count,
+        "images_B": b.count,
+        "inference": pipes["A"].inference,
+    }
+    for target in "BA":
+        if not judges:
             result[f"FID_to_{target}"] = result[f"KID_to_{target}"] = fid_missing
             continue
-        judge = InceptionDistances(distances.extractor, distances.device)
-        judge.add_real(real[target])
-        judge.add_fake("run", fake[source])
-        result.update({f"{k}_to_{target}": v for k, v in judge.report("run").items()})
-    if channels_a == 3 and channels_b == 3:
-        net = domain_classifier(run_dir, data.files["trainA"], data.files["trainB"], device)
-        pred_a, pred_b = predict_domain(net, real["A"]), predict_domain(net, real["B"])
-        result["classifier_acc_real_A"] = float((pred_a == 0).float().mean())
-        result["classifier_acc_real_B"] = float((pred_b == 1).float().mean())
-        result["translated_A_judged_B"] = float((predict_domain(net, fake["A"]) == 1).float().mean())
-        result["translated_B_judged_A"] = float((predict_domain(net, fake["B"]) == 0).float().mean())
+        result.update({f"{k}_to_{target}": v for k, v in judges[target].report("run").items()})
+    if net is not None:
+        result["classifier_acc_real_A"] = a.real_right / a.count
+        result["classifier_acc_real_B"] = b.real_right / b.count
+        result["translated_A_judged_B"] = a.fake_judged_target / a.count
+        result["translated_B_judged_A"] = b.fake_judged_target / b.count
+    rows = [ra + rb for ra, rb in zip(a.rows, b.rows)]
     return result, image_grid(rows, ["A", "G_A(A)", "G_B(G_A(A))", "B", "G_B(B)", "G_A(G_B(B))"])
 
 
@@ -225,7 +258,9 @@ def evaluate_colorization(run_dir: Path, data: EvalData, inference: Optional[str
             distances.add_fake("run", out)
             distances.add_fake("gray", gray_rgb)
         truth_colour += colourfulness(images)
-        rows += [[gray_rgb[i], out[i], images[i]] for i in range(min(len(images), grid_rows - len(rows)))]
+        # cloned: a view would keep its whole batch alive until the end
+        rows += [[gray_rgb[i].clone(), out[i].clone(), images[i].clone()]
+                 for i in range(min(len(images), grid_rows - len(rows)))]
     missing = {"FID": fid_missing, "KID": fid_missing}
     gray_fid = distances.report("gray") if distances else missing
     result = dict(method.scores(), split=split, images=n, grayscale_baseline=dict(gray.scores(), **gray_fid),
@@ -273,18 +308,18 @@ def evaluate_diffusion(run_dir: Path, data: EvalData, inference: Optional[str] =
         header = ["condition", f"sample ({scheduler} {steps})", "target"]
     else:
         key = "image" if data.kind == "images" else "target"
-        real = [items[i][key] for i in range(n)]
         gen = torch.Generator(pipe.unet.device).manual_seed(seed)
-        samples = []
         for start in tqdm(range(0, n, 16), desc=f"sample {split}", dynamic_ncols=True):
-            samples += list(pipe(min(16, n - start), steps, scheduler, gen, progress=False).cpu())
-        for i, img in enumerate(samples):
-            saved.save(to_pil(img), f"sample_{i:05d}")
-        if distances is not None:
-            distances.add_real(torch.stack(real))
-            for img in samples:
-                distances.add_fake("run", img[None])
-        rows = [[real[i], samples[i]] for i in range(min(grid_rows, n))]
+            # batch by batch: only Inception features and the grid's first rows outlive a batch
+            samples = pipe(min(16, n - start), steps, scheduler, gen, progress=False).cpu()
+            real = [items[i][key] for i in range(start, start + len(samples))]
+            for j, img in enumerate(samples):
+                saved.save(to_pil(img), f"sample_{start + j:05d}")
+                if distances is not None:
+                    distances.add_fake("run", img[None])
+            if distances is not None:
+                distances.add_real(torch.stack(real))
+            rows += [[r, img.clone()] for r, img in zip(real, samples)][: grid_rows - len(rows)]
         header = ["real", f"sample ({scheduler} {steps})"]
     result = scores.means()  # empty for unconditional samples
     result.update(split=split, images=n, sampler=f"{scheduler} {steps} steps, seed {seed}")

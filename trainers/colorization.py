@@ -12,6 +12,8 @@ Input: the L channel (normalised to [-1, 1]); target: ab. Heads on the shared U-
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from gen.color import (
     join_lab,
     zhang_prior,
 )
+from gen.cache import Cache
 from gen.data import build_images
 from gen.losses import GANLoss
 from gen.metrics.colorization import ColorizationScores
@@ -51,6 +54,17 @@ def empirical_prior(dataset, centres: torch.Tensor, max_images: int, sigma: floa
         _, ab = split_lab(dataset[i]["image"][None])
         counts += torch.bincount(nearest_bin(ab, centres).flatten(), minlength=len(centres)).double()
     return smooth_prior(counts.numpy(), centres.double().numpy(), sigma)
+
+
+def prior_cache(path: Path, dataset, bins: np.ndarray, max_images: int, sigma: float, log=print) -> Cache:
+    """The cache of `empirical_prior(dataset, bins, max_images, sigma)`, keyed by the files it reads
+    (the first max_images of the dataset's) and everything that shapes their pixels and the counts."""
+    n = min(max_images, len(dataset))
+    bins_digest = hashlib.sha256(np.ascontiguousarray(bins, dtype=np.float64).tobytes()).hexdigest()[:16]
+    settings = {"version": 2, "images": n, "sigma": sigma, "channels": dataset.channels,
+                "max_16bit": dataset.max_16bit, "train_crops_seed": dataset.seed if dataset.train else None,
+                **dataclasses.asdict(dataset.geometry), "bins": bins_digest}
+    return Cache(path, "colorization prior", {"images": dataset.files[:n]}, settings, log)
 
 
 class ColorizationTrainer(Trainer):
@@ -105,29 +119,18 @@ class ColorizationTrainer(Trainer):
                 raise ValueError("colorization.prior=imagenet is the prior over the 313 zhang313 bins; "
                                  f"with colorization.bins={c.bins!r} use prior=data")
             return rebalance_weights(zhang_prior(), c.mix)
-        cache = self.run_dir / PRIOR_FILE
-        key = {
-            "root": str(self.cfg.data.root),
-            "train": self.cfg.data.train,
-            "pattern": self.cfg.data.pattern,
-            "bins": c.bins,
-            "grid": c.bin_grid,
-            "images": c.prior_images,
-            "sigma": c.sigma,
-        }
-        stored = json.loads(cache.read_text()) if cache.is_file() else {}
+        cache = prior_cache(self.run_dir / PRIOR_FILE, self.train_set, self.bins, c.prior_images, c.sigma,
+                            self.accelerator.print)
+        main = self.accelerator.is_main_process
+        fresh = cache.valid(quiet=not main)
         # Every process has looked before the main one may write: all take the same branch below.
         self.accelerator.wait_for_everyone()
-        if stored.get("key") == key:
-            return rebalance_weights(np.asarray(stored["prior"]), c.mix)
-        prior = np.zeros(len(self.bins))
-        if self.accelerator.is_main_process:
-            prior = empirical_prior(self.train_set, self.centres.cpu(), c.prior_images, c.sigma)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": key, "prior": prior.tolist()}))
-            tmp.replace(cache)
-        self.accelerator.wait_for_everyone()
-        prior = np.asarray(json.loads(cache.read_text())["prior"])
+        if not fresh:
+            if main:
+                prior = empirical_prior(self.train_set, self.centres.cpu(), c.prior_images, c.sigma)
+                cache.write(lambda tmp: tmp.write_text(json.dumps({"prior": prior.tolist()})))
+            self.accelerator.wait_for_everyone()
+        prior = np.asarray(json.loads(cache.path.read_text())["prior"])
         return rebalance_weights(prior, c.mix)
 
     def predict_ab(self, l_norm: torch.Tensor) -> torch.Tensor:

@@ -14,31 +14,42 @@ THRESHOLDS = np.arange(0, 151, dtype=np.float64)
 
 
 class AuCAccumulator:
-    """Accumulates per-pixel ab errors and their true bins over a whole evaluation set."""
+    """Accumulates per-pixel ab errors over a whole evaluation set as one (true bin, error step)
+    histogram of Q x 152 counts: its size does not grow with the number of images, and both AuCs
+    come out of it exactly (the rebalancing weight of a pixel depends only on its true bin)."""
 
     def __init__(self, num_bins: int):
         self.num_bins = num_bins
-        self.errors: list[np.ndarray] = []
-        self.bins: list[np.ndarray] = []
+        self.hist = np.zeros((num_bins, len(THRESHOLDS) + 1), dtype=np.int64)  # (Q, 152)
 
     def update(self, ab_pred: torch.Tensor, ab_true: torch.Tensor, true_bins: torch.Tensor) -> None:
         """ab_*: (B, 2, H, W) in ab units; true_bins: (B, H, W) nearest-bin index of ab_true."""
-        self.errors.append((ab_pred.float() - ab_true.float()).norm(dim=1).flatten().cpu().numpy())
-        self.bins.append(true_bins.flatten().cpu().numpy())
+        err = (ab_pred.float() - ab_true.float()).norm(dim=1).flatten().cpu().numpy()
+        bins = true_bins.flatten().cpu().numpy().astype(np.int64)
+        cell = bins * self.hist.shape[1] + _steps(err)
+        self.hist += np.bincount(cell, minlength=self.hist.size).reshape(self.hist.shape)
 
     def scores(self) -> dict[str, float]:
-        err, bins = np.concatenate(self.errors), np.concatenate(self.bins)
-        counts = np.bincount(bins, minlength=self.num_bins).astype(np.float64)
-        return {"AuC": auc(err), "AuC_rebalanced": auc(err, 1.0 / counts[bins])}
+        counts = self.hist.sum(axis=1).astype(np.float64)  # pixels per true bin
+        inverse = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+        return {"AuC": _auc_of(self.hist.sum(axis=0).astype(np.float64)),
+                "AuC_rebalanced": _auc_of((self.hist * inverse[:, None]).sum(axis=0))}
+
+
+def _steps(errors: np.ndarray) -> np.ndarray:
+    # err <= t (integer t) iff ceil(err) <= t: errors beyond 150 share the last step (never counted)
+    return np.minimum(np.ceil(errors), len(THRESHOLDS)).astype(np.int64)
+
+
+def _auc_of(hist: np.ndarray) -> float:
+    """Mean over t = 0..150 of the share of the (weighted) step histogram (152,) at steps <= t."""
+    cdf = np.cumsum(hist)[: len(THRESHOLDS)] / hist.sum()
+    return float(cdf.mean())
 
 
 def auc(errors: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Mean over t = 0..150 of the (weighted) share of errors <= t."""
-    # err <= t (integer t) iff ceil(err) <= t: one weighted histogram gives every threshold's share.
-    steps = np.minimum(np.ceil(errors), len(THRESHOLDS)).astype(np.int64)
-    hist = np.bincount(steps, weights=weights, minlength=len(THRESHOLDS) + 1)
-    cdf = np.cumsum(hist)[: len(THRESHOLDS)] / hist.sum()
-    return float(cdf.mean())
+    return _auc_of(np.bincount(_steps(errors), weights=weights, minlength=len(THRESHOLDS) + 1))
 
 
 def colourfulness(rgb: torch.Tensor) -> list[float]:

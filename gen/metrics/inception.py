@@ -75,8 +75,13 @@ class InceptionDistances:
             raise ValueError(f"FID/KID need 1- or 3-channel images, got {images.shape[1]} channels")
         x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        # in chunks: Inception at 299 px holds ~16 MB of activations per image
-        return torch.cat([self.extractor(chunk.to(self.device)).double().cpu() for chunk in x.split(CHUNK)])
+        # in chunks: Inception at 299 px holds ~16 MB of activations per image; features are kept in the
+        # extractor's own dtype (float32: 8 KB per image) and widened to float64 only to score
+        return torch.cat([self.extractor(chunk.to(self.device)).cpu() for chunk in x.split(CHUNK)])
+
+    def fresh(self) -> "InceptionDistances":
+        """An empty accumulator sharing this one's extractor (features of one evaluation only)."""
+        return InceptionDistances(self.extractor, self.device)
 
     def add_real(self, images: torch.Tensor) -> None:
         self.real.append(self._features(images))
@@ -100,7 +105,7 @@ class InceptionDistances:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
 
-        real, fake = torch.cat(self.real), torch.cat(self.fake[run])
+        real, fake = torch.cat(self.real).double(), torch.cat(self.fake[run]).double()
         if min(len(real), len(fake)) < 2:
             raise ValueError(f"FID/KID need at least 2 real and 2 generated images (got {len(real)}, "
                              f"{len(fake)})")
@@ -122,9 +127,11 @@ class InceptionDistances:
 
 def try_inception_distances(device=None, given: Optional[InceptionDistances] = None
                             ) -> tuple[Optional[InceptionDistances], str]:
-    """(`given` or the Inception metric, '') when there is one, else (None, the reason)."""
+    """(an empty accumulator on `given`'s extractor, or on the Inception metric, '') when there is
+    one, else (None, the reason). Never `given` itself: features an earlier evaluation added to it
+    would be scored with this one's."""
     if given is not None:
-        return given, ""
+        return given.fresh(), ""
     try:
         return InceptionDistances(device=device), ""
     except MetricUnavailable as err:
