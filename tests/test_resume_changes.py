@@ -47,6 +47,7 @@ def test_extending_a_finished_run_trains_at_the_new_schedule(tmp_path, aligned_r
     assert not all(torch.equal(finished[k], moved[k]) for k in params)  # the weights moved: LR was not 0
     assert (tmp_path / "run" / "config_until_step_00000004.yaml").is_file()
     assert config.load(tmp_path / "run" / "config.yaml").train.max_steps == 8
+    longer.release_run_dir()  # a live trainer holds run.dir: a second writer would be refused
 
     proc = train_cli(tiny_overrides(tmp_path / "run", aligned_root, **dict(extra, **{"train.max_steps": 2})),
                      check=False)

@@ -31,7 +31,11 @@ def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, 
                 f"config key model.num_downs is only for model.generator=unet, not {m.generator!r}"
             )
         kw["num_downs"] = m.num_downs
-    net = init_weights(create_model(m.generator, **kw), m.init_gain)
+    try:
+        net = init_weights(create_model(m.generator, **kw), m.init_gain)
+    except ValueError as err:
+        keys = ", ".join(f"model.{k}={getattr(m, k)!r}" for k in ("generator", "ngf", "norm", "num_downs"))
+        raise ValueError(f"config keys {keys}: {err}") from None
     check_crop_fits(cfg, net.multiple)
     return net
 

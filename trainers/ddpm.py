@@ -65,8 +65,12 @@ class DDPMTrainer(Trainer):
             )
         width = {"ngf": c.ngf} if c.ngf else {}
         converted, layout = ddpm_source(m.init_from) if m.init_from else (None, {})
-        net = create_model(m.generator, in_channels=self.out_c + self.cond_c, out_channels=self.out_c,
-                           dropout=c.dropout, **width, **layout)
+        try:
+            net = create_model(m.generator, in_channels=self.out_c + self.cond_c, out_channels=self.out_c,
+                               dropout=c.dropout, **width, **layout)
+        except ValueError as err:
+            raise ValueError(f"config keys model.generator={m.generator!r}, ddpm.ngf={c.ngf} (the base "
+                             f"width; null: the preset's): {err}") from None
         check_crop_fits(self.cfg, net.multiple)
         if m.init_from:  # before the EMA copies the weights: its shadow starts from the loaded ones
             load_ddpm(m.init_from, net, converted, self.accelerator.print)
@@ -180,6 +184,9 @@ class DDPMTrainer(Trainer):
         # network), and load_state_dict puts them on the CPU: both must follow the network.
         self.ema.to(self.device)
         self.q_sum, self.q_count = self.q_sum.to(self.device), self.q_count.to(self.device)
+
+    def sample_flags(self) -> str:
+        return "--input DIR" if self.conditional else f"--num {self.cfg.ddpm.num_samples}"
 
     def export(self, path: Path) -> None:
         with self.ema_weights():

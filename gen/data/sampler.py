@@ -2,8 +2,10 @@
 
 The global stream is k = 0, 1, 2, ...: epoch e = k // N visits a permutation of 0..N-1 seeded by
 (seed, e), and yields sample number g = e*N + index (datasets read index = g mod N and seed the
-sample's augmentation with g). Rank r of W takes k = r, r+W, r+2W, ... Starting at `start` skips
-that many of this rank's samples without loading them, so resume is exact and instant.
+sample's augmentation with g). `start` is the number of samples of the global stream already drawn
+(by all processes together); rank r of W then takes k = start+r, start+r+W, ... The skipped samples are
+never loaded, so resume is exact and instant, and it stays exact when the batch size, accumulation or
+number of processes changes between the segments of a run.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ class ResumableSampler(Sampler[int]):
         return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
 
     def __iter__(self) -> Iterator[int]:
-        k = self.start * self.world + self.rank
+        k = self.start + self.rank
         epoch, perm = -1, None
         while True:
             e, pos = divmod(k, self.size)

@@ -209,7 +209,8 @@ class UNet(AnySize, ModelMixin, ConfigMixin):
                     eps: float) -> None:
         bad = [c for c in channels if c % groups]
         if bad:
-            raise ValueError(f"ddpm channels {bad} are not divisible by norm_groups={groups}")
+            raise ValueError(f"the level widths {list(channels)} must be multiples of norm_groups={groups} "
+                             f"(GroupNorm's groups); {bad} are not")
         self.multiple = 2 ** (self.levels - 1)
         emb = 4 * channels[0]
         cfg = self.config
