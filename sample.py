@@ -10,6 +10,9 @@ python sample.py evaluate RUN_DIR [--split test]       score a run on a split of
                                                       classifier + FID (CycleGAN), AuC / PSNR /
                                                       colourfulness + gray baseline (colorization),
                                                       FID / KID of samples (DDPM)
+python sample.py metrics RUN_DIR [RUN_DIR ...] [--keys 'train/*' ...] [--output curves.png]
+                                                      the logged metrics of runs (RUN_DIR/metrics.jsonl):
+                                                      a summary per metric, and their curves as a PNG
 """
 from __future__ import annotations
 
@@ -19,7 +22,35 @@ import sys
 from pathlib import Path
 
 
+GRID_ITEMS = 64  # grid.png of sample.py: the first 64 inputs (conditional) or samples (unconditional)
 DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
+
+
+# Flags of `sample.py RUN --output DIR` that only some kinds of run read: given to a run that would
+# ignore them they are refused (refuse_unread_flags), so a flag on the command line always acts.
+FOLDER_DEFAULTS = {"num": 64, "steps": 50, "scheduler": "ddim", "seed": 0, "samples_per_input": 1,
+                   "batch_size": 16, "full_size": False, "direction": None, "inference": None, "bit_depth": 8}
+READS = {
+    "translator": {"direction", "inference", "bit_depth"},
+    "image-conditioned DDPM": {"steps", "scheduler", "seed", "samples_per_input", "full_size"},
+    "unconditional DDPM": {"num", "steps", "scheduler", "seed", "batch_size"},
+}
+
+
+EVAL_DEFAULTS = {"steps": 50, "scheduler": "ddim", "seed": 0, "segmenter": None, "inference": None}
+EVAL_READS = {"pix2pix": {"segmenter", "inference"}, "cyclegan": {"inference"},
+              "segmentation": {"inference"}, "colorization": {"inference"},
+              "ddpm": {"steps", "scheduler", "seed"}}
+
+
+def refuse_unread_flags(args, kind: str) -> None:
+    """ValueError naming every given flag that a `kind` run does not read (e.g. --batch-size for a
+    translator, which translates one image at a time at its own size)."""
+    unread = sorted(args.given - READS[kind])
+    if unread:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unread)
+        takes = ", ".join("--" + k.replace("_", "-") for k in sorted(READS[kind]))
+        raise ValueError(f"{args.run_dir} is a {kind}: it does not read {flags} (it takes {takes})")
 
 
 def check_counts(args, train_timesteps: int) -> None:
@@ -39,8 +70,8 @@ def sample_diffusion(pipe, args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from gen.data.image_io import list_images, open_image
-    from gen.data.output_names import check_outputs, output_stems
+    from gen.data.image_io import open_image
+    from gen.data.output_names import check_outputs, mirrored_stems
     from gen.data.transforms import to_pil
     from gen.visualize import image_grid
 
@@ -54,9 +85,9 @@ def sample_diffusion(pipe, args) -> int:
             raise ValueError(
                 f"{args.run_dir} is an image-conditioned DDPM: pass --input DIR of condition images"
             )
-        files = list_images(Path(args.input), "condition images")
+        files = input_files(args.input, "condition images", out_dir)
         k = args.samples_per_input
-        stems = output_stems(files, reserved=["grid"])
+        stems = mirrored_stems(Path(args.input), files, reserved=["grid"])
         names = [[f"{s}.png"] if k == 1 else [f"{s}_{j}.png" for j in range(k)] for s in stems]
         check_outputs([out_dir / n for group in names for n in group] + [out_dir / "grid.png"], files,
                       args.overwrite)
@@ -67,25 +98,28 @@ def sample_diffusion(pipe, args) -> int:
             gen = torch.Generator(pipe.unet.device).manual_seed(args.seed + i)
             cond = pipe.condition_from_image(open_image(path))
             x = pipe.sample_for(cond, k, args.steps, args.scheduler, gen, args.full_size)
+            (out_dir / group[0]).parent.mkdir(parents=True, exist_ok=True)  # a/x.png -> OUT/a/
             for im, name in zip(x, group):
                 to_pil(im).save(out_dir / name)
                 written += 1
-            rows.append([cond[0]] + list(x))
+            if len(rows) < GRID_ITEMS:  # the grid shows the first inputs; nothing else is kept
+                rows.append([cond[0]] + list(x))
     else:
         if args.input:
             raise ValueError(f"{args.run_dir} is an unconditional DDPM: it takes no --input (use --num)")
         names = [f"sample_{i:05d}.png" for i in range(args.num)]
         check_outputs([out_dir / n for n in names] + [out_dir / "grid.png"], (), args.overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)
-        images = []
+        images = []  # the first GRID_ITEMS samples, for the grid; the rest are written and dropped
         for start in tqdm(range(0, args.num, args.batch_size), desc="sample", dynamic_ncols=True):
-            images += list(pipe(min(args.batch_size, args.num - start), args.steps, args.scheduler, gen))
-        for im, name in zip(images, names):
-            to_pil(im).save(out_dir / name)
-            written += 1
+            batch = pipe(min(args.batch_size, args.num - start), args.steps, args.scheduler, gen)
+            for j, im in enumerate(batch):
+                to_pil(im).save(out_dir / names[start + j])
+                written += 1
+            images += [im.clone() for im in batch[: GRID_ITEMS - len(images)]]
         side = math.ceil(math.sqrt(len(images)))
         rows = [images[i:i + side] for i in range(0, len(images), side)]
-    image_grid(rows[:64]).save(out_dir / "grid.png")
+    image_grid(rows[:GRID_ITEMS]).save(out_dir / "grid.png")
     print(
         f"wrote {written} samples and grid.png to {out_dir} "
         f"({args.scheduler}, {args.steps} steps, seed {args.seed})"
@@ -93,29 +127,43 @@ def sample_diffusion(pipe, args) -> int:
     return 0
 
 
+def input_files(folder: str, what: str, out_dir: Path) -> list[Path]:
+    """The images under --input, subfolders included (--output inside it is not read), with the
+    listing's line of what was found and skipped printed."""
+    from gen.data.listing import scan_images
+
+    listing = scan_images(Path(folder), what, exclude=[out_dir])
+    print(listing.report("input"))
+    return listing.files
+
+
 def translate_folder(args) -> int:
     from tqdm.auto import tqdm
 
     from gen import pipelines
-    from gen.data.image_io import list_images, open_image
-    from gen.data.output_names import check_outputs, output_stems
+    from gen.data.image_io import open_image
+    from gen.data.output_names import check_outputs, mirrored_stems
 
     pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference,
                           device=pipelines.resolve_device(args.device))
     if args.bit_depth == 16 and not (pipe.kind == "translation" and pipe.net.config.out_channels == 1):
         raise ValueError("--bit-depth 16 is for translators with single-channel outputs (e.g. depth maps)")
     if getattr(pipe, "kind", None) == "diffusion":
+        conditional = pipe.condition_channels
+        refuse_unread_flags(args, "image-conditioned DDPM" if conditional else "unconditional DDPM")
         return sample_diffusion(pipe, args)
+    refuse_unread_flags(args, "translator")
     if args.input is None:
         raise ValueError(f"{args.run_dir} translates images: pass --input DIR")
-    files = list_images(Path(args.input), "input images")
     out_dir = Path(args.output)
-    outputs = [out_dir / f"{stem}.png" for stem in output_stems(files)]
+    files = input_files(args.input, "input images", out_dir)
+    outputs = [out_dir / f"{stem}.png" for stem in mirrored_stems(Path(args.input), files)]
     check_outputs(outputs, files, args.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     for path, out in zip(tqdm(files, desc="translate", dynamic_ncols=True), outputs):
         img = open_image(path)
+        out.parent.mkdir(parents=True, exist_ok=True)  # a/x.png -> OUT/a/x.png
         (
             pipe.translate_image(img, args.bit_depth) if args.bit_depth == 16 else pipe.translate_image(img)
         ).save(out)
@@ -140,6 +188,10 @@ def evaluate(args) -> int:
                                 "by train.py; for a converted model (python -m gen.convert) pass --data "
                                 "CONFIG.yaml")
     cfg = config.load(cfg_file, args.overrides)
+    unread = sorted(args.given - EVAL_READS.get(cfg.method, set()))
+    if unread:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unread)
+        raise ValueError(f"{run_dir} is a method={cfg.method} run: evaluate does not read {flags} for it")
     device = resolve_device(args.device)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     check_outputs([out_dir / "metrics.json", out_dir / "grid.png"], overwrite=args.overwrite)
@@ -154,7 +206,9 @@ def evaluate(args) -> int:
         extra["segmenter"] = args.segmenter
     if cfg.method == "ddpm":
         extra.update(steps=args.steps, scheduler=args.scheduler, seed=args.seed)
-    result, grid = score(run_dir, eval_data(cfg, args.split), args.inference, args.grid_rows, **extra)
+    data = eval_data(cfg, args.split)
+    print(data.report)  # what the split found and skipped
+    result, grid = score(run_dir, data, args.inference, args.grid_rows, **extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     grid.save(out_dir / "grid.png")
@@ -197,7 +251,9 @@ def compare(args) -> int:
     check_outputs([out_dir / n for n in report], overwrite=args.overwrite)
     cfg = config.load(data_config(args.data), args.overrides)
     sampling = Sampling(args.samples_per_input, args.steps, args.scheduler, args.seed)
-    result = compare_runs(eval_data(cfg, args.split), [Path(r) for r in args.run_dirs], args.segmenter,
+    data = eval_data(cfg, args.split)
+    print(data.report)  # what the split found and skipped
+    result = compare_runs(data, [Path(r) for r in args.run_dirs], args.segmenter,
                           args.grid_rows, args.max_images, sampling, device=resolve_device(args.device))
     paths = write_report(result, out_dir)
     print(paths["markdown"].read_text())
@@ -209,8 +265,51 @@ def compare(args) -> int:
     return 0
 
 
+def metrics(args) -> int:
+    """Summarize (and with --output plot) the metrics.jsonl of one or more runs."""
+    # Only gen.curves: printing a run's metrics needs neither torch nor wandb.
+    from gen.curves import METRICS_FILE, numeric_keys, plot_curves, read_metrics, select_keys, series_by_key
+
+    rows = {}
+    for run_dir in args.run_dirs:
+        path = Path(run_dir) / METRICS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: pass run directories made by train.py (a run logs "
+                                    f"every scalar to RUN_DIR/{METRICS_FILE} from its first log step)")
+        name = Path(run_dir).name  # the folder's name, or its path where two runs share a name
+        names = [Path(r).name for r in args.run_dirs]
+        rows[name if names.count(name) == 1 else str(run_dir)] = read_metrics(path)
+    keys = select_keys(list(dict.fromkeys(k for r in rows.values() for k in numeric_keys(r))), args.keys)
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise ValueError(f"--output {args.output} already exists; choose another file or pass --overwrite")
+    curves = {k: {} for k in keys}
+    for run, run_rows in rows.items():
+        for key, line in series_by_key(run_rows, keys).items():
+            curves[key][run] = line
+    for key, runs in curves.items():
+        for run, line in runs.items():
+            finite = [(s, v) for s, v in line if v is not None]
+            summary = (f"last {finite[-1][1]:.5g} (step {finite[-1][0]}), min {min(v for _, v in finite):.5g}"
+                       if finite else "no finite value")
+            print(f"{key:32s} {run:20s} {len(line):5d} points, steps {line[0][0]}..{line[-1][0]}: {summary}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        plot_curves(curves).save(args.output)
+        print(f"curves of {len(curves)} metric(s) in {args.output}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["compare"]:
+    if argv[:1] == ["metrics"]:
+        p = argparse.ArgumentParser(prog="sample.py metrics",
+                                    description="summarize and plot the metrics.jsonl of runs")
+        p.add_argument("run_dirs", nargs="+", help="run directories made by train.py")
+        p.add_argument("--keys", nargs="+", help="metrics to show, shell-style patterns such as 'train/*' "
+                       "(quote them); default: all")
+        p.add_argument("--output", help="write the curves as a PNG here")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+        args, run = p.parse_intermixed_args(argv[1:]), metrics
+    elif argv[:1] == ["compare"]:
         p = argparse.ArgumentParser(
             prog="sample.py compare", description="run every run on the same test inputs"
         )
@@ -257,11 +356,11 @@ def main(argv: list[str]) -> int:
         p.add_argument(
             "--max-images", type=int, help="score only the first N images of the split (each domain)"
         )
-        p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
+        p.add_argument("--steps", type=int, help="DDPM runs: sampling steps (default 50)")
         p.add_argument(
-            "--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM runs: sampler"
+            "--scheduler", choices=["ddpm", "ddim", "dpm"], help="DDPM runs: sampler (default ddim)"
         )
-        p.add_argument("--seed", type=int, default=0, help="DDPM runs: sampling seed (input i: seed + i)")
+        p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (input i: seed + i; default 0)")
         p.add_argument("--save-outputs", action="store_true",
                        help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
                             "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")
@@ -270,6 +369,9 @@ def main(argv: list[str]) -> int:
         )
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
         args, run = p.parse_intermixed_args(argv[1:]), evaluate  # key=value anywhere on the line
+        args.given = {k for k in EVAL_DEFAULTS if getattr(args, k) is not None}
+        for k, v in EVAL_DEFAULTS.items():
+            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
         if "=" in args.run_dir and not Path(args.run_dir).exists() and args.overrides:
             # an override came first: the run directory is the first item that is not key=value
             items = [args.run_dir] + args.overrides
@@ -290,17 +392,19 @@ def main(argv: list[str]) -> int:
         )
         p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
-        p.add_argument("--num", type=int, default=64, help="DDPM: number of unconditional samples")
+        p.add_argument("--num", type=int, help="unconditional DDPM: number of samples (default 64)")
         p.add_argument(
-            "--steps", type=int, default=50, help="DDPM: sampling steps (1000 for the full DDPM chain)"
+            "--steps", type=int, help="DDPM: sampling steps (default 50; 1000 for the full DDPM chain)"
         )
-        p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM: sampler")
-        p.add_argument("--seed", type=int, default=0, help="DDPM: seed of the sampling noise")
-        p.add_argument("--samples-per-input", type=int, default=1, help="conditional DDPM: samples per input")
-        p.add_argument("--batch-size", type=int, default=16, help="DDPM: unconditional samples per batch")
+        p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], help="DDPM: sampler (default ddim)")
+        p.add_argument("--seed", type=int, help="DDPM: seed of the sampling noise (default 0)")
+        p.add_argument("--samples-per-input", type=int,
+                       help="conditional DDPM: samples per input (default 1)")
+        p.add_argument("--batch-size", type=int, help="unconditional DDPM: samples per batch (default 16)")
         p.add_argument(
             "--full-size",
             action="store_true",
+            default=None,
             help="conditional DDPM: sample at each input's own size (default: at the training size, "
             "resized back to the input's size)",
         )
@@ -309,10 +413,12 @@ def main(argv: list[str]) -> int:
             "--bit-depth",
             type=int,
             choices=[8, 16],
-            default=8,
             help="16: single-channel outputs as 16-bit PNGs on the training data's 0..data.max_16bit scale",
         )
         args, run = p.parse_args(argv), translate_folder
+        args.given = {k for k in FOLDER_DEFAULTS if getattr(args, k) is not None}
+        for k, v in FOLDER_DEFAULTS.items():
+            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     try:
         return run(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
