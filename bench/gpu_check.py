@@ -3,7 +3,8 @@
 First DDPM CIFAR-10 (Ho et al.'s 35.7M U-Net, `ddpm_cifar10`) at batch 128: seconds per training and
 sampling step, images per second, achieved TFLOP/s (FLOPs counted by torch.utils.flop_counter) and
 MFU against the GPU's dense bf16 peak, and peak memory, for fp32 / bf16 / fp16. Then, per method
-(pix2pix, CycleGAN, colorization, DDPM unconditional and conditional, segmentation) and precision:
+(pix2pix, pix2pix with model.norm=sync_batch, CycleGAN, colorization, DDPM unconditional and
+conditional, segmentation) and precision:
 a run of `--steps` training steps with a checkpoint half-way and at the end
 (train.deterministic=true), its export, `sample.py` on a folder with the export, then the last
 checkpoint removed and the run resumed from the half-way one: the resumed weights must equal the
@@ -86,6 +87,9 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
             "ddpm.sample_steps=5", "ddpm.num_samples=4", "train.eval_batches=2"]
     return {
         "pix2pix": common + gan + ["method=pix2pix", f"data.root={data / 'aligned'}"],
+        # One GPU: the trainer swaps in torch's SyncBatchNorm (batch statistics of the one process).
+        "pix2pix-sync_batch": common + gan + ["method=pix2pix", f"data.root={data / 'aligned'}",
+                                              "model.norm=sync_batch", "model.d_norm=sync_batch"],
         "cyclegan": common + gan + ["method=cyclegan", "data.kind=unpaired", f"data.root={data / 'unpaired'}",
                                     "model.norm=instance", "model.d_norm=instance"],
         "colorization": common + gan + ["method=colorization", "data.kind=images",

@@ -62,7 +62,8 @@ class DataConfig:
 class ModelConfig:
     generator: str = "unet_256"
     ngf: int = 64
-    norm: str = "batch"  # batch | instance | group | none
+    # batch | sync_batch (statistics over all processes; docs/multi_gpu.md) | instance | group | none
+    norm: str = "batch"
     dropout: float = 0.5
     num_downs: Optional[int] = None  # only for generator "unet": number of stride-2 levels
     # Start from another run's weights (fine-tuning): a run dir / export, a `python -m gen.convert`
@@ -206,9 +207,9 @@ CHOICES = {
     "data.preprocess": ("resize_and_crop", "crop", "scale_width", "none"),
     "data.channels_a": (1, 3),
     "data.channels_b": (1, 3),
-    "model.norm": ("batch", "instance", "group", "none"),
+    "model.norm": ("batch", "sync_batch", "instance", "group", "none"),
     "model.upsample": ("transposed", "bilinear", "unpool"),
-    "model.d_norm": ("batch", "instance", "group", "none"),
+    "model.d_norm": ("batch", "sync_batch", "instance", "group", "none"),
     "model.discriminator": ("patchgan", "pixelgan"),
     "train.mixed_precision": ("fp32", "bf16", "fp16", "auto"),
     "train.device": ("auto", "cpu", "cuda"),

@@ -4,13 +4,17 @@ and check the final weights equal an uninterrupted run's bit for bit.
 Two kinds of kill, drawn at random: an injected one (GEN_FAULT at a random point -- during a
 step, after a step, in the middle of writing a checkpoint, after one, during the export -- of a
 random step ahead of the newest checkpoint) and an external one (SIGKILL from outside after a random
-delay, wherever the process happens to be). Used by tests/test_kill_campaign.py; also a script:
+delay, wherever the process happens to be). `pix2pix-sync_batch` runs 2 processes (torchrun, gloo)
+with synchronized batch norm: an injected fault kills every rank at that point, an external kill
+SIGKILLs the launcher and its workers (torchrun starts them in sessions of their own, so killing the
+launcher alone would leave them training). Used by tests/test_kill_campaign.py; also a script:
 
     python tests/kill_campaign.py --method ddpm --kills 20
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -21,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from safetensors.torch import load_file
 
@@ -37,10 +42,12 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     """Data for `method` written under `data`, and the tiny config overrides of its run."""
     common = {"train.max_steps": 8, "train.ckpt_every": 2, "train.sample_every": 4, "train.log_every": 2,
               "train.keep_checkpoints": 2}
-    if method == "pix2pix":
+    if method in ("pix2pix", "pix2pix-sync_batch"):
         from conftest import tiny_overrides, write_aligned
         write_aligned(data / "train", 8, seed=0)
         write_aligned(data / "val", 2, seed=1)
+        if method == "pix2pix-sync_batch":
+            common.update({"model.norm": "sync_batch", "model.d_norm": "sync_batch"})
         return tiny_overrides(run_dir, data, **common)
     if method == "cyclegan":
         from test_cyclegan import cyclegan_overrides, write_unpaired
@@ -58,13 +65,51 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     raise ValueError(f"no kill campaign for method {method!r}")
 
 
-def launch(args: list[str], fault: str | None = None) -> subprocess.Popen:
+METHODS = ("pix2pix", "cyclegan", "ddpm", "colorization", "pix2pix-sync_batch")
+PROCESSES = {"pix2pix-sync_batch": 2}  # campaigns run under torchrun with this many processes
+
+
+def launch(args: list[str], fault: str | None = None, processes: int = 1) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), WANDB_SILENT="true")
     env.pop("GEN_FAULT", None)
     if fault:
         env["GEN_FAULT"] = fault
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+    launcher = [sys.executable]
+    if processes > 1:
+        env["OMP_NUM_THREADS"] = "1"
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return subprocess.Popen([*launcher, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_tree(proc: subprocess.Popen) -> int:
+    """SIGKILL the launched process and every process it started; its exit code (-9)."""
+    try:
+        procs = [psutil.Process(proc.pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return proc.wait()
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs[1:], timeout=30)
+    return proc.wait()
+
+
+def finish(proc: subprocess.Popen, timeout: float | None = None) -> tuple[int, str]:
+    """Wait for a launch (reading its stderr meanwhile: a full pipe would stall it); (exit code, stderr).
+    Past `timeout` seconds, SIGKILL it and its workers."""
+    try:
+        err = proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        err = proc.communicate()[1]
+    return proc.returncode, err
+
+
+def was_killed(code: int, stderr: str, processes: int) -> bool:
+    """SIGKILLed: exit -9 itself, or (torchrun) a launcher that reports a worker killed by SIGKILL."""
+    return code == -9 or (processes > 1 and code != 0 and "Signal 9 (SIGKILL)" in stderr)
 
 
 def final_weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -79,11 +124,12 @@ def newest_step(run_dir: Path) -> int:
 
 def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
     rng = random.Random(seed)
+    processes = PROCESSES.get(method, 1)
     ref_args = method_setup(method, workdir / "data", workdir / "ref")
     t0 = time.monotonic()
-    ref = launch(ref_args)
-    if ref.wait() != 0:
-        raise RuntimeError(f"reference run failed:\n{ref.stderr.read()[-3000:]}")
+    code, err = finish(launch(ref_args, processes=processes))
+    if code != 0:
+        raise RuntimeError(f"reference run failed:\n{err[-3000:]}")
     ref_seconds = time.monotonic() - t0
     args = [a.replace(str(workdir / "ref"), str(workdir / "run")) for a in ref_args]
     max_steps = 8
@@ -95,19 +141,16 @@ def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
             step = max_steps if point == "during_export" else min(max_steps, start + rng.randint(1, 3))
             if point in ("during_checkpoint", "after_checkpoint") and step % 2 and step != max_steps:
                 step += 1  # checkpoints are written at even steps and at the last one
-            proc, how = launch(args, f"{point}:{step}"), f"{point}:{step}"
-            code = proc.wait()
+            how = f"{point}:{step}"
+            code, stderr = finish(launch(args, how, processes))
         else:
             delay = rng.uniform(0.3, 1.2) * ref_seconds
-            proc, how = launch(args), f"external after {delay:.1f}s"
-            try:
-                code = proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                code = proc.wait()
-        if code not in (0, -9):
-            raise RuntimeError(f"run failed after kill {how} (exit {code}):\n{proc.stderr.read()[-3000:]}")
-        if code == -9:
+            how = f"external after {delay:.1f}s"
+            code, stderr = finish(launch(args, processes=processes), timeout=delay)
+        killed = was_killed(code, stderr, processes)
+        if code != 0 and not killed:
+            raise RuntimeError(f"run failed after kill {how} (exit {code}):\n{stderr[-3000:]}")
+        if killed:
             survived += 1
             log.append({"kill": survived, "how": how, "resumed_from": start})
         if code == 0:
@@ -117,9 +160,9 @@ def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
             _compare(final, final_weights(workdir / "ref"), method)
             import shutil
             shutil.rmtree(workdir / "run")
-    finish = launch(args)
-    if finish.wait() != 0:
-        raise RuntimeError(f"final resume failed:\n{finish.stderr.read()[-3000:]}")
+    code, err = finish(launch(args, processes=processes))
+    if code != 0:
+        raise RuntimeError(f"final resume failed:\n{err[-3000:]}")
     _compare(final_weights(workdir / "run"), final_weights(workdir / "ref"), method)
     export = workdir / "run" / "export"
     return {
@@ -141,7 +184,7 @@ def _compare(got: dict, ref: dict, method: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="pix2pix", choices=["pix2pix", "cyclegan", "ddpm", "colorization"])
+    p.add_argument("--method", default="pix2pix", choices=METHODS)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

@@ -1,9 +1,10 @@
 """Device audit: GPU faults caught on a CPU-only machine.
 
-Every method (and the options that change its step: any-size pix2pix, the unpool decoder, the ResNet
-generator, the GAN colorizer, conditional DDPM, FCN) trains two steps with the accelerator's device
-set to PyTorch's `meta` device: fresh, and again after resuming from a real CPU checkpoint. A meta
-tensor refuses to meet a CPU tensor in an op and refuses to be read on the host, so this catches:
+Every method (and the options that change its step: any-size pix2pix, the unpool decoder, synchronized
+batch norm, the ResNet generator, the GAN colorizer, conditional DDPM, FCN) trains two steps with the
+accelerator's device set to PyTorch's `meta` device: fresh, and again after resuming from a real CPU
+checkpoint. A meta tensor refuses to meet a CPU tensor in an op and refuses to be read on the host, so
+this catches:
 - state created or reloaded on the CPU beside weights on the device (EMA, image pools, tables);
 - host reads in a step (`.item()`, `bool(tensor)`: a blocking sync per step on a GPU);
 and a dispatch recorder around the second step catches
@@ -100,6 +101,8 @@ CASES = {
     "pix2pix": lambda t: _pix2pix(t),
     "pix2pix-any-size": lambda t: _pix2pix(t, **{"data.preprocess": "none", "train.batch_size": 1}),
     "pix2pix-unpool": lambda t: _pix2pix(t, **{"model.upsample": "unpool"}),
+    # One process: the batch-norm path of the layer; on a GPU (test_gpu.py) torch's SyncBatchNorm.
+    "pix2pix-sync_batch": lambda t: _pix2pix(t, **{"model.norm": "sync_batch", "model.d_norm": "sync_batch"}),
     "cyclegan-resnet": lambda t: _cyclegan(
         t, **{"model.generator": "resnet_6blocks", "model.num_downs": "null"}
     ),

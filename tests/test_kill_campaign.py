@@ -13,7 +13,15 @@ def test_short_kill_campaign_pix2pix(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["pix2pix", "cyclegan", "ddpm", "colorization"])
+def test_short_kill_campaign_two_processes_sync_batch(tmp_path):
+    """2 processes (torchrun) with model.norm=sync_batch: every rank killed, or the launcher and its
+    workers SIGKILLed from outside; resumes equal the uninterrupted 2-process run bit for bit."""
+    result = run_campaign("pix2pix-sync_batch", kills=2, workdir=tmp_path, seed=1)
+    assert result["kills"] == 2 and result["identical"] and result["export_whole"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pix2pix", "cyclegan", "ddpm", "colorization", "pix2pix-sync_batch"])
 def test_twenty_kills(tmp_path, method):
     result = run_campaign(method, kills=20, workdir=tmp_path, seed=0)
     assert result["kills"] == 20 and result["identical"] and result["export_whole"]

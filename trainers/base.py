@@ -27,12 +27,14 @@ from tqdm.auto import tqdm
 
 from gen import config as config_lib
 from gen.config import ExperimentConfig
-from gen.data import ResumableSampler, build_paired, collate
+from gen.data import ResumableSampler, build_paired, collate, data_report
 from gen.models.layers import pad_to_multiple
+from gen.models.sync_batchnorm import use_torch_kernels
 
-from . import checkpoint, devices, faults
+from . import checkpoint, devices, faults, runlog
 from .builders import adam
 from .nonfinite import LossMonitor, guard_optimizer
+from .runlock import RunDirLocked, RunLock
 
 
 def probe_writable(run_dir: Path) -> None:
@@ -116,6 +118,9 @@ class Trainer:
         # Distinct per-rank noise (dropout, pools); weights are identical because DDP broadcasts rank 0's.
         set_seed(cfg.run.seed + self.accelerator.process_index)
         self.step = 0
+        self.samples_seen = 0  # training samples drawn over all processes (the sampler's position)
+        self.run_lock: Optional[RunLock] = None
+        self.step_lrs: dict[str, float] = {}  # the LR of each optimizer at the last step taken
         self.models: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
@@ -123,6 +128,7 @@ class Trainer:
         self.tracked: dict[str, tuple[Any, bool]] = {}
         self.last_validation: tuple[int, dict[str, float]] | None = None  # (step, metrics) for the summary
         self.last_grids: list[Path] = []
+        self.runlog = runlog.RunLog()  # opened by init_tracking (main process only)
 
     # ---- hooks for methods -------------------------------------------------------------------
     def build_data(self) -> None:
@@ -147,6 +153,10 @@ class Trainer:
 
     def export(self, path: Path) -> None:
         raise NotImplementedError
+
+    def sample_flags(self) -> str:
+        """What `sample.py RUN ... --output DIR` needs besides the run to use this export."""
+        return "--input DIR"
 
     def track(self, name: str, obj: Any, per_rank: bool = False) -> None:
         """Checkpoint `obj` (anything with state_dict / load_state_dict: an EMA, an image pool) under
@@ -240,11 +250,17 @@ class Trainer:
     def unwrap(self, name: str) -> nn.Module:
         return self.accelerator.unwrap_model(self.models[name])
 
-    def train_loader(self, dataset, start_step: int) -> DataLoader:
+    def samples_per_step(self) -> int:
+        """Training samples one optimizer step draws over all processes."""
+        t = self.cfg.train
+        return t.batch_size * t.grad_accum * self.accelerator.num_processes
+
+    def train_loader(self, dataset, start_sample: int) -> DataLoader:
+        """Batches from sample `start_sample` of the run's global sample stream: a resume continues
+        where the run stopped whatever the batch size, accumulation or process count is now."""
         cfg, acc = self.cfg.train, self.accelerator
-        per_step = cfg.batch_size * cfg.grad_accum
         sampler = ResumableSampler(len(dataset), seed=self.cfg.run.seed, rank=acc.process_index,
-                                   world_size=acc.num_processes, start=start_step * per_step)
+                                   world_size=acc.num_processes, start=start_sample)
         workers = devices.data_workers(self.cfg, self.device, devices.local_processes(acc.num_processes))
         # Its own generator: starting an iterator draws a seed, which must not shift the global RNG
         # stream a resumed run restores (noise, timesteps, dropout).
@@ -267,6 +283,7 @@ class Trainer:
     def save_checkpoint(self, step: int) -> None:
         """Write checkpoint `step`; a failed write (disk full, permissions) removes the partial copy
         and raises an OSError that names the checkpoint and the whole one it leaves in place."""
+        self.runlog.sync()  # the steps a checkpoint covers are on disk before it is
         try:
             self._write_checkpoint(step)
         except OSError as err:
@@ -291,7 +308,7 @@ class Trainer:
         acc.wait_for_everyone()
         files: list[str] = []
         if acc.is_main_process:
-            state = {"step": step,
+            state = {"step": step, "samples": self.samples_seen,
                      "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                      "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                      "scalers": {k: s.state_dict() for k, s in self.scalers().items()},
@@ -323,7 +340,11 @@ class Trainer:
                 old = None
             if old is not None:
                 diff = {k: v for k, v in config_lib.differences(old, self.cfg).items() if k != "run.dir"}
-                arch = {k: v for k, v in diff.items() if config_lib.is_architecture_key(k)}
+                # batch <-> sync_batch is the same network trained over more processes (1 GPU -> 8)
+                same_net = {k for k, v in diff.items() if k in ("model.norm", "model.d_norm")
+                            and set(v) == {"batch", "sync_batch"}}
+                arch = {k: v for k, v in diff.items()
+                        if config_lib.is_architecture_key(k) and k not in same_net}
                 if arch:
                     changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in arch.items())
                     keep = " ".join(f"{k}={a}" for k, (a, b) in arch.items())
@@ -402,7 +423,10 @@ class Trainer:
         else:
             warnings.warn(f"{loaded.path} has no RNG state for rank {self.accelerator.process_index} "
                           "(different number of processes?); continuing with fresh RNG")
-        self.accelerator.print(f"resumed from {loaded.path} (step {loaded.step})")
+        # Checkpoints written before the count was saved: the batch size they ran with is the best guess.
+        self.samples_seen = loaded.state.get("samples", loaded.step * self.samples_per_step())
+        self.accelerator.print(f"resumed from {loaded.path} (step {loaded.step}, {self.samples_seen} "
+                               "training samples drawn)")
         return loaded.step
 
     # ---- logging -----------------------------------------------------------------------------
@@ -411,23 +435,33 @@ class Trainer:
         saved = self.run_dir / "config.yaml"
         if acc.is_main_process:
             if getattr(self, "config_changes", None) and saved.is_file():
-                saved.replace(
-                    self.run_dir / f"config_until_step_{self.step:08d}.yaml"
-                )  # kept, not overwritten
-            saved.write_text(config_lib.to_yaml(self.cfg))
+                shutil.copyfile(saved, self.run_dir / f"config_until_step_{self.step:08d}.yaml")  # kept
+            runlog.write_atomic(saved, config_lib.to_yaml(self.cfg))  # a kill leaves the old or the new
+            self.runlog = runlog.RunLog(self.run_dir, self.step)
         if self.wandb_mode == "disabled":
             return
         id_file = self.run_dir / "wandb_id.txt"
-        if acc.is_main_process and not id_file.exists():
-            id_file.write_text(
-                secrets.token_hex(4)
-            )  # a stable id lets a resumed run continue the same wandb run
+        if acc.is_main_process and not (id_file.is_file() and id_file.read_text().strip()):
+            # A stable id lets a resumed run continue the same wandb run; written whole or not at all.
+            runlog.write_atomic(id_file, secrets.token_hex(4))
         acc.wait_for_everyone()
         kwargs = {"dir": str(self.run_dir), "mode": self.wandb_mode, "id": id_file.read_text().strip(),
                   "resume": "allow", "name": self.cfg.log.name or self.run_dir.name}
         acc.init_trackers(
             self.cfg.log.project, config=config_lib.to_dict(self.cfg), init_kwargs={"wandb": kwargs}
         )
+        if acc.is_main_process and self.step:
+            run = acc.get_tracker("wandb", unwrap=True)
+            replayed = runlog.replay_into_wandb(run, self.run_dir, self.step)
+            if replayed:
+                acc.print(f"wandb: logged again {len(replayed)} step(s) up to step {self.step} from "
+                          f"{runlog.METRICS_FILE} that an interrupted segment's wandb file had lost")
+
+    def log_scalars(self, values: dict[str, Any], step: int) -> None:
+        """To RUN_DIR/metrics.jsonl (main process) and the trackers."""
+        if self.accelerator.is_main_process:
+            self.runlog.log(values, step)
+        self.accelerator.log(values, step=step)
 
     def log_images(self, images: dict[str, Image.Image], step: int) -> None:
         samples = self.run_dir / "samples"
@@ -459,7 +493,7 @@ class Trainer:
         if images:
             self.log_images(images, step)
         if metrics:
-            self.accelerator.log(metrics, step=step)
+            self.log_scalars(metrics, step)
         self.last_validation = (step, {k: v for k, v in out.items() if isinstance(v, (int, float))})
 
     def log_losses(self) -> None:
@@ -472,8 +506,8 @@ class Trainer:
             logged["fp16_overflow_steps"] = int(
                 self.amp_skipped
             )  # the scaler's own back-offs, not bad updates
-        logged.update({f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()})
-        self.accelerator.log({f"train/{k}": v for k, v in logged.items()}, step=self.step)
+        logged.update({f"lr/{k}": lr for k, lr in self.step_lrs.items()})
+        self.log_scalars({f"train/{k}": v for k, v in logged.items()}, self.step)
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if not k.startswith("lr/")})
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -484,6 +518,8 @@ class Trainer:
             return dict(zip(objects, prepared if isinstance(prepared, tuple) else (prepared,)))
         t = self.cfg.train
         for net in self.models.values():
+            if self.device.type == "cuda":
+                use_torch_kernels(net)  # model.norm=sync_batch: torch's fused SyncBatchNorm on GPUs
             if t.channels_last:
                 net.to(memory_format=torch.channels_last)
             if t.compile:
@@ -533,18 +569,53 @@ class Trainer:
             for b, old in zip((b for name in self.models for b in self.unwrap(name).buffers()), saved):
                 b.copy_(old)
 
+    def lock_run_dir(self) -> None:
+        """One writer per run directory (trainers/runlock.py): the main process takes the lock and every
+        process learns the outcome, so all stop together when another live run holds it."""
+        acc = self.accelerator
+        self.run_lock = RunLock(self.run_dir)
+        refused = ""
+        if acc.is_main_process:
+            try:
+                self.run_lock.acquire()
+            except RunDirLocked as err:
+                refused = str(err)
+        if acc.num_processes > 1:
+            flag = torch.tensor([float(bool(refused))], device=self.device)
+            if acc.reduce(flag, reduction="max").item() and not refused:
+                refused = f"run.dir {self.run_dir} is in use by another run (see the main process's message)"
+        if refused:
+            raise RunDirLocked(refused)
+        held = self.run_lock.took_over
+        if held:
+            acc.print(f"run.dir lock: taking over from PID {held.get('pid')} on {held.get('host')} "
+                      f"(started {held.get('started')}), which ended without releasing it")
+
+    def release_run_dir(self) -> None:
+        if self.run_lock is not None:
+            self.run_lock.release()
+
     def setup(self) -> None:
         """Data, networks, devices, resume, tracking: everything before the first step."""
+        self.lock_run_dir()
+        try:
+            self._setup()
+        except BaseException:
+            self.release_run_dir()
+            raise
+
+    def _setup(self) -> None:
         cfg, acc = self.cfg.train, self.accelerator
         acc.print(devices.describe(self.cfg, acc, self.method, self.precision_note))
         self.build_data()
+        acc.print(data_report({"train": self.train_set, "val": self.val_set}))  # found + skipped, by reason
         self.build()
         self.prepare()
         self.on_device()
         self.step = self.start_step = self.resume()
         self.on_device()  # a resume loads method state (EMA, pools) on the CPU
         self.init_tracking()
-        self.loader = iter(self.train_loader(self.train_set, self.step))
+        self.loader = iter(self.train_loader(self.train_set, self.samples_seen))
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.method,
                         disable=not acc.is_local_main_process, dynamic_ncols=True)
         self.monitor = LossMonitor(self.device)
@@ -556,10 +627,13 @@ class Trainer:
 
     def fit(self) -> Path:
         self.setup()
-        while self.step < self.end:
-            self.train_one_step()
-            self.after_step()
-        return self.finish()
+        try:
+            while self.step < self.end:
+                self.train_one_step()
+                self.after_step()
+            return self.finish()
+        finally:
+            self.release_run_dir()
 
     def train_one_step(self) -> None:
         """One optimizer step of every network: train.grad_accum micro-batches, then the LR schedules."""
@@ -576,6 +650,9 @@ class Trainer:
         self.check_skips(skipped)
         faults.maybe_kill("during_step", self.step + 1)  # weights updated, schedules and counters not yet
         self.step += 1
+        self.samples_seen += self.samples_per_step()
+        # The LR this step ran with, logged at its step: after sched.step() it is the next step's.
+        self.step_lrs = {k: s.get_last_lr()[0] for k, s in self.schedulers.items()}
         for sched in self.schedulers.values():
             sched.step()
         faults.maybe_kill("after_step", self.step)
@@ -611,6 +688,9 @@ class Trainer:
         acc.wait_for_everyone()
         wandb_dir = self.wandb_folder()
         acc.end_training()
+        self.runlog.close()
+        if acc.is_main_process and wandb_dir is not None:
+            runlog.wait_written(wandb_dir)  # the whole history is on disk when fit() returns
         if acc.is_main_process:
             acc.print(self.summary(export_dir, wandb_dir))
         if self.end < self.cfg.train.max_steps:
@@ -641,9 +721,14 @@ class Trainer:
                          f"{self.cfg.train.eval_batches}{where}): {shown or 'grid only'}")
         for grid in self.last_grids:
             lines.append(f"  grid:   {grid}")
-        lines.append(f"  export: {export_dir}  (python sample.py {self.run_dir} --input DIR --output DIR)")
+        lines.append(f"  export: {export_dir}  (python sample.py {self.run_dir} {self.sample_flags()} "
+                     "--output DIR)")
         if wandb_dir is not None:
-            sync = f"  (wandb sync {wandb_dir})" if self.wandb_mode == "offline" else ""
+            # A resumed run has one folder per segment; syncing only the last would drop the history
+            # before the resume (the shell's sorted glob syncs them oldest first).
+            segments = len(runlog.wandb_logs(self.run_dir))
+            target = wandb_dir if segments <= 1 else f"{wandb_dir.parent}/offline-run-*"
+            sync = f"  (wandb sync {target})" if self.wandb_mode == "offline" else ""
             lines.append(f"  wandb:  {wandb_dir}{sync}")
         return "\n".join(lines)
 

@@ -183,4 +183,24 @@ def describe(cfg: ExperimentConfig, acc: Accelerator, method: str, precision_not
             f"{batch} images per step ({t.batch_size} x {t.grad_accum} accumulation x {acc.num_processes})")
     if dev.type == "cpu" and t.device == "auto" and torch.version.cuda is not None:
         line += f"\n  note: training on the CPU: {why_no_gpu()}; train.device=cuda makes this an error"
-    return line
+    return line + one_process_launch_note(acc.num_processes)
+
+
+# Environment variables through which a launcher tells a process its world size (torchrun; MPI).
+WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def one_process_launch_note(num_processes: int) -> str:
+    """A warning line when `accelerate launch` asked for several processes or machines started its
+    plain launcher (with --cpu, or without --multi_gpu on a machine with fewer than 2 GPUs): that
+    launcher sets MASTER_ADDR but no world size and starts ONE process per machine (only an MPI
+    hostfile spreads CPU processes), so this process trains alone. "" otherwise."""
+    env = os.environ
+    plain_launcher = "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env  # set by no other launcher
+    if num_processes > 1 or not plain_launcher or any(v in env for v in WORLD_SIZE_VARS):
+        return ""
+    return ("\n  WARNING: `accelerate launch` started ONE process here although --num_processes or "
+            "--num_machines asked for more (its --cpu / single-device launcher does that): this process "
+            "trains alone. For several processes use `accelerate launch --multi_gpu --num_processes N` "
+            "(on a machine without GPUs it runs N CPU processes over gloo) or `torchrun --nproc_per_node "
+            "N`; see docs/multi_gpu.md")

@@ -25,6 +25,8 @@ SAME_SHAPES_OTHER_FUNCTION = ("norm", "norm_groups", "out_activation", "upsample
                               "time_flip_sin_to_cos", "time_freq_shift", "downsample_padding",
                               "attention_head_dim", "n_blocks", "variant")
 DISCRIMINATORS = ("discriminator", "D_A", "D_B")
+# One function, two ways of training it: a batch-norm network fine-tunes with sync_batch and back.
+BATCH_NORMS = {"batch", "sync_batch"}
 # U-Net settings that follow the source weights' conventions rather than the experiment (a converted
 # diffusers U-Net keeps its time embedding layout and padding); shapes do not show them.
 DDPM_LAYOUT = ("norm_groups", 
@@ -92,7 +94,8 @@ def copy_checked(net: nn.Module, state: dict[str, torch.Tensor], saved: dict, ro
             + f". Source vs this run: {differs or 'same settings, different class'}; set model.generator / "
             "model.ngf / model.norm (model.ndf / model.d_layers / model.d_norm for a discriminator) to match"
         )
-    function = {k: v for k, v in differs.items() if k in SAME_SHAPES_OTHER_FUNCTION}
+    function = {k: v for k, v in differs.items() if k in SAME_SHAPES_OTHER_FUNCTION
+                and not (k == "norm" and set(v) <= BATCH_NORMS)}
     if function:
         raise ValueError(
             f"model.init_from={source}: the {role} has the shapes of this run's network but computes another "

@@ -7,13 +7,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("batch", "instance", "group", "none")
+from .sync_batchnorm import SyncBatchNorm2d
+
+# sync_batch: batch norm with statistics over the global batch of every process (sync_batchnorm.py);
+# with one process it is batch norm exactly.
+NORMS = ("batch", "sync_batch", "instance", "group", "none")
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
     """Normalisation by name; instance norm is non-affine as in the pix2pix/CycleGAN reference."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
+    if kind == "sync_batch":
+        return SyncBatchNorm2d(channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
     if kind == "group":
@@ -38,7 +44,7 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return net
