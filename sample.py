@@ -10,6 +10,9 @@ python sample.py evaluate RUN_DIR [--split test]       score a run on a split of
                                                       classifier + FID (CycleGAN), AuC / PSNR /
                                                       colourfulness + gray baseline (colorization),
                                                       FID / KID of samples (DDPM)
+python sample.py serve RUN_DIR [RUN_DIR ...] [--host 127.0.0.1] [--port 7860]
+                                                      the runs in a browser page and as an API (Gradio,
+                                                      pip install -e ".[serve]"; docs/serve.md)
 python sample.py metrics RUN_DIR [RUN_DIR ...] [--keys 'train/*' ...] [--output curves.png]
                                                       the logged metrics of runs (RUN_DIR/metrics.jsonl):
                                                       a summary per metric, and their curves as a PNG
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -309,6 +313,10 @@ def main(argv: list[str]) -> int:
         p.add_argument("--output", help="write the curves as a PNG here")
         p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
         args, run = p.parse_intermixed_args(argv[1:]), metrics
+    elif argv[:1] == ["serve"]:
+        from gen.serve.cli import parse_args, serve  # the optional gradio is imported only to serve
+
+        args, run = parse_args(argv[1:]), serve
     elif argv[:1] == ["compare"]:
         p = argparse.ArgumentParser(
             prog="sample.py compare", description="run every run on the same test inputs"
@@ -427,4 +435,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # A run owns its wandb service: one inherited from a parent that used wandb (a notebook, a test
+    # runner) keeps a killed run's stream open, and the resume then fails with "run ID is in use".
+    os.environ.pop("WANDB_SERVICE", None)
     sys.exit(main(sys.argv[1:]))

@@ -11,6 +11,7 @@ same run.dir again resumes from its newest complete checkpoint.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -63,4 +64,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # A run owns its wandb service: one inherited from a parent that used wandb (a notebook, a test
+    # runner) keeps a killed run's stream open, and the resume then fails with "run ID is in use".
+    os.environ.pop("WANDB_SERVICE", None)
     sys.exit(main(sys.argv[1:]))

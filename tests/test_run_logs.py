@@ -25,8 +25,8 @@ from trainers import runlog
 from trainers.wandb_report import log_comparison
 
 
-def train(args: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_SILENT="true")
+def train(args: list[str], fault: str | None = None, **env_extra) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_SILENT="true", **env_extra)
     env.pop("GEN_FAULT", None)
     if fault:
         env["GEN_FAULT"] = fault
@@ -44,10 +44,23 @@ def killed_run(tmp_path_factory):
     extra = {"log.wandb": "offline", "train.max_steps": 8, "train.log_every": 1, "train.ckpt_every": 4,
              "train.sample_every": 3}
     args = tiny_overrides(tmp / "run", tmp / "data", **extra)
-    killed = train(args, fault="after_step:7")
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    rows = read_metrics(tmp / "run" / "metrics.jsonl")
-    done = train(args)
+    # Launched as from a notebook or test runner that used wandb itself: its WANDB_SERVICE is inherited.
+    # A run joining that service would leave the killed run's stream open there, and the resume would
+    # fail with "run ID ... is in use"; train.py runs its own service.
+    code = ("import os, time, wandb; wandb.setup(); print(os.environ['WANDB_SERVICE'], flush=True); "
+            "time.sleep(300)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true"))
+    try:
+        service = parent.stdout.readline().strip()
+        assert service, "the stand-in parent's wandb service did not start"
+        killed = train(args, fault="after_step:7", WANDB_SERVICE=service)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        rows = read_metrics(tmp / "run" / "metrics.jsonl")
+        done = train(args, WANDB_SERVICE=service)
+    finally:
+        parent.kill()
+        parent.wait()
     assert done.returncode == 0, done.stderr[-3000:]
     return {"run": tmp / "run", "killed_rows": rows, "out": done.stdout + done.stderr}
 
