@@ -1,6 +1,7 @@
 """python -m gen.convert reference PATH --out DIR       reference pix2pix/CycleGAN .pth (or checkpoints/NAME/)
 python -m gen.convert diffusers SOURCE --out DIR      UNet2DModel folder or cached hub id -> gen DDPM
 python -m gen.convert to-diffusers RUN --out DIR      gen DDPM export -> diffusers DDPMPipeline folder
+python -m gen.convert onnx RUN --out DIR              gen export -> DIR/NAME.onnx + onnx.json (docs/onnx.md)
 
 DIR/export/ is a normal gen export: sample.py DIR, sample.py evaluate DIR --data CONFIG, sample.py compare
 and model.init_from=DIR use it like a trained run. Nothing is downloaded.
@@ -111,6 +112,26 @@ def to_diffusers(args) -> int:
     return 0
 
 
+def onnx(args) -> int:
+    from .onnx import PARITY_LIMIT, export_onnx
+
+    spec = export_onnx(args.run, args.out, args.inference, args.overwrite, args.opset)
+    over = []
+    for name, model in spec["models"].items():
+        measured = model["parity"]
+        figures = ("onnxruntime not installed: parity not measured" if measured is None else
+                   ", ".join(f"{k} {v:.2e}" + (" of pixels differ" if k == "labels" else " max |diff|")
+                             for k, v in measured.items()))
+        over += [f"{name} {k}" for k, v in (measured or {}).items() if k != "labels" and v > PARITY_LIMIT]
+        print(f"{Path(args.out) / model['file']}: inputs {', '.join(model['inputs'])}, H and W multiples of "
+              f"{model['multiple']}, {model['inference']} inference; vs PyTorch: {figures}")
+    print(f"wrote {len(spec['models'])} ONNX model(s) and {Path(args.out) / 'onnx.json'}")
+    if over:
+        print(f"error: {', '.join(over)} differ from PyTorch by more than {PARITY_LIMIT:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m gen.convert",
@@ -155,8 +176,16 @@ def main(argv: list[str]) -> int:
     t.add_argument("run", help="a DDPM run directory or its export/")
     t.add_argument("--out", required=True, help="folder to write (model_index.json, unet/, scheduler/)")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    o = sub.add_parser("onnx", help="gen export -> ONNX models (dynamic batch, height and width)")
+    o.add_argument("run", help="a run directory or its export/: translator, colorization, segmentation, DDPM")
+    o.add_argument("--out", required=True, help="folder for NAME.onnx and onnx.json")
+    o.add_argument("--inference", choices=["paper", "eval"],
+                   help="translators: default the export's own mode; paper adds dropout noise inputs")
+    o.add_argument("--opset", type=int, help="ONNX opset (default: torch.onnx's)")
+    o.add_argument("--overwrite", action="store_true", help="replace existing NAME.onnx / onnx.json in --out")
     args = p.parse_args(argv)
-    run = {"reference": reference, "diffusers": diffusers_in, "to-diffusers": to_diffusers}[args.command]
+    run = {"reference": reference, "diffusers": diffusers_in, "to-diffusers": to_diffusers,
+           "onnx": onnx}[args.command]
     try:
         return run(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
