@@ -13,11 +13,12 @@ describes, so a cache replaced or left half-written by a killed process is never
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
+
+from .data.download import sha256_of
 
 KEY_SUFFIX = ".key.json"
 
@@ -38,14 +39,6 @@ def file_entries(files: Sequence[Path]) -> list[list]:
 def plain(value: Any) -> Any:
     """Settings as JSON would read them back (tuples -> lists, paths -> str), so keys compare equal."""
     return json.loads(json.dumps(value, default=str))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _counts(files: Mapping[str, list]) -> str:
