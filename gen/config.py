@@ -359,7 +359,7 @@ def _allowed_keys(schema: Any, prefix: str) -> list[str]:
 
 def _friendly(err: OmegaConfBaseException, source: str) -> ValueError:
     key = getattr(err, "full_key", None) or "?"
-    msg = getattr(err, "msg", str(err)).split("\n")[0]
+    msg = (getattr(err, "msg", None) or str(err) or type(err).__name__).split("\n")[0]
     if "not in struct" in msg or "Key '" in msg and "not" in msg:
         parent, _, leaf = key.rpartition(".")
         schema = ExperimentConfig

@@ -112,3 +112,12 @@ def test_sample_cli_overrides_keep_globs(tmp_path, capsys, command):
     assert sample.main(argv) == 2
     err = capsys.readouterr().err
     assert "ScannerError" not in err and "alias" not in err and str(tmp_path / "data") in err
+
+
+def test_a_section_given_a_scalar_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"override 'data=3'.*DataConfig"):
+        config.load(None, BASE + ["data=3"])
+    f = tmp_path / "exp.yaml"
+    f.write_text("data: 3\n")
+    with pytest.raises(ValueError, match=r"exp.yaml"):
+        config.load(f)
