@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from gen.models import UNet, create_model, list_models
+from gen.models import DiffusionUNet, Pix2PixUNet, UNet, create_model, list_models
 
 
 def n_params(m):
@@ -10,10 +10,29 @@ def n_params(m):
 
 
 @pytest.mark.parametrize(
-    "name,count", [("unet_256", 54_413_955), ("unet_128", 41_828_995), ("patchgan", 2_768_705)]
+    "name,count", [("unet_256", 54_413_955), ("unet_128", 41_828_995), ("patchgan", 2_768_705),
+                   ("ddpm_cifar10", 35_746_307)]
 )
 def test_reference_parameter_counts(name, count):
     assert n_params(create_model(name)) == count
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_rebuilds_from_its_config(name):
+    """from_config(net.config), what loading an export does, builds the network with its overrides."""
+    net = create_model(name, in_channels=2)
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
+    for cls in {type(net), UNet} if isinstance(net, UNet) else {type(net)}:
+        twin = cls.from_config(net.config)
+        assert type(twin) is type(net) and {k: v.shape for k, v in twin.state_dict().items()} == shapes
+
+
+def test_unet_presets_build_their_style():
+    for name in list_models("generator"):
+        if name.startswith(("unet", "ddpm")):
+            net = create_model(name, **({"num_downs": 5, "ngf": 8} if name == "unet" else {}))
+            assert isinstance(net, UNet)
+            assert type(net) is (DiffusionUNet if name.startswith("ddpm") else Pix2PixUNet), name
 
 
 def test_unet_256_and_patchgan_shapes():

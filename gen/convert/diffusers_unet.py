@@ -1,5 +1,5 @@
 """diffusers `UNet2DModel` (the DDPM layout: DownBlock2D / AttnDownBlock2D levels, a UNetMidBlock2D)
-<-> gen's ddpm-style UNet, weights copied tensor for tensor.
+<-> gen's DiffusionUNet, weights copied tensor for tensor.
 
 The two share the architecture (Ho et al. 2020); names differ (`down_blocks.i.resnets.j` vs
 `downs.i.blocks.j`) and gen fuses the attention's q, k, v projections into one `qkv` Linear (the three
@@ -15,9 +15,9 @@ from typing import Optional
 
 import torch
 
-from ..models.unet import UNet
+from ..models.diffusion_unet import DiffusionUNet
 
-# UNet2DModel options gen's U-Net reproduces only at these values
+# UNet2DModel options gen's DiffusionUNet reproduces only at these values
 FIXED = {
     "center_input_sample": False,
     "time_embedding_type": "positional",
@@ -56,15 +56,15 @@ _RENAMES = [  # gen name pattern -> diffusers name
 
 
 def diffusers_key(gen_key: str) -> str:
-    """gen's name for a ddpm-style UNet tensor -> UNet2DModel's (`...qkv.*` names the q/k/v triple)."""
+    """gen's name for a DiffusionUNet tensor -> UNet2DModel's (`...qkv.*` names the q/k/v triple)."""
     for pattern, repl in _RENAMES:
         gen_key = re.sub(pattern, repl, gen_key)
     return gen_key
 
 
 def gen_config(config: dict, source: str = "this UNet2DModel") -> dict:
-    """UNet2DModel config -> gen UNet keyword arguments; ValueError naming `source` and each option gen
-    lacks."""
+    """UNet2DModel config -> DiffusionUNet keyword arguments; ValueError naming `source` and each option
+    gen lacks."""
     config = dict(config)
     if config.get("attn_norm_num_groups") == config.get("norm_num_groups", 32):
         config["attn_norm_num_groups"] = None  # the same network as leaving it unset
@@ -84,10 +84,7 @@ def gen_config(config: dict, source: str = "this UNet2DModel") -> dict:
         in_channels=config["in_channels"],
         out_channels=config["out_channels"],
         channels=tuple(config["block_out_channels"]),
-        block_style="ddpm",
-        norm="group",
         dropout=config.get("dropout", 0.0),
-        dropout_levels=(),
         out_activation="none",
         layers_per_level=config.get("layers_per_block", 2),
         attention_levels=tuple(attention),
@@ -100,14 +97,14 @@ def gen_config(config: dict, source: str = "this UNet2DModel") -> dict:
     )
 
 
-def diffusers_config(net: UNet, sample_size: int) -> dict:
-    """gen ddpm-style UNet -> UNet2DModel keyword arguments (the same network)."""
-    c = net.config
-    if c.block_style != "ddpm":
+def diffusers_config(net: DiffusionUNet, sample_size: int) -> dict:
+    """gen DiffusionUNet -> UNet2DModel keyword arguments (the same network)."""
+    if not isinstance(net, DiffusionUNet):
         raise ValueError(
-            "only ddpm-style U-Nets have a diffusers UNet2DModel counterpart; pix2pix-style "
-            "U-Nets (transposed-conv decoders, batch norm) have none"
+            f"only diffusion U-Nets have a diffusers UNet2DModel counterpart; a {type(net).__name__} "
+            "(transposed-conv decoders, batch norm) has none"
         )
+    c = net.config
     if c.out_activation != "none":
         raise ValueError(f"out_activation={c.out_activation!r} has no UNet2DModel equivalent (it has none)")
     n, attention = len(c.channels), set(c.attention_levels)
@@ -135,9 +132,10 @@ def diffusers_config(net: UNet, sample_size: int) -> dict:
     )
 
 
-def from_unet2d(model, source: str = "this UNet2DModel") -> UNet:
-    """diffusers UNet2DModel -> gen UNet with the same weights (float32, eval mode); errors name `source`."""
-    net = UNet(**gen_config(dict(model.config), source))
+def from_unet2d(model, source: str = "this UNet2DModel") -> DiffusionUNet:
+    """diffusers UNet2DModel -> gen DiffusionUNet with the same weights (float32, eval mode); errors
+    name `source`."""
+    net = DiffusionUNet(**gen_config(dict(model.config), source))
     source = model.state_dict()
     state = {}
     for key, target in net.state_dict().items():
@@ -156,8 +154,8 @@ def from_unet2d(model, source: str = "this UNet2DModel") -> UNet:
     return net.eval()
 
 
-def to_unet2d(net: UNet, sample_size: int):
-    """gen ddpm-style UNet -> diffusers UNet2DModel with the same weights."""
+def to_unet2d(net: DiffusionUNet, sample_size: int):
+    """gen DiffusionUNet -> diffusers UNet2DModel with the same weights."""
     from diffusers import UNet2DModel
 
     model = UNet2DModel(**diffusers_config(net, sample_size))

@@ -4,7 +4,7 @@
 The reference saves `net.state_dict()` of four networks; each maps key for key onto gen's layers
 (no tensor is changed):
 - UnetGenerator: nested UnetSkipConnectionBlocks, `model.model.1.model.3.model. ...`; the nesting
-  depth is gen's level, module indices inside a block map onto `downs.i` / `ups.i` (unet.py).
+  depth is gen's level, module indices inside a block map onto `downs.i` / `ups.i` (pix2pix_unet.py).
 - ResnetGenerator: `model.N` -> `body.N`, `model.N.conv_block.M` -> `body.N.body.M`.
 - NLayerDiscriminator (PatchGAN): `model.N` -> `body.N`; PixelDiscriminator: `net.N` -> `body.N`.
 Width, depth, norm and channels are read from the tensor shapes. Layers the reference built
@@ -267,13 +267,13 @@ def to_reference(net: nn.Module) -> dict[str, torch.Tensor]:
     biases where the reference has none)."""
     from ..models.discriminators import PatchGAN, PixelGAN
     from ..models.presets import pix2pix_channels
-    from ..models.unet import UNet
+    from ..models.pix2pix_unet import Pix2PixUNet
 
-    if isinstance(net, UNet):
+    if isinstance(net, Pix2PixUNet):
         c = net.config
-        if net.block_style != "pix2pix" or c.upsample != "transposed" or net.out_stride != 1:
-            raise ValueError("only the pix2pix block style with transposed-conv upsampling at full "
-                             "resolution (output_stride 1) exists in the reference")
+        if c.upsample != "transposed" or net.out_stride != 1:
+            raise ValueError("only the pix2pix U-Net with transposed-conv upsampling at full resolution "
+                             "(output_stride 1) exists in the reference")
         levels = len(c.channels)
         dropout = tuple(range(4, levels - 1)) if c.dropout > 0 and levels > 5 else ()
         if (c.out_activation != "tanh" or tuple(c.channels) != pix2pix_channels(levels, c.channels[0])

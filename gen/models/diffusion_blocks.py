@@ -1,4 +1,4 @@
-"""The blocks of the U-Net's `ddpm` block style (Ho et al. 2020, App. B): residual blocks with
+"""The blocks of DiffusionUNet (diffusion_unet.py; Ho et al. 2020, App. B): residual blocks with
 GroupNorm and a per-block projection of the time embedding, single-head-or-more self-attention,
 and stride-2 conv down / nearest x2 + conv up. Layer shapes follow diffusers' UNet2DModel so that
 the same configuration has the same parameter count and the same outputs (tests/test_ddpm.py,

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the U-Net and the discriminators."""
+"""Small building blocks shared by the U-Nets, the FCN and the discriminators."""
 from __future__ import annotations
 
 from typing import Optional
@@ -48,6 +48,24 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return net
+
+
+class BilinearUpsample(nn.Module):
+    """Fixed x2 upsampling, no parameters: zero insertion, then the separable [1/4, 1/2, 1/4] filter
+    with gain 2 per axis (the inserted zeros halve the density), i.e. linear interpolation between
+    neighbours. (B, C, H, W) -> (B, C, 2H, 2W)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        taps = 2 * torch.tensor([0.25, 0.5, 0.25])
+        self.register_buffer(
+            "kernel", torch.outer(taps, taps).expand(channels, 1, 3, 3).clone(), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A stride-2 transposed conv is exactly zero insertion followed by a convolution.
+        return F.conv_transpose2d(x, self.kernel.to(x.dtype), stride=2, padding=1, output_padding=1,
+                                  groups=x.shape[1])
 
 
 # The padding and pooling below are written with cat / flip / expand / where: same values as

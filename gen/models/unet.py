@@ -1,271 +1,157 @@
-"""The one U-Net of gen: every method (pix2pix, CycleGAN, colorization, DDPM, segmentation) is a
-configuration of this class, never a subclass.
+"""`UNet`: the base of gen's two U-Nets and the name every U-Net export loads by.
 
-Level i of the encoder maps `channels[i-1] -> channels[i]` with a stride-2 step; the decoder mirrors
-it and concatenates the encoder's activation of the same level (the skip). With block style
-`pix2pix` a level is exactly the reference `UnetSkipConnectionBlock` (Isola et al. 2017, App. 6.1.1):
-4x4 stride-2 conv down, LeakyReLU(0.2), ReLU + 4x4 transposed conv up, no norm on the outermost
-down conv nor on the innermost one, dropout after the up norm of the chosen levels.
+- `Pix2PixUNet` (pix2pix_unet.py, block style `pix2pix`): pix2pix, CycleGAN, colorization, segmentation.
+- `DiffusionUNet` (diffusion_unet.py, block style `ddpm`): DDPM denoisers, `forward(x, timesteps)`.
 
-With block style `ddpm` (Ho et al. 2020) a level is `layers_per_level` residual blocks with
-GroupNorm, each fed the sinusoidal time embedding, optional self-attention (`attention_levels`),
-and a stride-2 conv down / nearest + conv up between levels; every block output is a skip, and the
-bottom is ResBlock-attention-ResBlock (see diffusion_blocks.py). `forward(x, timesteps)`.
+Both are encoder-decoders with skips built of `len(channels)` levels; they share the any-size
+padding (layers.AnySize), save_pretrained / from_pretrained (diffusers' ModelMixin, ConfigMixin) and
+the output activation. Build them directly or by preset (presets.py); `UNet` itself dispatches:
+
+    UNet.from_pretrained(folder)   # the class config.json names: `_class_name`, or for an export
+                                   # written before the split ("UNet", every knob) its block_style
+    UNet(block_style="ddpm", ...)  # the one-class signature of those exports, checked as it was
+
+and `isinstance(net, UNet)` holds for both. New code builds the subclasses or the presets.
 """
 from __future__ import annotations
 
+import inspect
+import json
 from typing import Optional, Sequence
 
-import torch
-import torch.nn.functional as F
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .diffusion_blocks import DiffusionLevel, MiddleBlock, TimeEmbedding
-from .layers import AnySize, conv_bias, max_unpool2x2, norm_layer
+from .layers import AnySize, BilinearUpsample  # noqa: F401  (BilinearUpsample: its old home)
 
 BLOCK_STYLES = ("pix2pix", "ddpm")
-UPSAMPLERS = ("transposed", "bilinear", "unpool")
 OUT_ACTIVATIONS = ("tanh", "none")
 
+# UNet.__init__ before the split (issue 23): the knobs of both styles, as every config.json written
+# before it holds them (in that order, positionally too).
+ONE_CLASS_DEFAULTS = dict(
+    in_channels=3, out_channels=3, channels=(64, 128, 256, 512, 512, 512, 512, 512), block_style="pix2pix",
+    norm="batch", dropout=0.5, dropout_levels=(4, 5, 6), upsample="transposed", out_activation="tanh",
+    layers_per_level=2, attention_levels=(), attention_head_dim=None, norm_groups=32, norm_eps=1e-6,
+    time_flip_sin_to_cos=False, time_freq_shift=1, downsample_padding=1, output_stride=1,
+)
+ONE_CLASS = inspect.Signature([inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v)
+                               for k, v in ONE_CLASS_DEFAULTS.items()])
+# The values of the other style's knobs that the one-class UNet built the same network with (its
+# defaults; the ddpm presets passed norm="group", dropout_levels=()); any other value was an error,
+# except for the four ddpm knobs the pix2pix style never read (any value loads, ignored as before).
+NEUTRAL = {k: [v] for k, v in ONE_CLASS_DEFAULTS.items()}
+NEUTRAL["norm"].append("group")
+NEUTRAL["dropout_levels"].append(())
+UNREAD_BY_PIX2PIX = ("layers_per_level", "attention_levels", "attention_head_dim", "norm_groups")
 
-class BilinearUpsample(nn.Module):
-    """Fixed x2 upsampling, no parameters: zero insertion, then the separable [1/4, 1/2, 1/4] filter
-    with gain 2 per axis (the inserted zeros halve the density), i.e. linear interpolation between
-    neighbours. (B, C, H, W) -> (B, C, 2H, 2W)."""
 
-    def __init__(self, channels: int):
+def _plain(v):
+    return json.loads(json.dumps(v))  # as config.json holds it: tuples and lists compare equal
+
+
+def split_one_class(args: dict) -> tuple[type[UNet], dict]:
+    """One-class knobs (config.json of an export before the split, or `UNet(...)`'s arguments; any
+    subset, the rest at its old defaults) -> (the class of their block style, that class's knobs).
+    ValueError for the other style's knobs at a value that would change the network, as before."""
+    a = {**ONE_CLASS_DEFAULTS, **args}
+    style = a.pop("block_style")
+    if style not in UNet.styles:
+        raise ValueError(f"unknown block_style {style!r}; choose one of {list(BLOCK_STYLES)}")
+    cls = UNet.styles[style]
+    if style == "ddpm" and a["output_stride"] != 1:
+        raise ValueError(f"output_stride={a['output_stride']}: a coarse head is a pix2pix-style option; "
+                         "the ddpm style at 1 only")
+    other = {k: v for k, v in a.items() if k not in cls.knobs
+             and not (style == "pix2pix" and k in UNREAD_BY_PIX2PIX)}
+    bad = {k: v for k, v in other.items() if _plain(v) not in _plain(NEUTRAL[k])}
+    if bad:
+        owner, why = ("ddpm", "") if style == "pix2pix" else (
+            "pix2pix", "; the ddpm style has GroupNorm, nearest + conv upsampling and dropout in every block")
+        raise ValueError(f"{sorted(bad)} apply to block_style={owner!r} only{why} (got {bad})")
+    return cls, {k: a[k] for k in cls.knobs}
+
+
+class _BuildsByBlockStyle(type):
+    """`UNet(...)`, the base itself, keeps the one-class signature and builds the class of its
+    block_style; subclasses are built as usual."""
+
+    def __call__(cls, *args, **kwargs):
+        if cls is not UNet:
+            return super().__call__(*args, **kwargs)
+        target, knobs = split_one_class(ONE_CLASS.bind(*args, **kwargs).arguments)
+        return target(**knobs)
+
+
+class UNet(AnySize, ModelMixin, ConfigMixin, metaclass=_BuildsByBlockStyle):
+    """Encoder-decoder with skips. x: (B, in_channels, H, W) -> (B, out_channels, H/s, W/s), s the
+    output stride (1 unless a coarse head is asked for). H and W must be multiples of `self.multiple`
+    (2 ** stride-2 steps) in training; `forward_any_size` pads and crops back for any size.
+
+    A subclass names its style, `class X(UNet, block_style="...")`, and calls
+    `super().__init__(channels, out_activation)` first."""
+
+    block_style: str
+    knobs: tuple[str, ...]  # the subclass's __init__ parameters: its config keys
+    styles: dict[str, type[UNet]] = {}
+
+    def __init_subclass__(cls, block_style: Optional[str] = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.knobs = tuple(inspect.signature(cls.__init__).parameters)[1:]
+        if block_style is not None:
+            cls.block_style = block_style
+            UNet.styles[block_style] = cls
+            UNET_CLASSES[cls.__name__] = cls
+
+    def __init__(self, channels: Sequence[int], out_activation: str):
         super().__init__()
-        taps = 2 * torch.tensor([0.25, 0.5, 0.25])
-        self.register_buffer(
-            "kernel", torch.outer(taps, taps).expand(channels, 1, 3, 3).clone(), persistent=False
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A stride-2 transposed conv is exactly zero insertion followed by a convolution.
-        return F.conv_transpose2d(x, self.kernel.to(x.dtype), stride=2, padding=1, output_padding=1,
-                                  groups=x.shape[1])
-
-
-class DownLevel(nn.Module):
-    """(B, c_in, H, W) -> ((B, c_out, H/2, W/2), pooling switches or None).
-
-    transposed/bilinear decoders: a 4x4 stride-2 conv. unpool (DeconvNet, Noh et al. 2015): a 3x3
-    conv then 2x2 max pooling whose argmax switches the decoder's unpooling reuses."""
-
-    def __init__(self, c_in: int, c_out: int, norm: str, outermost: bool, innermost: bool, upsample: str):
-        super().__init__()
-        layers: list[nn.Module] = [] if outermost else [nn.LeakyReLU(0.2, True)]
-        if upsample == "unpool":
-            layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=conv_bias(norm)))
-        else:
-            layers.append(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=conv_bias(norm)))
-        if not (outermost or innermost):
-            layers.append(norm_layer(norm, c_out))
-        self.body = nn.Sequential(*layers)
-        self.pool = nn.MaxPool2d(2, return_indices=True) if upsample == "unpool" else None
-
-    def forward(self, x: torch.Tensor):
-        x = self.body(x)
-        return self.pool(x) if self.pool is not None else (x, None)
-
-
-class UpLevel(nn.Module):
-    """(B, c_in, H, W) -> (B, c_out, 2H, 2W); c_in already includes the concatenated skip.
-
-    transposed: ReLU + 4x4 stride-2 transposed conv (pix2pix). bilinear: ReLU + fixed bilinear x2 +
-    learned 3x3 conv. unpool: ReLU + max unpooling at the encoder's switches + learned 3x3 conv."""
-
-    def __init__(self, c_in: int, c_out: int, norm: str, outermost: bool, dropout: float, upsample: str):
-        super().__init__()
-        bias = True if outermost else conv_bias(norm)
-        # In place is safe: the input is a fresh concatenation (or, innermost, a conv output that
-        # nothing else reads), and ReLU(LeakyReLU(skip)) == ReLU(skip) keeps the reference's function.
-        layers: list[nn.Module] = [] if upsample == "unpool" else [nn.ReLU(True)]
-        if upsample == "transposed":
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias))
-        else:
-            if upsample == "bilinear":
-                layers.append(BilinearUpsample(c_in))
-            layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias))
-        if not outermost:
-            layers.append(norm_layer(norm, c_out))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-        self.body = nn.Sequential(*layers)
-        self.unpool = upsample == "unpool"
-
-    def forward(self, x: torch.Tensor, switches: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.unpool:
-            # The concatenated skip and decoder halves are both unpooled at this level's switches.
-            x = max_unpool2x2(F.relu(x), switches.repeat(1, x.shape[1] // switches.shape[1], 1, 1))
-        return self.body(x)
-
-
-class UNet(AnySize, ModelMixin, ConfigMixin):
-    """Encoder-decoder with skips. x: (B, in_channels, H, W) -> (B, out_channels, H/s, W/s), where
-    s = `output_stride` (1 unless a coarse head is asked for, pix2pix style only).
-
-    H and W must be multiples of `self.multiple` (2 ** stride-2 steps) in training;
-    `forward_any_size` pads and crops back for inference on any size. The `ddpm` style also takes
-    `timesteps`: (B,) or a scalar, integer or float.
-    """
-
-    @register_to_config
-    def __init__(
-        self,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        channels: Sequence[int] = (64, 128, 256, 512, 512, 512, 512, 512),
-        block_style: str = "pix2pix",
-        norm: str = "batch",
-        dropout: float = 0.5,
-        dropout_levels: Sequence[int] = (4, 5, 6),
-        upsample: str = "transposed",
-        out_activation: str = "tanh",
-        layers_per_level: int = 2,
-        attention_levels: Sequence[int] = (),
-        attention_head_dim: Optional[int] = None,
-        norm_groups: int = 32,
-        norm_eps: float = 1e-6,
-        time_flip_sin_to_cos: bool = False,
-        time_freq_shift: float = 1,
-        downsample_padding: int = 1,
-        output_stride: int = 1,
-    ):
-        super().__init__()
-        if block_style not in BLOCK_STYLES:
-            raise ValueError(f"unknown block_style {block_style!r}; choose one of {list(BLOCK_STYLES)}")
-        if upsample not in UPSAMPLERS:
-            raise ValueError(f"unknown upsample {upsample!r}; choose one of {list(UPSAMPLERS)}")
         if out_activation not in OUT_ACTIVATIONS:
             raise ValueError(
                 f"unknown out_activation {out_activation!r}; choose one of {list(OUT_ACTIVATIONS)}"
             )
         if len(channels) < 2:
             raise ValueError(f"a U-Net needs at least 2 levels, got channels={list(channels)}")
-        levels = len(channels)
-        per_level = {
-            "pix2pix": ("dropout_levels", dropout_levels),
-            "ddpm": ("attention_levels", attention_levels),
-        }
-        for name, chosen in (per_level[block_style],):
-            bad = [i for i in chosen if not 0 <= i < levels]
-            if bad:
-                raise ValueError(f"{name} {bad} are outside 0..{levels - 1}")
-        self.levels = levels
-        self.block_style = block_style
-        layout = (("norm_eps", norm_eps, 1e-6), ("time_flip_sin_to_cos", time_flip_sin_to_cos, False),
-                  ("time_freq_shift", time_freq_shift, 1), ("downsample_padding", downsample_padding, 1))
-        ddpm_only = {k: v for k, v, default in layout if v != default}
-        if block_style != "ddpm" and ddpm_only:
-            raise ValueError(f"{sorted(ddpm_only)} apply to block_style='ddpm' only (got {ddpm_only})")
-        if downsample_padding not in (0, 1):
-            raise ValueError(f"downsample_padding must be 1 (symmetric) or 0 (bottom/right, TensorFlow "
-                             f"'SAME'), got {downsample_padding}")
-        if output_stride != 1 and (block_style != "pix2pix" or output_stride not in
-                                   [2 ** k for k in range(1, levels)]):
-            raise ValueError(f"output_stride={output_stride}: a pix2pix-style U-Net of {levels} levels "
-                             f"predicts at stride 1, 2, ..., {2 ** (levels - 1)}; the ddpm style at 1 only")
-        if block_style == "ddpm":
-            # The ddpm levels have GroupNorm, nearest + conv upsampling and dropout in every block.
-            # (the class defaults, or the ddpm presets' explicit "group" and (): exports hold either)
-            unused = {k: v for k, v, ok in (("norm", norm, ("batch", "group")),
-                                             ("upsample", upsample, ("transposed",)),
-                                             ("dropout_levels", tuple(dropout_levels), ((4, 5, 6), ())))
-                      if v not in ok}
-            if unused:
-                raise ValueError(f"{sorted(unused)} apply to block_style='pix2pix' only; the ddpm style has "
-                                 "GroupNorm, nearest + conv upsampling and dropout in every block (got "
-                                 f"{unused})")
-            self._build_ddpm(in_channels, out_channels, list(channels), dropout, layers_per_level,
-                             set(attention_levels), attention_head_dim, norm_groups, norm_eps)
-            self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
-            return
-        self.multiple = 2 ** levels
-        # output_stride 2^k stops the decoder k levels early: ups[0..k-1] are not built and a 1x1 conv
-        # head reads the last decoded level with its skip (Zhang et al. 2016 predict at 1/4 resolution).
-        self.out_stride, self.first_up = output_stride, output_stride.bit_length() - 1
-        self.downs = nn.ModuleList()
-        self.ups = nn.ModuleList()
-        for i, c in enumerate(channels):
-            c_prev = in_channels if i == 0 else channels[i - 1]
-            innermost, outermost = i == levels - 1, i == 0
-            self.downs.append(DownLevel(c_prev, c, norm, outermost, innermost, upsample))
-            if i < self.first_up:
-                continue
-            up_in = c if innermost else 2 * c
-            up_out = out_channels if outermost else channels[i - 1]
-            self.ups.append(UpLevel(up_in, up_out, norm, outermost, dropout if i in dropout_levels else 0.0,
-                                    upsample))
-        if self.first_up:
-            c = channels[self.first_up - 1]
-            self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * c, out_channels, 1))
-        self.out_act = nn.Tanh() if out_activation == "tanh" else nn.Identity()
+        self.levels = len(channels)
+        # Named from the start (save_pretrained writes it too), so UNet.from_config(net.config) of a
+        # network never saved builds this class.
+        self.register_to_config(_class_name=type(self).__name__)
 
-    def _build_ddpm(self, in_channels: int, out_channels: int, channels: list[int], dropout: float,
-                    layers: int, attention: set[int], head_dim: Optional[int], groups: int,
-                    eps: float) -> None:
-        bad = [c for c in channels if c % groups]
+    def check_levels(self, name: str, chosen: Sequence[int]) -> None:
+        bad = [i for i in chosen if not 0 <= i < self.levels]
         if bad:
-            raise ValueError(f"the level widths {list(channels)} must be multiples of norm_groups={groups} "
-                             f"(GroupNorm's groups); {bad} are not")
-        self.multiple = 2 ** (self.levels - 1)
-        emb = 4 * channels[0]
-        cfg = self.config
-        self.time_embedding = TimeEmbedding(channels[0], cfg.time_flip_sin_to_cos, cfg.time_freq_shift)
-        self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
-        self.downs, self.ups = nn.ModuleList(), nn.ModuleList()
-        skip_channels, c_prev = [channels[0]], channels[0]
-        for i, c in enumerate(channels):
-            last = i == self.levels - 1
-            self.downs.append(DiffusionLevel([c_prev] + [c] * (layers - 1), c, emb, dropout, i in attention,
-                                             None if last else "down", head_dim, groups, eps,
-                                             cfg.downsample_padding))
-            skip_channels += [c] * (layers if last else layers + 1)
-            c_prev = c
-        self.middle = MiddleBlock(c_prev, emb, dropout, head_dim, groups, eps)
-        for i in reversed(range(self.levels)):
-            c = channels[i]
-            c_ins = []
-            for _ in range(layers + 1):
-                c_ins.append(c_prev + skip_channels.pop())
-                c_prev = c
-            self.ups.append(DiffusionLevel(c_ins, c, emb, dropout, i in attention, "up" if i else None,
-                                           head_dim, groups, eps))
-        self.norm_out = nn.GroupNorm(groups, channels[0], eps=eps)
-        self.conv_out = nn.Conv2d(channels[0], out_channels, 3, padding=1)
+            raise ValueError(f"{name} {bad} are outside 0..{self.levels - 1}")
 
-    def forward(self, x: torch.Tensor, timesteps: Optional[torch.Tensor | float] = None) -> torch.Tensor:
-        self.check_input_size(x)
-        if self.block_style == "ddpm":
-            return self._forward_ddpm(x, timesteps)
-        skips, switches = [], []
-        for down in self.downs:
-            x, idx = down(x)
-            skips.append(x)
-            switches.append(idx)
-        k = self.first_up
-        for i in reversed(range(k, self.levels)):
-            if i != self.levels - 1:
-                x = torch.cat([skips[i], x], dim=1)  # (B, 2*c_i, H_i, W_i)
-            x = self.ups[i - k](x, switches[i])
-        if k:
-            x = self.head(torch.cat([skips[k - 1], x], dim=1))  # (B, out, H / 2^k, W / 2^k)
-        return self.out_act(x)
+    @staticmethod
+    def activation(name: str) -> nn.Module:
+        return nn.Tanh() if name == "tanh" else nn.Identity()
 
-    def _forward_ddpm(self, x: torch.Tensor, timesteps) -> torch.Tensor:
-        if timesteps is None:
-            raise ValueError("a ddpm-style U-Net needs timesteps: net(x_t, t)")
-        t = torch.as_tensor(timesteps, device=x.device)
-        t = t.expand(x.shape[0]) if t.ndim == 0 else t
-        emb = self.time_embedding(t)
-        x = self.conv_in(x)
-        skips = [x]
-        for level in self.downs:
-            x = level.down(x, emb, skips)
-        x = self.middle(x, emb)
-        for level in self.ups:
-            x = level.up(x, emb, skips)
-        return self.out_act(self.conv_out(F.silu(self.norm_out(x))))
+    @classmethod
+    def from_config(cls, config: Optional[dict] = None, return_unused_kwargs: bool = False, **kwargs):
+        """The network `config` (a config.json's contents, or `net.config`) describes, of the class
+        its `_class_name` names; a one-class config (`block_style` and both styles' knobs: exports
+        written before the split) builds the class of its block style. `kwargs` override config
+        keys. On a subclass, a config of another class is a ValueError."""
+        if not isinstance(config, dict):
+            raise TypeError(f"{cls.__name__}.from_config takes a config dict (load one with "
+                            f"{cls.__name__}.load_config(folder)), got {type(config).__name__}")
+        config = {**config, **{k: kwargs.pop(k) for k in list(kwargs) if k in ONE_CLASS_DEFAULTS}}
+        name = config.get("_class_name")
+        if "block_style" not in config and name in UNET_CLASSES and name != "UNet":
+            target = UNET_CLASSES[name]
+        else:
+            target, knobs = split_one_class({k: v for k, v in config.items() if k in ONE_CLASS_DEFAULTS})
+            # every knob is explicit now: diffusers would reset those `_use_default_values` names
+            rest = {k: v for k, v in config.items()
+                    if k not in ONE_CLASS_DEFAULTS and k not in ("_class_name", "_use_default_values")}
+            config = {**rest, **knobs}
+        if not issubclass(target, cls):
+            raise ValueError(f"this config describes a {target.__name__} (block_style "
+                             f"{target.block_style!r}), not a {cls.__name__}; load it with UNet or "
+                             f"{target.__name__}")
+        return super(UNet, target).from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+
+# Every class name a U-Net export may record (config.json's _class_name, pipeline.json's
+# network_class) -> a class whose from_pretrained loads it; the styles add themselves on import.
+UNET_CLASSES: dict[str, type[UNet]] = {"UNet": UNet}
