@@ -22,7 +22,7 @@ class PoisonedPix2Pix(Pix2PixTrainer):
 
 def test_nan_loss_stops_naming_step_term_and_checkpoint(aligned_root, tmp_path):
     cfg = config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **{
-        "train.log_every": 5, "train.ckpt_every": 2, "train.sample_every": 100}))
+        "train.log_every": 5, "train.ckpt_every": 2, "train.validate_every": 100}))
     with pytest.raises(FloatingPointError) as err:
         PoisonedPix2Pix(cfg).fit()
     msg = str(err.value)

@@ -1,11 +1,17 @@
 """Continuing a run with another config: a different architecture is refused naming the keys, a longer
 schedule really continues (LRs from the current config and step), a shorter one is an error, and the
-old config is kept beside the new one."""
+old config is kept beside the new one. The LR schedules are rebuilt from the resumed step: a resumed run
+has the LRs of one that never stopped."""
+import shutil
+
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from gen import config
+from gen.curves import METRICS_FILE, read_metrics
 from trainers import Pix2PixTrainer, checkpoint
+from trainers.base import linear_decay
 from conftest import run_sample, tiny_overrides
 from test_runs import train_cli
 
@@ -88,7 +94,7 @@ def test_resumed_adam_moments_follow_the_parameters_memory_format():
     CPU and GPU): fused Adam continues exactly as the uninterrupted run, instead of mixing strides."""
     import copy
 
-    from trainers.base import match_state_layout
+    from trainers.checkpoint import match_state_layout
 
     torch.manual_seed(0)
     w = torch.randn(8, 4, 3, 3)
@@ -113,3 +119,67 @@ def test_resumed_adam_moments_follow_the_parameters_memory_format():
         resumed.grad = g.clone().contiguous(memory_format=torch.channels_last)
         opt.step()
     torch.testing.assert_close(resumed.detach(), straight.detach(), rtol=0, atol=1e-6)
+
+
+def logged_lrs(run_dir) -> dict[int, float]:
+    return {row["step"]: row["train/lr/generator"] for row in read_metrics(run_dir / METRICS_FILE)
+            if "train/lr/generator" in row}
+
+
+def test_a_resumed_run_has_the_lrs_of_an_uninterrupted_one(tmp_path, aligned_root):
+    """Warmup over 4 steps, then linear decay: a factor that differs at every step. Resumed from step 4,
+    every LR from step 5 on (held by the optimizers, logged, and so the weights) is the uninterrupted
+    run's; a schedule restarted at 0, or left at the LR the optimizer was saved with, is not."""
+    extra = {"train.max_steps": 8, "train.ckpt_every": 4, "train.log_every": 1, "train.warmup_steps": 4,
+             "train.lr_decay_start": 0.0, "train.keep_checkpoints": 5, "train.lr": 1e-3}
+    cfg = config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **extra))
+    Pix2PixTrainer(cfg).fit()
+    straight = logged_lrs(tmp_path / "run")
+    factors = [0.25, 0.5, 0.75, 1.0, 0.5, 0.375, 0.25, 0.125]  # of step index 0..7 (logged at 1..8)
+    assert straight == pytest.approx({i + 1: 1e-3 * f for i, f in enumerate(factors)}, rel=1e-12)
+    ckpts = checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")
+    final = load_file(str(ckpts[0] / "models" / "generator.safetensors"))
+    shutil.rmtree(ckpts[0])  # back to step 4
+
+    resumed = Pix2PixTrainer(cfg)
+    resumed.setup()
+    assert resumed.step == 4
+    for name, sched in resumed.schedulers.items():  # the LR step 5 runs with
+        assert sched.last_epoch == 4 and sched.get_last_lr() == [straight[5]], name
+        assert resumed.optimizers[name].param_groups[0]["lr"] == straight[5], name
+    while resumed.step < resumed.end:
+        resumed.train_one_step()
+        resumed.after_step()
+    resumed.finish()
+    resumed.release_run_dir()
+    assert logged_lrs(tmp_path / "run") == straight  # steps 5-8 logged again by the resumed run, equal
+    got = load_file(str(checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")[0] / "models" /
+                        "generator.safetensors"))
+    assert all(torch.equal(final[k], got[k]) for k in final)
+
+
+def test_schedules_rebuilt_at_a_step_continue_as_the_stepped_ones():
+    """schedules_at(step) on a fresh LambdaLR whose optimizer holds a checkpoint's state: the same LRs,
+    now and at every later step, as the schedule stepped there; a new base LR applies from that step."""
+    factor = linear_decay(12, 0.25, warmup_steps=3)
+
+    def schedule(lr):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    opt, stepped = schedule(0.1)
+    for _ in range(5):
+        opt.step()
+        stepped.step()
+    for lr in (0.1, 0.3):
+        fresh_opt, fresh = schedule(lr)
+        fresh_opt.load_state_dict(opt.state_dict())  # the LR saved with the optimizer: 0.1 * factor(5)
+        rebuilt = checkpoint.schedules_at({"g": fresh}, lr, 5)["g"]
+        assert rebuilt.optimizer is fresh_opt and rebuilt.last_epoch == 5
+        lrs = []
+        for _ in range(7):
+            lrs.append(fresh_opt.param_groups[0]["lr"])
+            assert rebuilt.get_last_lr() == [lrs[-1]]
+            fresh_opt.step()
+            rebuilt.step()
+        assert lrs == [lr * factor(step) for step in range(5, 12)]

@@ -3,14 +3,17 @@ torch files read back with weights_only=True (tensors and plain values, no arbit
 
 Layout of `run_dir/checkpoints/step_00000500/`:
   models/<name>.safetensors   weights and buffers (safetensors)
-  state.pt                    optimizers, LR schedules, fp16 loss scales, step and method extras
-                              (tensors and plain Python values)
+  state.pt                    optimizers, fp16 loss scales, step, samples drawn and method extras
+                              (tensors and plain Python values); the LR schedules are functions of
+                              the step and the config, rebuilt on resume (`schedules_at`)
   rng_rank<r>.pt              each process's RNG states (torch, its own GPU's, numpy, python) and its
                               process-local method state (image pools)
   meta.json                   written last: its presence marks the checkpoint complete
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a crash
-mid-save leaves the previous checkpoints untouched and no half-written `step_*` folder.
+mid-save leaves the previous checkpoints untouched and no half-written `step_*` folder. `save` and
+`restore` are what the training loop calls; `check_resume_config` refuses a config the checkpoint
+cannot continue.
 """
 from __future__ import annotations
 
@@ -25,7 +28,14 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gen import config as config_lib
+from gen.config import ExperimentConfig
+
+from . import faults
 
 FORMAT = 1
 
@@ -166,3 +176,162 @@ def load_latest(root: Path, rank: int = 0) -> Optional[Loaded]:
         raise RuntimeError(f"every checkpoint in {root} is damaged: {[str(d) for d in damaged]}; "
                            "move them away to start from scratch")
     return None
+
+
+# ---- what the training loop calls ----------------------------------------------------------------
+def scalers(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """Each optimizer's fp16 GradScaler (empty without fp16)."""
+    return {k: o.scaler for k, o in optimizers.items() if getattr(o, "scaler", None) is not None}
+
+
+def save(acc: Accelerator, root: Path, step: int, models: dict[str, nn.Module],
+         optimizers: dict[str, torch.optim.Optimizer], *, samples: int, extra: dict[str, Any],
+         rank_state: dict[str, Any], keep: int) -> None:
+    """Write checkpoint `step` under `root`, keeping the newest `keep`; every process calls it (each
+    writes its own RNG file). `samples`: training samples drawn so far; `extra`: state shared by all
+    processes (rank 0's is saved); `rank_state`: this process's own. A failed write (disk full,
+    permissions) removes the partial copy and raises an OSError that names the checkpoint and the
+    whole one it leaves in place."""
+    tmp = tmp_dir(root, step)
+    try:
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        files: list[str] = []
+        if acc.is_main_process:
+            state = {"step": step, "samples": samples,
+                     "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                     "scalers": {k: s.state_dict() for k, s in scalers(optimizers).items()},
+                     "extra": extra}
+            weights = {k: acc.get_state_dict(m) for k, m in models.items()}
+            files = write_models_and_state(tmp, weights, state)
+        faults.maybe_kill("during_checkpoint", step)
+        write_rng(tmp, acc.process_index, rank_state)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            finalize(root, step, files, acc.num_processes, keep)
+        acc.wait_for_everyone()
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = checkpoint_dirs(root)
+        raise OSError(
+            f"could not write checkpoint step {step} in {root} ({err.strerror or err}); "
+            f"the newest whole checkpoint is {last[0] if last else 'none'} and training can resume "
+            "from it once there is space"
+        ) from None
+    faults.maybe_kill("after_checkpoint", step)
+
+
+def check_resume_config(cfg: ExperimentConfig, run_dir: Path, loaded: Loaded,
+                        say=print) -> dict[str, tuple[Any, Any]]:
+    """Before loading checkpoint `loaded` of `run_dir`: refuse (ValueError) a config whose networks
+    differ from those of the run's saved config.yaml, naming the keys, and a train.max_steps below the
+    checkpoint's step; `say` what else changed. Returns {key: (old, new)} of the changes."""
+    saved, changes = run_dir / "config.yaml", {}
+    if saved.is_file():
+        try:
+            old = config_lib.load(saved)
+        except (ValueError, FileNotFoundError) as err:
+            warnings.warn(f"cannot compare with the run's saved config ({err}); resuming without the check")
+            old = None
+        if old is not None:
+            changes = {k: v for k, v in config_lib.differences(old, cfg).items() if k != "run.dir"}
+            # batch <-> sync_batch is the same network trained over more processes (1 GPU -> 8)
+            same_net = {k for k, v in changes.items() if k in ("model.norm", "model.d_norm")
+                        and set(v) == {"batch", "sync_batch"}}
+            arch = {k: v for k, v in changes.items()
+                    if config_lib.is_architecture_key(k) and k not in same_net}
+            if arch:
+                described = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in arch.items())
+                keep = " ".join(f"{k}={a}" for k, (a, b) in arch.items())
+                raise ValueError(
+                    f"run.dir {run_dir} holds a run whose networks were built differently ({described}); "
+                    f"its checkpoint {loaded.path} cannot be loaded into them. Use a new run.dir for the "
+                    f"new architecture, or continue this run with {keep}"
+                )
+    if cfg.train.max_steps < loaded.step:
+        raise ValueError(
+            f"config key train.max_steps={cfg.train.max_steps} is below the step of the checkpoint in "
+            f"run.dir ({loaded.path}, step {loaded.step}); raise train.max_steps to continue, or use a "
+            "new run.dir"
+        )
+    for k, (a, b) in changes.items():
+        note = (" (the LR schedule follows the new value from this step on)"
+                if k in config_lib.SCHEDULE_KEYS else "")
+        say(f"resume: {k} changed {a!r} -> {b!r}{note}")
+    return changes
+
+
+def load_weights(net: nn.Module, name: str, sd: dict[str, torch.Tensor], source: Path) -> None:
+    """Load `sd` into `net` (model `name`, unwrapped); a shape or key mismatch becomes one ValueError
+    naming the layers and `source`."""
+    target = net.state_dict()
+    missing, unexpected = sorted(set(target) - set(sd)), sorted(set(sd) - set(target))
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sd
+              if k in target and sd[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{source}: the weights of {name!r} do not fit the network this config builds "
+            f"(shapes differ: {shapes[:3]}, missing: {missing[:3]}, unexpected: {unexpected[:3]}); "
+            "use the run's original model settings or a new run.dir"
+        )
+    net.load_state_dict(sd)
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) its parameter's memory format. A
+    checkpoint written in NCHW resumed with channels_last (or the reverse: train.channels_last's auto
+    choice differs between CPU and GPU) would otherwise feed fused Adam mismatched strides, which it
+    does not check: the update would be silently wrong."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+def restore(loaded: Loaded, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+            rank: int) -> None:
+    """Load checkpoint `loaded` into the run: weights into `nets` (unwrapped), optimizer states, fp16
+    loss scales, and process `rank`'s RNG states. A model the run does not build is a ValueError; a
+    checkpoint without loss scales or without this rank's RNG file warns and starts them afresh."""
+    for name, sd in loaded.models.items():
+        if name not in nets:
+            raise ValueError(f"checkpoint {loaded.path} has model {name!r} that this run does not build "
+                             f"({sorted(nets)}); was run.dir used for another config?")
+        load_weights(nets[name], name, sd, loaded.path)
+    for name, sd in loaded.state["optimizers"].items():
+        optimizers[name].load_state_dict(sd)
+        match_state_layout(optimizers[name])
+    run_scalers, saved = scalers(optimizers), loaded.state.get("scalers", {})
+    if run_scalers and not saved:
+        warnings.warn(
+            f"{loaded.path} holds no fp16 loss scale (saved without fp16); starting the scale afresh"
+        )
+    for name, sd in saved.items():
+        if name in run_scalers:
+            run_scalers[name].load_state_dict(sd)
+    if loaded.rng is not None:
+        set_rng_state(loaded.rng)
+    else:
+        warnings.warn(f"{loaded.path} has no RNG state for rank {rank} (different number of processes?); "
+                      "continuing with fresh RNG")
+
+
+def schedules_at(schedules: dict[str, torch.optim.lr_scheduler.LambdaLR], lr: float,
+                 step: int) -> dict[str, torch.optim.lr_scheduler.LambdaLR]:
+    """The LambdaLR `schedules` rebuilt as after `step` steps from base LR `lr` (the config's
+    train.lr): each optimizer's LR becomes lr * factor(step), as in a run that never stopped, and a
+    changed train.lr or schedule length applies from this step on. Needs nothing from the checkpoint
+    but the step (called after the optimizers' states are loaded, which would overwrite the LRs)."""
+    rebuilt = {}
+    for name, sched in schedules.items():
+        for group in sched.optimizer.param_groups:
+            group["initial_lr"] = lr  # the base LR of a scheduler built with last_epoch >= 0
+        # Built as having taken step - 1 steps, its construction takes one more and sets the LRs.
+        rebuilt[name] = torch.optim.lr_scheduler.LambdaLR(
+            sched.optimizer, sched.lr_lambdas, last_epoch=step - 1
+        )
+    return rebuilt

@@ -3,11 +3,22 @@ with `train.nonfinite=skip`, skip the optimizer updates whose gradients are not 
 
 LossMonitor keeps, on the device, each loss term's sum over finite values, how many there were,
 and the first step at which a term was NaN or inf; the loop reads it at log cadence and before
-every checkpoint, so a non-finite step is never checkpointed.
+every checkpoint, so a non-finite step is never checkpointed (`check_finite`). In skip mode,
+SkipGuard guards the optimizers, counts the skipped updates, makes a skipped step leave no trace,
+and stops a run whose recent steps were mostly skipped.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import torch
+from accelerate import Accelerator
+from torch import nn
+
+from .checkpoint import checkpoint_dirs
+
+SKIP_WINDOW = 10  # steps; skip mode stops when more than half of the last ones were skipped
 
 
 class LossMonitor:
@@ -67,3 +78,81 @@ def guard_optimizer(optimizer, on_skip) -> None:
         return inner(*args, **kwargs)
 
     optimizer.step = step
+
+
+def last_good(ckpt_root: Path) -> str:
+    """The newest whole checkpoint under `ckpt_root`, for an error message ('none' without one)."""
+    found = checkpoint_dirs(ckpt_root)
+    return str(found[0]) if found else "none"
+
+
+def check_finite(monitor: LossMonitor, acc: Accelerator, ckpt_root: Path) -> None:
+    """train.nonfinite=stop: raise FloatingPointError, on every process together, when a loss was
+    non-finite since the run started, naming the step, the terms and the last good checkpoint;
+    called before anything non-finite is logged as fine or checkpointed."""
+    bad = monitor.first_bad()
+    if acc.num_processes > 1:  # every process stops together, not one while the rest wait
+        flag = torch.tensor([float(bad is not None)], device=acc.device)
+        if bool(acc.reduce(flag, reduction="max").item()) and bad is None:
+            raise FloatingPointError(
+                "non-finite loss on another process; see its message. Lower train.lr, "
+                "try train.mixed_precision=fp32, or set train.nonfinite=skip"
+            )
+    if bad is not None:
+        raise FloatingPointError(
+            f"non-finite loss {', '.join(bad[1])} at step {bad[0]}; last good checkpoint: "
+            f"{last_good(ckpt_root)} (nothing after it was saved). Lower train.lr, try "
+            "train.mixed_precision=fp32, or set train.nonfinite=skip to skip such updates")
+
+
+class SkipGuard:
+    """train.nonfinite=skip: an optimizer update whose gradients are not finite is skipped and
+    counted (`skipped`), the step leaves no trace (norm running statistics are restored), and when
+    more than half of the last SKIP_WINDOW steps skipped an update the run stops: skip mode tolerates
+    a rare bad batch, not a diverged run. Disabled (`enabled=False`), every method does nothing.
+    `ckpt_root` and `lr` are named in that stop's message."""
+
+    def __init__(self, enabled: bool, ckpt_root: Path, lr: float):
+        self.enabled, self.ckpt_root, self.lr = enabled, ckpt_root, lr
+        self.skipped = 0  # updates skipped so far, over every optimizer
+        self.recent: list[bool] = []  # whether each of the last SKIP_WINDOW steps skipped an update
+        self.nets: list[nn.Module] = []
+        self.before: Optional[tuple[int, list[torch.Tensor]]] = None  # (skipped, buffers) at begin()
+
+    def count(self) -> None:
+        self.skipped += 1
+
+    def watch(self, optimizers: list, nets: list[nn.Module]) -> None:
+        """Guard `optimizers`' steps; `nets` (unwrapped) are the networks whose buffers a skipped step
+        restores."""
+        if not self.enabled:
+            return
+        for opt in optimizers:
+            guard_optimizer(opt, self.count)
+        self.nets = nets
+
+    def begin(self) -> None:
+        """Before a step: copies of every buffer of the watched networks, and the skip count."""
+        if self.enabled:
+            self.before = (self.skipped, [b.detach().clone() for net in self.nets for b in net.buffers()])
+
+    def end(self, step: int) -> None:
+        """After step `step`'s updates: when one was skipped, restore the buffers copied at begin();
+        raise FloatingPointError when the run has diverged (its weights are still those of the last
+        good update, and nothing is saved)."""
+        if not self.enabled:
+            return
+        count, buffers = self.before
+        skipped = self.skipped > count
+        if skipped:
+            with torch.no_grad():
+                for b, old in zip((b for net in self.nets for b in net.buffers()), buffers):
+                    b.copy_(old)
+        self.recent = (self.recent + [skipped])[-SKIP_WINDOW:]
+        if len(self.recent) == SKIP_WINDOW and sum(self.recent) > SKIP_WINDOW // 2:
+            raise FloatingPointError(
+                f"train.nonfinite=skip: {sum(self.recent)} of the last {SKIP_WINDOW} steps had non-finite "
+                f"gradients (up to step {step}); the run has diverged, so it stops here without saving. "
+                f"Last good checkpoint: {last_good(self.ckpt_root)}. Lower train.lr (now {self.lr:g}) or "
+                "set train.max_grad_norm"
+            )

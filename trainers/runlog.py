@@ -11,6 +11,9 @@ wandb buffers its offline transaction log (`.wandb`) and flushes it every few se
 killed with SIGKILL leaves a file with little or nothing in it. On resume, `replay_into_wandb` logs
 into the resumed wandb run every step up to the checkpoint that no earlier segment's file holds, from
 metrics.jsonl (scalars) and RUN_DIR/samples/ (validation grids).
+
+Tracking is what the training loop logs through: config.yaml, metrics.jsonl, the validation grids and
+Accelerate's wandb tracker, started, written and closed together, and the summary printed at the end.
 """
 from __future__ import annotations
 
@@ -18,10 +21,17 @@ import json
 import math
 import os
 import re
+import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from accelerate import Accelerator
+from PIL import Image
+
+from gen import config as config_lib
+from gen.config import ExperimentConfig
 from gen.curves import METRICS_FILE, read_metrics
 
 
@@ -105,6 +115,122 @@ class RunLog:
             self.sync()
             self.file.close()
             self.file = None
+
+
+class Tracking:
+    """A run's logs: config.yaml, scalars to RUN_DIR/metrics.jsonl (main process) and every tracker,
+    validation grids to RUN_DIR/samples/ and wandb, through Accelerate's wandb tracker (none when
+    `wandb_mode` is "disabled"). Nothing is written before `start`."""
+
+    def __init__(self, acc: Accelerator, run_dir: Path, wandb_mode: str):
+        self.acc, self.run_dir, self.wandb_mode = acc, Path(run_dir), wandb_mode
+        self.metrics = RunLog()  # opened by start (main process only)
+        self.last_grids: list[Path] = []  # the grids of the last validation, for the summary
+
+    def start(self, cfg: ExperimentConfig, step: int, config_changed: bool) -> None:
+        """Record `cfg` as config.yaml (the previous one kept as config_until_step_N.yaml when a resume
+        at `step` changed it), open metrics.jsonl from `step` on, and start (or continue, by the run's
+        stable id) the wandb run, logging again what an interrupted segment's wandb file lost."""
+        acc, saved = self.acc, self.run_dir / "config.yaml"
+        if acc.is_main_process:
+            if config_changed and saved.is_file():
+                shutil.copyfile(saved, self.run_dir / f"config_until_step_{step:08d}.yaml")  # kept
+            write_atomic(saved, config_lib.to_yaml(cfg))  # a kill leaves the old or the new
+            self.metrics = RunLog(self.run_dir, step)
+        if self.wandb_mode == "disabled":
+            return
+        id_file = self.run_dir / "wandb_id.txt"
+        if acc.is_main_process and not (id_file.is_file() and id_file.read_text().strip()):
+            # A stable id lets a resumed run continue the same wandb run; written whole or not at all.
+            write_atomic(id_file, secrets.token_hex(4))
+        acc.wait_for_everyone()
+        kwargs = {"dir": str(self.run_dir), "mode": self.wandb_mode, "id": id_file.read_text().strip(),
+                  "resume": "allow", "name": cfg.log.name or self.run_dir.name}
+        acc.init_trackers(cfg.log.project, config=config_lib.to_dict(cfg), init_kwargs={"wandb": kwargs})
+        if acc.is_main_process and step:
+            replayed = replay_into_wandb(acc.get_tracker("wandb", unwrap=True), self.run_dir, step)
+            if replayed:
+                acc.print(f"wandb: logged again {len(replayed)} step(s) up to step {step} from "
+                          f"{METRICS_FILE} that an interrupted segment's wandb file had lost")
+
+    def scalars(self, values: dict[str, Any], step: int) -> None:
+        """To RUN_DIR/metrics.jsonl (main process) and the trackers."""
+        if self.acc.is_main_process:
+            self.metrics.log(values, step)
+        self.acc.log(values, step=step)
+
+    def losses(self, means: dict[str, float], step: int, lrs: dict[str, float],
+               skipped: Optional[int] = None, overflows: Optional[int] = None) -> dict[str, float]:
+        """Log train/<term> at `step`: the loss `means`, skip mode's count of `skipped` updates and fp16's
+        `overflows` (the scaler's own back-offs, not bad updates) where they apply, and each optimizer's
+        LR that step ran with (train/lr/<optimizer>). Returns what was logged, without the prefix."""
+        logged = dict(means)
+        if skipped is not None:
+            logged["skipped_updates"] = skipped
+        if overflows is not None:
+            logged["fp16_overflow_steps"] = overflows
+        logged.update({f"lr/{k}": lr for k, lr in lrs.items()})
+        self.scalars({f"train/{k}": v for k, v in logged.items()}, step)
+        return logged
+
+    def images(self, images: dict[str, Image.Image], step: int) -> None:
+        """Save each image as RUN_DIR/samples/NAME_STEP.png and log it to wandb as samples/NAME."""
+        samples = self.run_dir / "samples"
+        samples.mkdir(exist_ok=True)
+        for name, img in images.items():
+            img.save(samples / f"{name}_{step:08d}.png")
+        self.last_grids = [samples / f"{name}_{step:08d}.png" for name in images]
+        if self.wandb_mode != "disabled":
+            import wandb
+            run = self.acc.get_tracker("wandb", unwrap=True)
+            run.log({f"samples/{k}": wandb.Image(v) for k, v in images.items()}, step=step)
+
+    def sync(self) -> None:
+        """metrics.jsonl on disk (before a checkpoint covering its steps is finalized)."""
+        self.metrics.sync()
+
+    def wandb_folder(self) -> Optional[Path]:
+        """The wandb run's folder under RUN_DIR/wandb, or None (disabled, or no tracker started)."""
+        if self.wandb_mode == "disabled":
+            return None
+        try:
+            return Path(self.acc.get_tracker("wandb", unwrap=True).dir).parent
+        except (ValueError, AttributeError, TypeError):
+            return None
+
+    def close(self) -> Optional[Path]:
+        """End the trackers and metrics.jsonl; on the main process, wait until wandb's whole history is
+        on disk. Returns the wandb run's folder (None without one)."""
+        folder = self.wandb_folder()
+        self.acc.end_training()
+        self.metrics.close()
+        if self.acc.is_main_process and folder is not None:
+            wait_written(folder)
+        return folder
+
+    def summary(self, head: str, seconds: float, validation: Optional[tuple[int, dict[str, float]]],
+                held_out: str, export_dir: Path, sample_flags: str, wandb_dir: Optional[Path]) -> str:
+        """What a run leaves and how well it did, printed at its end: `head` ("pix2pix, steps 0..8")
+        and the time it took, the last `validation` (step, metrics) on the `held_out` items, the last
+        grids, the export and the sample.py command for it, and the wandb folder (with the sync command
+        offline)."""
+        minutes, secs = divmod(round(seconds), 60)
+        lines = [f"summary: {head} in {minutes}m{secs:02d}s"]
+        if validation is not None:
+            step, metrics = validation
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            lines.append(f"  validation at step {step} (held-out items: {held_out}): {shown or 'grid only'}")
+        for grid in self.last_grids:
+            lines.append(f"  grid:   {grid}")
+        lines.append(f"  export: {export_dir}  (python sample.py {self.run_dir} {sample_flags} --output DIR)")
+        if wandb_dir is not None:
+            # A resumed run has one folder per segment; syncing only the last would drop the history
+            # before the resume (the shell's sorted glob syncs them oldest first).
+            segments = len(wandb_logs(self.run_dir))
+            target = wandb_dir if segments <= 1 else f"{wandb_dir.parent}/offline-run-*"
+            sync = f"  (wandb sync {target})" if self.wandb_mode == "offline" else ""
+            lines.append(f"  wandb:  {wandb_dir}{sync}")
+        return "\n".join(lines)
 
 
 # ---- wandb's offline transaction log ---------------------------------------------------------------
