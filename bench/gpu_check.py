@@ -3,10 +3,12 @@
 First DDPM CIFAR-10 (Ho et al.'s 35.7M U-Net, `ddpm_cifar10`) at batch 128: seconds per training and
 sampling step, images per second, achieved TFLOP/s (FLOPs counted by torch.utils.flop_counter) and
 MFU against the GPU's dense bf16 peak, and peak memory, for fp32 / bf16 / fp16. Then, per method
-(pix2pix, pix2pix with model.norm=sync_batch, CycleGAN, colorization, DDPM unconditional and
-conditional, segmentation) and precision:
+(pix2pix, pix2pix with model.norm=sync_batch, CycleGAN, colorization, colorization's GAN loss, DDPM
+unconditional and conditional, segmentation) and precision:
 a run of `--steps` training steps with a checkpoint half-way and at the end
-(train.deterministic=true), its export, `sample.py` on a folder with the export, then the last
+(train.deterministic=true), its export, training's validation against `sample.py evaluate` on the
+same items (they must be equal: one inference path), `sample.py` on a folder with the export in
+fp32 and with `--precision bf16` (the mean 8-bit difference between the two), then the last
 checkpoint removed and the run resumed from the half-way one: the resumed weights must equal the
 uninterrupted ones within `--tolerance` (deterministic kernels: 0 is expected) and it must have
 started at the half-way step. Everything goes to one JSON file, rewritten after every row.
@@ -94,6 +96,11 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
                                     "model.norm=instance", "model.d_norm=instance"],
         "colorization": common + gan + ["method=colorization", "data.kind=images",
                                         f"data.root={data / 'photos'}", "colorization.prior=imagenet"],
+        # the shared GAN step (trainers/gan_step.py) with colorization's own GAN mode and weight
+        "colorization-gan": common + gan + ["method=colorization", "data.kind=images",
+                                            f"data.root={data / 'photos'}", "colorization.prior=imagenet",
+                                            "colorization.loss=gan", "colorization.gan_mode=lsgan",
+                                            "colorization.lambda_gan=0.5"],
         "ddpm": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}"],
         "ddpm-conditional": ddpm + ["method=ddpm", "data.kind=paired", "data.layout=folders",
                                     f"data.root={data / 'folders'}"],
@@ -113,8 +120,10 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     }
 
 
-def sample_cli(run_dir: Path, case: str, inputs: Path, out: Path, device: str) -> dict:
-    args = [sys.executable, str(ROOT / "sample.py"), str(run_dir), "--output", str(out), "--device", device]
+def sample_cli(run_dir: Path, case: str, inputs: Path, out: Path, device: str,
+               precision: str = "fp32") -> dict:
+    args = [sys.executable, str(ROOT / "sample.py"), str(run_dir), "--output", str(out), "--device", device,
+            "--precision", precision]
     args += ["--num", "4", "--steps", "5"] if case == "ddpm" else ["--input", str(inputs)]
     if case == "ddpm-conditional":
         args += ["--steps", "5"]
@@ -123,6 +132,32 @@ def sample_cli(run_dir: Path, case: str, inputs: Path, out: Path, device: str) -
     written = len(list(out.glob("*.png"))) if out.is_dir() else 0
     return {"rc": proc.returncode, "seconds": time.perf_counter() - t, "pngs": written,
             "stderr_tail": proc.stderr[-400:] if proc.returncode else ""}
+
+
+def one_inference_path(trainer, cfg, steps: int, device: str) -> dict:
+    """Training's validation against `sample.py evaluate` on the same items and weights, on the device:
+    the metrics must be equal (the same pipeline, in fp32, whatever the training precision)."""
+    from gen.data.build import eval_data
+    from gen.evaluate import evaluate
+    from gen.methods import Sampling
+    if cfg.method == "ddpm" and cfg.data.kind == "images":
+        return {}  # unconditional: its validation is a sample grid (tests/test_one_inference_path.py)
+    logged = {k: v for k, v in trainer.validate(steps).items() if isinstance(v, float)}
+    per_batch = 4 if cfg.method == "colorization" else 1
+    n = len(trainer.validation_items(per_batch=per_batch))
+    sampling = Sampling(1, cfg.ddpm.sample_steps, cfg.ddpm.sample_scheduler, cfg.run.seed)
+    scored, _ = evaluate(trainer.run_dir, eval_data(cfg, "val"), max_images=n, sampling=sampling,
+                         device="cuda" if device == "cuda" else "cpu")
+    diffs = {k: abs(v - scored[k]) for k, v in logged.items() if isinstance(scored.get(k), float)}
+    return {"validation_equals_evaluate": bool(diffs) and max(diffs.values()) == 0.0,
+            "validation_vs_evaluate_max_diff": max(diffs.values(), default=None)}
+
+
+def mean_png_difference(a: Path, b: Path) -> float | None:
+    """Mean absolute 8-bit difference between same-named PNGs of two folders (None: nothing to compare)."""
+    diffs = [np.abs(np.asarray(Image.open(p), np.int16) - np.asarray(Image.open(b / p.name), np.int16)).mean()
+             for p in sorted(a.glob("*.png")) if (b / p.name).is_file() and p.name != "grid.png"]
+    return float(np.mean(diffs)) if diffs else None
 
 
 def check_one(case: str, overrides: list[str], precision: str, steps: int, work: Path, device: str,
@@ -140,13 +175,14 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     row["train_seconds"] = time.perf_counter() - t
     row["export"] = (run_dir / "export").is_dir()
     uninterrupted = final_weights(run_dir)
-    row["sample_cli"] = sample_cli(
-        run_dir,
-        case,
-        inputs / "photos" / "val",
-        work / f"samples-{case}-{precision}",
-        "cuda" if device == "cuda" else "cpu",
-    )
+    row.update(one_inference_path(trainer, cfg, steps, device))
+    on = "cuda" if device == "cuda" else "cpu"
+    fp32_out = work / f"samples-{case}-{precision}"
+    row["sample_cli"] = sample_cli(run_dir, case, inputs / "photos" / "val", fp32_out, on)
+    # the pipelines' bf16 option (sample.py --precision bf16) beside their fp32 default
+    bf16_out = work / f"samples-{case}-{precision}-bf16"
+    row["sample_cli_bf16"] = sample_cli(run_dir, case, inputs / "photos" / "val", bf16_out, on, "bf16")
+    row["sample_cli_bf16"]["mean_abs_diff_8bit"] = mean_png_difference(fp32_out, bf16_out)
     shutil.rmtree(checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0])  # back to the half-way checkpoint
     t = time.perf_counter()
     again = TRAINERS[cfg.method](cfg)
@@ -287,6 +323,8 @@ def main() -> int:
                         row["export"]
                         and row["sample_cli"]["rc"] == 0
                         and row["sample_cli"]["pngs"] > 0
+                        and row["sample_cli_bf16"]["rc"] == 0
+                        and row.get("validation_equals_evaluate", True)
                         and row["resume_max_abs_diff"] <= args.tolerance
                         and row["resumed_from_step"] == steps // 2
                     )

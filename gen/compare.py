@@ -1,18 +1,18 @@
 """Side-by-side comparison of runs on the same test inputs: a grid, a metrics table (CSV, markdown),
 and a static HTML report. `trainers.wandb_report` puts the same table into wandb.
 
-Every run that makes images (pix2pix, L1-only, CycleGAN, colorization, conditional DDPM) is scored by
-L1 / PSNR / SSIM / LPIPS against the target and, with a segmenter on labelled data, by FCN-score;
-segmentation runs by pixel accuracy, mean accuracy and mean IU against the labels. Each method adds its
-own metrics: AuC and colourfulness for colorization (which colours the target photo's L channel),
-diversity (mean pairwise L1, and LPIPS when available, between the k samples of one input) for a
-diffusion sampler with k > 1. The FCN-score of the real photos comes first, as the ground-truth row.
+Each run is scored by its method's scoring (gen/methods), the code behind training's validation and
+`sample.py evaluate`: image-making runs (pix2pix, L1-only, conditional DDPM) by L1 / PSNR / SSIM /
+LPIPS / FID / KID against the target and, with a segmenter on labelled data, by FCN-score (the real
+photos' FCN-score first, as the ground-truth row); colorization by AuC and colourfulness (colouring the
+target photo's L channel, beside the grayscale baseline row); segmentation by pixel accuracy, mean
+accuracy and mean IU; a diffusion sampler with k > 1 also by diversity (mean pairwise L1, and LPIPS
+when available, between the k samples of one input).
 """
 from __future__ import annotations
 
 import csv
 import html
-import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,12 +25,9 @@ from tqdm.auto import tqdm
 
 from . import pipelines
 from .data.evaluation import EvalData
-from .data.labels import label_to_tensor
-from .metrics import ImageScores, l1
-from .metrics.perceptual import try_lpips
+from .methods import Context, Sampling, scoring_for
 from .metrics.inception import try_inception_distances
-from .metrics.segmentation import ConfusionMatrix
-from .pipelines.colorization import GrayBaseline
+from .metrics.perceptual import try_lpips
 from .visualize import image_grid
 
 
@@ -72,19 +69,6 @@ class Comparison:
         return out
 
 
-@dataclass
-class Sampling:
-    """How diffusion runs are sampled: k samples per input, sampler and steps, seed of input i = seed + i."""
-    samples_per_input: int = 1
-    steps: int = 50
-    scheduler: str = "ddim"
-    seed: int = 0
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def _evaluation_items(data: EvalData):
     """Paired data as is; an image folder (data.kind=images) as grayscale input -> colour target."""
     if data.kind != "images":
@@ -97,103 +81,20 @@ def _evaluation_items(data: EvalData):
 
         def __getitem__(self, i):
             from .color import join_lab, split_lab
-            rgb = images[i]["image"]
+            rgb, name = images[i]["image"], images[i]["name"]
             l_norm, ab = split_lab(rgb[None])  # the input shown is the L that colorizers see
-            return {"input": join_lab(l_norm, torch.zeros_like(ab))[0], "target": rgb}
+            return {"input": join_lab(l_norm, torch.zeros_like(ab))[0], "target": rgb, "name": name}
     return GrayToColour()
 
 
-def _diffusion_outputs(pipe, x: torch.Tensor, sampling: Sampling, index: int) -> torch.Tensor:
-    """(1, C, H, W) condition -> (k, C_out, H, W). A model trained at another size samples at its own
-    size (condition resized with nearest neighbours, which keeps label colours pure) and is resized back."""
-    gen = torch.Generator(pipe.unet.device).manual_seed(sampling.seed + index)
-    return pipe.sample_for(x, sampling.samples_per_input, sampling.steps, sampling.scheduler, gen)
-
-
-class RunScores:
-    """One image-making run's accumulators over the evaluation set."""
-
-    def __init__(self, name: str, pipe, num_classes: int, lpips_metric, with_fcn: bool, centres=None,
-                 distances=None):
-        from .metrics.colorization import ColorizationScores
-        self.name, self.pipe, self.lpips, self.distances = name, pipe, lpips_metric, distances
-        self.images = ImageScores(lpips_metric)
-        self.values: dict[str, list[float]] = {"diversity L1": [], "diversity LPIPS": []}
-        self.cm = ConfusionMatrix(num_classes) if with_fcn else None
-        self.colour = ColorizationScores(centres) if centres is not None else None
-
-    def outputs(self, x: torch.Tensor, y: torch.Tensor, sampling: Sampling, index: int) -> torch.Tensor:
-        """(k, C, H, W) in [-1, 1]: k = 1 except for diffusion samplers."""
-        if self.pipe.kind == "diffusion":
-            return _diffusion_outputs(self.pipe, x, sampling, index)
-        if self.pipe.kind == "colorization":  # colours the target photo's own L channel; AuC recorded here
-            from .color import split_lab
-            return self.colour.update(y, self.pipe(split_lab(y)[0]).cpu())
-        return self.pipe(x).cpu().float()
-
-    def update(self, outs: torch.Tensor, y: torch.Tensor, label: Optional[torch.Tensor], seg) -> None:
-        v = self.values
-        for out in outs.split(1):
-            self.images.add(out, y)
-            if self.cm is not None:
-                self.cm.update(seg(out)[0], label)
-        if self.distances is not None and outs.shape[1] in (1, 3):
-            self.distances.add_fake(self.name, outs)
-        for a, b in itertools.combinations(outs.split(1), 2):
-            v["diversity L1"].append(l1(a, b))
-            if self.lpips is not None and a.shape[1] == 3:
-                v["diversity LPIPS"] += self.lpips(a, b)
-
-    def row(self) -> dict:
-        row = {"run": self.name, "method": self.pipe.method}
-        row.update(self.images.means())
-        if self.lpips is None:
-            row["LPIPS"] = "unavailable"
-        if self.colour is not None:
-            scores = self.colour.scores()
-            row.update({"AuC": scores["AuC"], "AuC rebalanced": scores["AuC_rebalanced"],
-                        "colourfulness": scores["colourfulness"]})
-        if self.distances is not None and self.name in self.distances.fake:
-            row.update({k: v for k, v in self.distances.report(self.name).items() if k in ("FID", "KID")})
-        if self.cm is not None:
-            row.update({f"FCN {m}": v for m, v in self.cm.scores().items()})
-        if self.values["diversity L1"]:
-            row["diversity L1"] = _mean(self.values["diversity L1"])
-            row["diversity LPIPS"] = _mean(self.values["diversity LPIPS"]) if self.lpips else "unavailable"
-        return row
-
-
-def compare_runs(
-    evaluation: EvalData,
-    run_dirs: list[Path],
-    segmenter: Optional[Path] = None,
-    grid_rows: int = 6,
-    max_images: Optional[int] = None,
-    sampling: Optional[Sampling] = None,
-    device: Optional[str] = None,
-    distances=None,
-) -> Comparison:
-    """Every run on the same inputs: one table row per run (L1 / PSNR / SSIM / LPIPS / FID / KID,
-    FCN-score with a segmenter, colorization AuC, DDPM diversity) and one grid. `distances`: an
-    InceptionDistances to use (default: torchmetrics' Inception when cached, else reported missing)."""
-    sampling = sampling or Sampling()
-    if sampling.samples_per_input < 1:
-        raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
-    if evaluation.kind == "unpaired":
-        raise ValueError("compare needs paired inputs (or an image folder for colorization); CycleGAN runs "
-                         "are scored on their unpaired test split by sample.py evaluate")
-    data, split = _evaluation_items(evaluation), evaluation.split
-    n = len(data) if max_images is None else min(max_images, len(data))
-    labelled, k = evaluation.kind == "segmentation", evaluation.num_classes
-    names = [Path(r).name for r in run_dirs]
-    if len(set(names)) < len(names):
-        raise ValueError(f"runs share a folder name ({names}); the report names runs by folder, so give each "
-                         "run a distinct folder name")
-    pipes = {Path(r).name: pipelines.load(r, device=device) for r in run_dirs}
-    seg = pipelines.load(segmenter, device=device) if segmenter else None
+def _check_runs(pipes: dict, evaluation: EvalData, seg) -> None:
+    labelled = evaluation.kind == "segmentation"
     if seg is not None and not labelled:
         raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
     for name, pipe in pipes.items():
+        if pipe.kind == "cyclegan":
+            raise ValueError(f"run {name} is a CycleGAN: it is scored on its unpaired test split by "
+                             "sample.py evaluate")
         if pipe.kind == "segmentation" and not labelled:
             raise ValueError(
                 f"run {name} is a segmenter but the data has no labels (data.kind={evaluation.kind})"
@@ -206,30 +107,61 @@ def compare_runs(
         if evaluation.kind == "images" and pipe.kind not in ("colorization", "diffusion"):
             raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
                              "grayscale -> colour inputs, for colorization runs")
+
+
+def _table_row(name: str, method: str, result: dict) -> dict:
+    """A scoring's result as one table row: scalars as columns, the FCN-score as "FCN <metric>"."""
+    row = {"run": name, "method": method}
+    for key, value in result.items():
+        if key in ("inference", "sampler", "split", "images", "fcn_score_ground_truth"):
+            continue
+        if key == "fcn_score":
+            row.update({f"FCN {m}": v for m, v in value.items()})
+        elif not isinstance(value, dict):
+            row[key] = value
+    return row
+
+
+def compare_runs(
+    evaluation: EvalData,
+    run_dirs: list[Path],
+    segmenter: Optional[Path] = None,
+    grid_rows: int = 6,
+    max_images: Optional[int] = None,
+    sampling: Optional[Sampling] = None,
+    device: Optional[str] = None,
+    distances=None,
+    precision: Optional[str] = None,
+) -> Comparison:
+    """Every run on the same inputs, each scored by its method's scoring (gen/methods, the code of
+    training's validation and sample.py evaluate): one table row per run and one grid. `distances`:
+    an InceptionDistances to use (default: torchmetrics' Inception when cached, else reported missing)."""
+    sampling = sampling or Sampling()
+    if sampling.samples_per_input < 1:
+        raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
+    if evaluation.kind == "unpaired":
+        raise ValueError("compare needs paired inputs (or an image folder for colorization); CycleGAN runs "
+                         "are scored on their unpaired test split by sample.py evaluate")
+    data, split = _evaluation_items(evaluation), evaluation.split
+    n = len(data) if max_images is None else min(max_images, len(data))
+    names = [Path(r).name for r in run_dirs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"runs share a folder name ({names}); the report names runs by folder, so give each "
+                         "run a distinct folder name")
+    pipes = {Path(r).name: pipelines.load(r, device=device, precision=precision) for r in run_dirs}
+    seg = pipelines.load(segmenter, device=device, precision=precision) if segmenter else None
+    _check_runs(pipes, evaluation, seg)
     lpips_metric, lpips_missing = try_lpips()
     distances, fid_missing = try_inception_distances(device, distances)
-    from .evaluate import bins_of
-    makers = {
-        name: RunScores(
-            name,
-            pipe,
-            k,
-            lpips_metric,
-            seg is not None,
-            torch.from_numpy(bins_of(pipe, evaluation.bins)) if pipe.kind == "colorization" else None,
-            distances,
-        )
-        for name, pipe in pipes.items()
-        if pipe.kind != "segmentation"
-    }
-    colorizers = [name for name, pipe in pipes.items() if pipe.kind == "colorization"]
-    gray = None
-    if colorizers:  # the baseline every colorization table needs, scored by the same code (table only)
-        baseline = GrayBaseline()
-        gray = RunScores(baseline.method, baseline, k, lpips_metric, seg is not None,
-                         torch.from_numpy(bins_of(baseline, evaluation.bins)), distances)
-    cms = {name: ConfusionMatrix(k) for name, pipe in pipes.items() if pipe.kind == "segmentation"}
-    truth_cm = ConfusionMatrix(k) if seg else None
+    makers = [name for name, pipe in pipes.items() if pipe.kind != "segmentation"]
+    scorings = {}
+    for name, pipe in pipes.items():
+        makes_images = pipe.kind != "segmentation"
+        ctx = Context(grid_rows=0, lpips=lpips_metric if makes_images else None,
+                      lpips_missing="unavailable" if makes_images and lpips_metric is None else "",
+                      distances=distances if makes_images else None, segmenter=seg if makes_images else None,
+                      bins=evaluation.bins, sampling=sampling)
+        scorings[name] = scoring_for(pipe, ctx)
     columns = ["input", "ground truth"]
     for name, pipe in pipes.items():
         extra = sampling.samples_per_input if pipe.kind == "diffusion" else 1
@@ -237,36 +169,26 @@ def compare_runs(
     rows = []
     for i in tqdm(range(n), desc=f"compare {split}", dynamic_ncols=True):
         item = data[i]
-        x, y = item["input"][None], item["target"][None]
-        label = item.get("label")
         row = [item["input"], item["target"]]
-        if seg is not None:
-            truth_cm.update(seg(y)[0], label)
-        if distances is not None and y.shape[1] in (1, 3):
-            distances.add_real(y)
-        for name, pipe in pipes.items():
-            if name in cms:
-                pred = pipe(x)[0]
-                cms[name].update(pred, label)
-                row.append(label_to_tensor(pred.cpu(), k))
-                continue
-            outs = makers[name].outputs(x, y, sampling, i)
-            makers[name].update(outs, y, label, seg)
-            row += list(outs)
-        if gray is not None:
-            gray.update(gray.outputs(x, y, sampling, i), y, label, seg)
+        for scoring in scorings.values():
+            row += list(scoring.add([item])[0])
         if len(rows) < grid_rows:
             rows.append(row)
     result = Comparison(columns, rows)
-    if seg is not None:
+    results = {name: scoring.result() for name, scoring in scorings.items()}
+    key = "fcn_score_ground_truth"
+    truth = next((r[key] for r in results.values() if key in r), None)
+    if truth is not None:
         result.table.append({"run": "ground truth (real photos)", "method": "real",
-                             **{f"FCN {m}": v for m, v in truth_cm.scores().items()}})
+                             **{f"FCN {m}": v for m, v in truth.items()}})
     for name, pipe in pipes.items():
-        result.table.append({"run": name, "method": pipe.method, **cms[name].scores()} if name in cms
-                            else makers[name].row())
-    if gray is not None:
-        result.table.append(gray.row())
-    if lpips_metric is None:
+        result.table.append(_table_row(name, pipe.method, results[name]))
+    baselines = {}
+    for scoring in scorings.values():  # reference rows (colorization's gray), scored by the same code
+        baselines.update(scoring.baselines())
+    for name, scores in baselines.items():
+        result.table.append(_table_row(name.replace("_", " "), "baseline", scores))
+    if lpips_metric is None and makers:
         result.notes.append(lpips_missing)
     if distances is None and makers:  # only image-making runs have FID / KID
         result.notes.append(fid_missing)
@@ -281,8 +203,10 @@ def compare_runs(
                 f", at its training size {pipe.sample_size}x{pipe.sample_size} and resized to {h}x{w}")
             result.notes.append(
                 f"{name}: {sampling.samples_per_input} sample(s) per input, {sampling.scheduler} "
-                f"{sampling.steps} steps, seed {sampling.seed} + input index{how}"
+                f"{sampling.steps} steps, seed {sampling.seed}, each input's noise named by its file "
+                f"name{how}"
             )
+    colorizers = [name for name, pipe in pipes.items() if pipe.kind == "colorization"]
     if colorizers:
         photo = "the ground-truth photo (not the input column)"
         source = "the gray input" if evaluation.kind == "images" else photo

@@ -17,13 +17,14 @@ import torch
 from PIL import Image
 
 import gen.evaluate as evaluate_mod
+import gen.methods.cyclegan as cyclegan_mod
 import gen.metrics.domain as domain_mod
 from gen import config, pipelines
 from gen.cache import Cache
 from gen.data.evaluation import EvalData
 from gen.data.folder import ImageFolder
 from gen.data.transforms import Geometry, load_images
-from gen.evaluate import CLASSIFIER_FILE, domain_classifier, evaluate_diffusion, evaluate_unpaired
+from gen.evaluate import CLASSIFIER_FILE, Sampling, domain_classifier, evaluate
 from gen.metrics import psnr
 from gen.metrics.colorization import AuCAccumulator, auc
 from gen.metrics.domain import ClassifierSettings
@@ -38,7 +39,7 @@ from trainers.colorization import PRIOR_FILE, ColorizationTrainer
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ClassifierSettings(width=4, epochs=1, min_steps=3, batch=8)  # a classifier trained in milliseconds
 GEO = Geometry("resize_and_crop", 36, 32, False)
-LOAD = pipelines.load
+LOAD, LOAD_EXPORT = pipelines.load, pipelines.load_export
 
 
 def write_domain(folder: Path, n: int, swap: bool, seed: int, size: int = 40) -> list[Path]:
@@ -118,9 +119,9 @@ def test_domain_classifier_cache_is_rebuilt_for_changed_files_settings_labels_or
 def test_evaluate_unpaired_says_it_reuses_its_classifier(cyclegan_export, tmp_path, capsys):
     data = unpaired_data(tmp_path / "data", 2)
     (cyclegan_export / CLASSIFIER_FILE).unlink(missing_ok=True)
-    first, _ = evaluate_unpaired(cyclegan_export, data, grid_rows=1, classifier=TINY)
+    first, _ = evaluate(cyclegan_export, data, grid_rows=1, classifier=TINY)
     assert "reusing" not in capsys.readouterr().out
-    second, _ = evaluate_unpaired(cyclegan_export, data, grid_rows=1, classifier=TINY)
+    second, _ = evaluate(cyclegan_export, data, grid_rows=1, classifier=TINY)
     assert "domain classifier: reusing" in capsys.readouterr().out and second == first
 
 
@@ -165,9 +166,9 @@ def test_a_given_inception_accumulator_does_not_carry_features_between_evaluatio
     run = tiny_export(tmp_path / "ddpm")
     data = EvalData("test", "images", image_folder(tmp_path / "imgs", 4))
     shared = InceptionDistances(random_extractor())
-    first, _ = evaluate_diffusion(run, data, grid_rows=1, steps=2, distances=shared)
-    second, _ = evaluate_diffusion(run, data, grid_rows=1, steps=2, distances=shared)
-    alone, _ = evaluate_diffusion(run, data, grid_rows=1, steps=2, distances=InceptionDistances(
+    first, _ = evaluate(run, data, grid_rows=1, sampling=Sampling(steps=2), distances=shared)
+    second, _ = evaluate(run, data, grid_rows=1, sampling=Sampling(steps=2), distances=shared)
+    alone, _ = evaluate(run, data, grid_rows=1, sampling=Sampling(steps=2), distances=InceptionDistances(
         random_extractor()))
     assert first == second == alone and first["FID_images"] == 4
 
@@ -215,7 +216,12 @@ class Tracked:
         return self._alive.track(self._pipe(*args, **kw))
 
     def __getattr__(self, name):
-        return getattr(self._pipe, name)
+        attr = getattr(self._pipe, name)
+        if name in ("sample_numbers", "sample_for"):  # DDPM samples
+            return lambda *a, **kw: self._alive.track(attr(*a, **kw))
+        if name == "directions":  # both generators of a CycleGAN export
+            return {k: Tracked(v, self._alive) for k, v in attr.items()}
+        return attr
 
 
 class TrackedItems:
@@ -236,6 +242,7 @@ def track(monkeypatch, *modules) -> Alive:
     (Tensor objects: a view kept of a tracked tensor is not counted, its base tensor is.)"""
     alive = Alive()
     monkeypatch.setattr(pipelines, "load", lambda *a, **kw: Tracked(LOAD(*a, **kw), alive))
+    monkeypatch.setattr(pipelines, "load_export", lambda *a, **kw: Tracked(LOAD_EXPORT(*a, **kw), alive))
     for module in modules:
         monkeypatch.setattr(module, "load_images", lambda *a, **kw: alive.track(load_images(*a, **kw)))
     return alive
@@ -264,8 +271,8 @@ def test_evaluate_unpaired_streams_the_split(cyclegan_export, tmp_path, monkeypa
     for n in (3, 12):
         data = unpaired_data(tmp_path / f"d{n}", n)
         (cyclegan_export / CLASSIFIER_FILE).unlink(missing_ok=True)
-        alive = track(monkeypatch, evaluate_mod)  # the test images, not the classifier's training batches
-        result, grid = evaluate_unpaired(cyclegan_export, data, grid_rows=2, classifier=TINY,
+        alive = track(monkeypatch, cyclegan_mod)  # the test images, not the classifier's training batches
+        result, grid = evaluate(cyclegan_export, data, grid_rows=2, classifier=TINY,
                                          distances=InceptionDistances(random_extractor()))
         peaks.append(alive.peak)
         results.append((data, result))
@@ -308,8 +315,8 @@ def test_evaluate_diffusion_streams_samples_and_real_images(tmp_path, monkeypatc
         alive = track(monkeypatch)
         data = EvalData("test", "images", TrackedItems(image_folder(tmp_path / f"i{n}", n), alive))
         saved = evaluate_mod.SavedOutputs(tmp_path / f"out{n}")
-        result, grid = evaluate_diffusion(run, data, grid_rows=2, steps=1, saved=saved,
-                                          distances=InceptionDistances(random_extractor()))
+        result, grid = evaluate(run, data, grid_rows=2, sampling=Sampling(steps=1), saved=saved,
+                                distances=InceptionDistances(random_extractor()))
         peaks.append(alive.peak)
         assert result["images"] == result["FID_images"] == saved.count == n
         assert len(list((tmp_path / f"out{n}").glob("sample_*.png"))) == n

@@ -10,10 +10,9 @@ from PIL import Image
 
 from gen import config
 from gen.compare import Sampling, compare_runs
-from gen.visualize import grid_size
 from gen.data.build import eval_data
 from trainers import ColorizationTrainer, DDPMTrainer, Pix2PixTrainer, SegmentationTrainer
-from conftest import run_sample
+from conftest import grid_size, run_sample
 from test_colorization import colorization_overrides
 from test_ddpm import ddpm_overrides
 from test_segmentation import overrides, write_colour_classes
@@ -25,7 +24,7 @@ def test_compare_writes_report_and_wandb_tables(tmp_path):
     write_colour_classes(tmp_path / "data" / "val", 3, seed=1)
     torch.manual_seed(0)
     SegmentationTrainer(config.load(None, overrides(tmp_path, **{"run.dir": tmp_path / "seg"}))).fit()
-    short = {"method": "pix2pix", "data.direction": "AtoB", "train.max_steps": 4, "train.sample_every": 4,
+    short = {"method": "pix2pix", "data.direction": "AtoB", "train.max_steps": 4, "train.validate_every": 4,
              "train.ckpt_every": 4}
     Pix2PixTrainer(config.load(None, overrides(tmp_path, **short, **{"run.dir": tmp_path / "p2p"}))).fit()
     Pix2PixTrainer(config.load(None, overrides(tmp_path, **short, **{"run.dir": tmp_path / "l1only",
@@ -81,7 +80,7 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
         config.load(
             None,
             overrides(
-                tmp_path, **{"run.dir": tmp_path / "seg", "train.max_steps": 20, "train.sample_every": 20}
+                tmp_path, **{"run.dir": tmp_path / "seg", "train.max_steps": 20, "train.validate_every": 20}
             ),
         )
     ).fit()
@@ -91,7 +90,7 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
         "data.crop_size": 32, "train.max_steps": 2, "train.ckpt_every": 2})
     DDPMTrainer(config.load(None, ddpm)).fit()
     colour = colorization_overrides(tmp_path / "colour", tmp_path / "data", **{
-        "data.pattern": "'*.jpg'", "train.max_steps": 2, "train.sample_every": 2, "train.ckpt_every": 2})
+        "data.pattern": "'*.jpg'", "train.max_steps": 2, "train.validate_every": 2, "train.ckpt_every": 2})
     ColorizationTrainer(config.load(None, colour)).fit()
 
     out = tmp_path / "report"
@@ -115,7 +114,7 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
     assert list(rows) == ["ground truth (real photos)", "ddpm", "colour", "grayscale baseline"]
     assert float(rows["grayscale baseline"]["colourfulness"]) < 0.01  # ab = 0 through the same scoring
     assert rows["colour"]["method"] == "colorization (classification, rebalanced)"  # the variant is named
-    assert float(rows["ddpm"]["diversity L1"]) > 0 and rows["colour"]["diversity L1"] == "—"
+    assert float(rows["ddpm"]["diversity_L1"]) > 0 and rows["colour"]["diversity_L1"] == "—"
     assert 0 < float(rows["colour"]["AuC"]) <= 1 and rows["ddpm"]["AuC"] == "—"
     assert float(rows["colour"]["colourfulness"]) >= 0 and float(rows["ddpm"]["FCN pixel_acc"]) >= 0
     # input | truth | ddpm sample 1 | ddpm sample 2 | colour; 3 test images
@@ -134,7 +133,7 @@ def test_compare_colorization_and_conditional_ddpm_with_their_own_metrics(tmp_pa
     images = config.load(tmp_path / "colour" / "config.yaml")
     result = compare_runs(eval_data(images, "test"), [tmp_path / "colour"], None, 2)
     assert [r["run"] for r in result.table] == ["colour", "grayscale baseline"]
-    assert "AuC rebalanced" in result.table[0] and any("gray input" in note for note in result.notes)
+    assert "AuC_rebalanced" in result.table[0] and any("gray input" in note for note in result.notes)
     with pytest.raises(ValueError, match="segmenter but the data has no labels"):
         compare_runs(eval_data(images, "test"), [tmp_path / "seg"])
 

@@ -48,7 +48,7 @@ def ddpm_overrides(run_dir, root, **extra):
         "train.beta1": 0.9,
         "train.lr_decay_start": 1.0,
         "train.log_every": 2,
-        "train.sample_every": 1000,
+        "train.validate_every": 1000,
         "train.ckpt_every": 3,
         "ddpm.sample_steps": 5,
         "ddpm.num_samples": 4,
@@ -289,7 +289,7 @@ def test_sample_cli_conditional_k_samples_per_input_at_input_size(tmp_path):
 
 def test_channels_last_gives_the_same_network_outputs_and_samples():
     """The CPU default (channels_last) computes what NCHW computes, up to float rounding: the U-Net's
-    output to 1e-5, and 10-step DDIM samples well inside one 8-bit level."""
+    output to 1e-5; the pipeline samples in it on the CPU, whatever layout it was given."""
     torch.manual_seed(0)
     net = create_model("ddpm_tiny").eval()
     x, t = torch.randn(3, 3, 16, 16), torch.tensor([0, 400, 999])
@@ -298,9 +298,5 @@ def test_channels_last_gives_the_same_network_outputs_and_samples():
     torch.testing.assert_close(nhwc, nchw, rtol=1e-5, atol=1e-5)
     pipe = DiffusionSamplingPipeline(net.to(memory_format=torch.contiguous_format), DDPMScheduler())
     pipe.sample_size = 16
-    auto = pipe(2, 10, "ddim", torch.Generator().manual_seed(0), progress=False)
+    pipe(2, 10, "ddim", torch.Generator().manual_seed(0), progress=False)
     assert net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)  # the CPU default
-    pipe.memory_format = torch.contiguous_format
-    plain = pipe(2, 10, "ddim", torch.Generator().manual_seed(0), progress=False)
-    assert net.conv_in.weight.is_contiguous()
-    assert (auto - plain).abs().max() < 1 / 255

@@ -45,6 +45,7 @@ def test_dry_run_on_the_cpu(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     done = [r for r in report["checks"] if "skipped" not in r]
     assert [(r["case"], r["ok"]) for r in done] == [("pix2pix", True), ("ddpm-conditional", True)]
+    assert all(r["validation_equals_evaluate"] and r["sample_cli_bf16"]["rc"] == 0 for r in done)
     assert all(r["resume_max_abs_diff"] == 0.0 and r["sample_cli"]["pngs"] > 0 and r["resumed_from_step"] == 2
                for r in done)
     assert {r["skipped"] for r in report["checks"] if "skipped" in r} == {"fp16 needs a GPU (refused)"}
@@ -64,8 +65,8 @@ def test_every_case_config_loads(tmp_path):
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     all_cases = gpu_check.cases(tmp_path, 64, 32)
-    expected = {"pix2pix", "pix2pix-sync_batch", "cyclegan", "colorization", "ddpm", "ddpm-conditional",
-                "segmentation"}
+    expected = {"pix2pix", "pix2pix-sync_batch", "cyclegan", "colorization", "colorization-gan", "ddpm",
+                "ddpm-conditional", "segmentation"}
     assert set(all_cases) == expected
     for name, overrides in all_cases.items():
         for precision in ("fp32", "bf16", "fp16"):

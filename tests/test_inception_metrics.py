@@ -15,7 +15,7 @@ from conftest import run_sample, tiny_overrides, write_aligned
 from gen import config
 from gen.compare import compare_runs
 from gen.data.build import eval_data
-from gen.evaluate import evaluate_paired
+from gen.evaluate import evaluate
 from gen.metrics.inception import InceptionDistances, try_inception_distances
 from test_convert_diffusers import tiny_export
 from test_ddpm import write_toy
@@ -121,10 +121,10 @@ def pix2pix_run(tmp_path_factory):
 def test_evaluate_and_compare_report_fid_kid(pix2pix_run, monkeypatch, tmp_path):
     tmp, cfg = pix2pix_run
     data = eval_data(cfg, "val")
-    result, _ = evaluate_paired(tmp / "run", data, distances=InceptionDistances(random_extractor()))
+    result, _ = evaluate(tmp / "run", data, distances=InceptionDistances(random_extractor()))
     assert isinstance(result["FID"], float) and np.isfinite(result["FID"]) and result["FID_images"] == 4
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
-    missing, _ = evaluate_paired(tmp / "run", data)
+    missing, _ = evaluate(tmp / "run", data)
     assert "FID/KID unavailable" in missing["FID"]
     comparison = compare_runs(data, [tmp / "run"], distances=InceptionDistances(random_extractor()))
     row = comparison.table[0]

@@ -243,21 +243,21 @@ def test_sample_cli_missing_run_dir_and_wrong_export(tmp_path):
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(config.to_yaml(config.load(None, [
         "data.kind=segmentation", f"data.root={tmp_path}", "data.num_classes=12", "data.train=x"])))
-    from gen.evaluate import evaluate_paired
+    from gen.evaluate import evaluate
 
     with pytest.raises(
         ValueError, match="needs a labels -> photo run on segmentation data and a segmentation run"
     ):
-        evaluate_paired(tmp_path / "p2p", eval_data(config.load(cfg_file), "train"), None, 1,
+        evaluate(tmp_path / "p2p", eval_data(config.load(cfg_file), "train"), None, 1,
                         segmenter=tmp_path / "p2p")
 
 
 def test_hidden_resource_forks_are_ignored_in_every_layout(tmp_path):
     """macOS copies leave `._x.png` beside `x.png`: junk with an image extension, never data."""
-    from gen.data.image_io import list_images
+    from gen.data import scan_images
     for sub in ("A", "B"):
         (tmp_path / sub).mkdir()
         Image.new("RGB", (8, 8)).save(tmp_path / sub / "x.png")
         (tmp_path / sub / "._x.png").write_bytes(b"\0\5\x16\7 resource fork")
-    assert [p.name for p in list_images(tmp_path / "A")] == ["x.png"]
-    assert [p.name for p in list_images(tmp_path, pattern="**/*")] == ["x.png", "x.png"]
+    assert [p.name for p in scan_images(tmp_path / "A").files] == ["x.png"]
+    assert [p.name for p in scan_images(tmp_path, pattern="**/*").files] == ["x.png", "x.png"]

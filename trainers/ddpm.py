@@ -16,9 +16,10 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
-from gen.data import build_images, channels
-from gen.metrics import ImageScores
+from gen.data.build import channels
+from gen.methods import Sampling, validation
 from gen.models import create_model
+from gen.pipelines import export_copy
 from gen.pipelines.diffusion import DiffusionSamplingPipeline
 from gen.visualize import image_grid
 
@@ -35,13 +36,6 @@ class DDPMTrainer(Trainer):
     @property
     def conditional(self) -> bool:
         return self.cfg.data.kind != "images"
-
-    def build_data(self) -> None:
-        if self.conditional:
-            return super().build_data()
-        d = self.cfg.data
-        self.train_set = build_images(d, "train", train=True, seed=self.cfg.run.seed)
-        self.val_set = build_images(d, "val", train=False) if d.val else None
 
     def build(self) -> None:
         c = self.cfg.ddpm
@@ -135,11 +129,10 @@ class DDPMTrainer(Trainer):
             self.ema.restore(net.parameters())
 
     def pipeline(self) -> DiffusionSamplingPipeline:
-        """The sampling pipeline on the live U-Net: use it inside `with self.ema_weights():`."""
+        """The sampling pipeline on a copy of the live U-Net (gen.pipelines.export_copy): inside
+        `with self.ema_weights():` it holds the EMA weights, as the export does."""
         scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
-        pipe = DiffusionSamplingPipeline(self.unwrap("unet"), scheduler)
-        # sample in the live network's own format (converting it would change the training's)
-        pipe.memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        pipe = DiffusionSamplingPipeline(export_copy(self.unwrap("unet")), scheduler)
         pipe.sample_size = self.pipeline_sample_size()
         pipe.label_input = label_input(self.cfg.data)
         pipe.set_progress_bar_config(disable=True)
@@ -147,37 +140,21 @@ class DDPMTrainer(Trainer):
 
     @torch.no_grad()
     def validate(self, step: int) -> dict:
-        with self.ema_weights():
-            return self._validate(self.pipeline())
-
-    def _validate(self, pipe: DiffusionSamplingPipeline) -> dict:
         c = self.cfg.ddpm
-        gen = torch.Generator(self.device).manual_seed(self.cfg.run.seed)
-        if not self.conditional:
-            x = pipe(c.num_samples, c.sample_steps, c.sample_scheduler, gen, progress=False)
-            side = max(1, int(math.sqrt(c.num_samples)))
-            rows = [list(x[i:i + side]) for i in range(0, len(x), side)]
-            out = {"grid": image_grid(rows)}
-            for i, (mu, sd) in enumerate(zip(x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist())):
-                out[f"sample_mean_c{i}"], out[f"sample_std_c{i}"] = mu, sd
-            return out
-        if self.val_set is None:
-            return {}
-        rows, scores = [], ImageScores()  # the scorer of sample.py evaluate / compare
-        for i in self.validation_items():
-            item = self.val_set[i]
-            cond, y = item["input"][None].to(self.device), item["target"][None].to(self.device)
-            gen = torch.Generator(self.device).manual_seed(self.cfg.run.seed + i)  # seed + i, as compare
-            out = pipe(num_inference_steps=c.sample_steps, scheduler=c.sample_scheduler, generator=gen,
-                       condition=cond, progress=False)
-            scores.add(out, y)
-            rows.append([cond[0], out[0], y[0]])
-        return {
-            "grid": image_grid(
-                rows, ["condition", f"sample ({c.sample_scheduler} {c.sample_steps})", "target"]
-            ),
-            **scores.means(),
-        }
+        with self.ema_weights():
+            pipe = self.pipeline()
+        if self.conditional:
+            if self.val_set is None:
+                return {}
+            return validation(pipe, self.val_set, self.validation_items(),
+                              sampling=Sampling(1, c.sample_steps, c.sample_scheduler, self.cfg.run.seed))
+        # sample.py RUN --num num_samples --seed run.seed draws the same images
+        x = pipe.sample_numbers(range(c.num_samples), c.sample_steps, c.sample_scheduler, self.cfg.run.seed)
+        side = max(1, int(math.sqrt(c.num_samples)))
+        out = {"grid": image_grid([list(x[i:i + side]) for i in range(0, len(x), side)])}
+        for i, (mu, sd) in enumerate(zip(x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist())):
+            out[f"sample_mean_c{i}"], out[f"sample_std_c{i}"] = mu, sd
+        return out
 
     def on_device(self) -> None:
         # EMAModel copies the parameters where they are when it is built (before prepare() moves the

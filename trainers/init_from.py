@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from gen.pipelines import find_export
-from gen.pipelines.translation import PIPELINE_FILE
+from gen.pipelines.base import PIPELINE_FILE
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # Settings that change what a network computes without changing a tensor's shape (instance norm and

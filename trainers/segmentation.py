@@ -9,15 +9,12 @@ import torch
 from torch import nn
 
 from gen.data import IGNORE_INDEX
-from gen.data.labels import label_to_tensor
 from gen.losses.dense import cross_entropy
-from gen.metrics.segmentation import ConfusionMatrix
-from gen.pipelines import SegmentationPipeline
-from gen.visualize import image_grid
+from gen.pipelines import SegmentationPipeline, export_copy
 
 from .base import Trainer
-from .rotation import encoder_of, load_pretrained_encoder
 from .builders import build_generator
+from .pretrained_encoder import encoder_of, load_pretrained_encoder
 
 
 def _stay_in_eval(module: nn.Module, args) -> None:
@@ -65,26 +62,12 @@ class SegmentationTrainer(Trainer):
         self.step_optimizer("segmenter")
         return {"CE": loss}
 
-    @torch.no_grad()
-    def validate(self, step: int) -> dict:
-        if self.val_set is None:
-            return {}
-        pipe, k = self.pipeline(), self.cfg.data.num_classes  # the export's pipeline, as evaluate runs it
-        cm, rows = ConfusionMatrix(k), []
-        for i in self.validation_items():
-            item = self.val_set[i]
-            pred = pipe(item["input"][None])[0]
-            cm.update(pred, item["label"])
-            pred = pred.cpu()
-            rows.append([item["input"], label_to_tensor(pred, k), label_to_tensor(item["label"], k)])
-        return dict(cm.scores(), grid=image_grid(rows, ["photo", "predicted", "ground truth"]))
-
     def pipeline(self) -> SegmentationPipeline:
         m = self.cfg.model
         net = "FCN-" + m.generator[3:] if m.generator.startswith("fcn") else f"U-Net {m.generator}"
         variant = f"{net}, {m.upsample} upsampling" + (", encoder from rotation" if m.init_from else "")
         return SegmentationPipeline(
-            self.unwrap("segmenter"),
+            export_copy(self.unwrap("segmenter")),
             self.cfg.data.num_classes,
             self.cfg.data.first_label,
             method=f"segmentation ({variant})",

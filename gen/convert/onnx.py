@@ -32,7 +32,7 @@ from torch import nn
 from .. import pipelines
 from ..models.inference import INFERENCE_MODES, inference_semantics
 from ..pipelines.colorization import AB_SCALE
-from ..pipelines.translation import PIPELINE_FILE
+from ..pipelines.base import PIPELINE_FILE
 
 SPEC_FILE = "onnx.json"
 PARITY_LIMIT = 1e-4  # max |onnxruntime - PyTorch| accepted for float outputs

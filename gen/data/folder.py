@@ -12,14 +12,14 @@ from typing import Optional
 from torch.utils.data import Dataset
 
 from .image_io import load_image
-from .listing import count_text, scan_images
+from .listing import count_text, relative_name, scan_images
 from .transforms import Geometry, apply_image, plan, sample_generator
 
 
 class ImageFolder(Dataset):
     def __init__(self, folder: Path, geometry: Geometry, subset: slice = slice(None), pattern: str = "**/*",
                  channels: int = 3, train: bool = True, seed: int = 0, max_16bit: Optional[float] = None):
-        self.listing = scan_images(Path(folder), pattern=pattern)
+        self.listing, self.root = scan_images(Path(folder), pattern=pattern), Path(folder)
         self.files = self.listing.files[subset]
         if not self.files:
             raise ValueError(f"the slice {subset} of {folder} selects no images")
@@ -38,5 +38,5 @@ class ImageFolder(Dataset):
             "image": apply_image(
                 img, plan(self.geometry, *img.size, train=self.train, gen=gen, name=str(path))
             ),
-            "name": path.name,
+            "name": relative_name(path, self.root),
         }

@@ -192,11 +192,6 @@ def _safe(test) -> bool:
         return False
 
 
-def list_images(folder: Path, what: str = "images", pattern: Optional[str] = None) -> list[Path]:
-    """The files of scan_images (subfolders searched, symlinks followed, hidden names skipped)."""
-    return scan_images(folder, what, pattern).files
-
-
 def count_text(count: int, noun: str, total: int, subset: slice) -> str:
     """'8 pairs', or '3 pairs (slice [1:4] of 5)' for a sliced split."""
     if subset == slice(None):
@@ -215,3 +210,16 @@ def data_report(splits: dict[str, Optional[object]]) -> str:
         label = f"data {split}"
         lines.append(listing.report(label) if listing else f"{label}: {len(ds)} items in memory")
     return "\n".join(lines)
+
+
+def relative_name(path: str | Path, root: Optional[Path]) -> str:
+    """An item's name: its path under the split folder `root`, POSIX ('street/0001.jpg'), the same
+    wherever the data lives (it names the item's outputs and its sampling noise: gen.seeding); the
+    file name when it is not under `root`."""
+    path = Path(path)
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.name

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .image_io import convert_image, image_size, load_image, load_label, open_image, warn_precision
-from .listing import Listing, count_text, scan_images
+from .listing import Listing, count_text, relative_name, scan_images
 from .labels import label_to_tensor, to_class_indices
 from .transforms import Geometry, apply_image, apply_label, plan, sample_generator
 
@@ -80,6 +80,7 @@ class PairDataset(Dataset):
             raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
         self.geometry, self.direction, self.train, self.seed = geometry, direction, train, seed
         self.max_16bit = max_16bit
+        self.root: Optional[Path] = None  # the split folder item names are relative to
 
     def load(self, i: int) -> tuple[Optional[Image.Image], Image.Image, Optional[np.ndarray], str]:
         """(A, B, label, name) for item i: A is None when it is rendered from the label map."""
@@ -89,12 +90,13 @@ class PairDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, g: int) -> dict:
-        a, b, label, name = self.load(g % len(self))
+        a, b, label, path = self.load(g % len(self))
+        name = relative_name(path, self.root)
         if a is not None and a.size != b.size:
-            raise ValueError(f"{name}: A is {a.size[0]}x{a.size[1]} but B is {b.size[0]}x{b.size[1]}; "
+            raise ValueError(f"{path}: A is {a.size[0]}x{a.size[1]} but B is {b.size[0]}x{b.size[1]}; "
                              "paired images must have the same size")
         gen = sample_generator(self.seed, g) if self.train else None
-        p = plan(self.geometry, *b.size, train=self.train, gen=gen, name=name)
+        p = plan(self.geometry, *b.size, train=self.train, gen=gen, name=str(path))
         b_t = apply_image(b, p)
         if label is not None:
             label = apply_label(label, p)
@@ -119,7 +121,7 @@ class AlignedPairs(PairDataset):
         if (folder / "A").is_dir() and (folder / "B").is_dir():  # subfolders are read: each would be halved
             raise ValueError(f"{folder} holds A/ and B/ folders: set data.layout=folders "
                              "(data.layout=aligned reads files that hold A and B side by side)")
-        self.listing = scan_images(folder, "aligned A|B images")
+        self.listing, self.root = scan_images(folder, "aligned A|B images"), folder
         self.files = self.listing.files[subset]
         if not self.files:
             raise ValueError(f"split of {folder} selects no images")
@@ -155,7 +157,7 @@ class FolderPairs(PairDataset):
         self, folder: Path, subset: slice = slice(None), channels_a: int = 3, channels_b: int = 3, **kw
     ):
         super().__init__(**kw)
-        self.listing = Listing(folder)
+        self.listing, self.root = Listing(folder), folder / "A"
         a_files = by_name(self.listing, scan_images(folder / "A", "A images"), "A", "B")
         b_files = by_name(self.listing, scan_images(folder / "B", "B images"), "B", "A")
         only_a, only_b = sorted(a_files.keys() - b_files), sorted(b_files.keys() - a_files)
@@ -235,6 +237,7 @@ class SegmentationPairs(PairDataset):
                  ignore_label: Optional[int] = None, channels_b: int = 3, **kw):
         super().__init__(**kw)
         pairs, self.listing = segmentation_pairs(folder)
+        self.root = folder
         lossy = [str(lab) for _, lab in pairs if lab.suffix.lower() in LOSSY]
         if lossy:
             raise ValueError(

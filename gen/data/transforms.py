@@ -66,10 +66,17 @@ def apply_image(img: Image.Image, p: dict) -> torch.Tensor:
     img = TF.crop(img, *p["box"])
     if p["flip"]:
         img = TF.horizontal_flip(img)
+    return image_tensor(img)
+
+
+def image_tensor(img: Image.Image) -> torch.Tensor:
+    """A converted PIL image (8-bit L / RGB, or mode F on the 0..255 scale) -> contiguous float
+    (C, H, W) in [-1, 1]. The one conversion: training, evaluation and sample.py's inputs share it,
+    so the same file is the same tensor bit for bit wherever it is read."""
     if img.mode == "F":  # 16-bit data on the 0..255 scale, kept unrounded (image_io.convert_image)
-        return (TF.to_image(img).float() / 255.0).clamp(0, 1) * 2.0 - 1.0
+        return ((TF.to_image(img).float() / 255.0).clamp(0, 1) * 2.0 - 1.0).contiguous()
     t = TF.to_dtype(TF.to_image(img), torch.float32, scale=True)
-    return t * 2.0 - 1.0
+    return (t * 2.0 - 1.0).contiguous()
 
 
 def apply_label(label: np.ndarray, p: dict) -> torch.Tensor:
@@ -103,9 +110,7 @@ def to_pil(t: torch.Tensor, bit_depth: int = 8, max_16bit: Optional[float] = Non
 def from_pil(img: Image.Image, channels: int, max_16bit: Optional[float] = None) -> torch.Tensor:
     """Any PIL image, converted to `channels` (1 or 3) -> (1, C, H, W) float in [-1, 1]."""
     from .image_io import convert_image
-    arr = np.asarray(convert_image(img, channels, max_16bit), dtype=np.float32) / 127.5 - 1.0
-    t = torch.from_numpy(arr)
-    return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+    return image_tensor(convert_image(img, channels, max_16bit))[None]
 
 
 def load_images(

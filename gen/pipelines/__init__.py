@@ -1,17 +1,16 @@
 """Inference pipelines, loadable from `run_dir/export` without the training code."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
 from typing import Optional
 
 import torch
 
+from .base import PIPELINE_FILE, PRECISIONS, export_copy, read_meta
 from .colorization import ColorizationPipeline
 from .diffusion import DiffusionSamplingPipeline
 from .segmentation import SegmentationPipeline
-from .translation import PIPELINE_FILE, CycleGANPipeline, TranslationPipeline
+from .translation import CycleGANPipeline, TranslationPipeline
 
 PIPELINES = {
     "translation": TranslationPipeline,
@@ -35,14 +34,22 @@ def resolve_device(name: Optional[str] = "auto", flag: str = "--device") -> torc
     return device
 
 
-def load(
-    path: str | Path, direction: Optional[str] = None, device: Optional[str | torch.device] = None, **kw
-):
-    """Load an exported pipeline: a run directory or its `export/` folder, on `device` (default CPU).
+def load(path: str | Path, direction: Optional[str] = None, device: Optional[str | torch.device] = None,
+         inference: Optional[str] = None, precision: Optional[str] = None):
+    """Load an exported pipeline: a run directory or its `export/` folder, on `device` (default CPU),
+    in `precision` (fp32 or bf16; default fp32).
 
     CycleGAN exports hold both directions: `direction` (AtoB, the default, or BtoA) picks one.
+    `inference` (paper or eval) overrides a pix2pix / CycleGAN export's own; other exports have none.
     """
-    pipe = _load(path, direction, **kw)
+    pipe = _direction(path, load_export(path, inference, precision, device), direction)
+    return pipe
+
+
+def load_export(path: str | Path, inference: Optional[str] = None, precision: Optional[str] = None,
+                device: Optional[str | torch.device] = None):
+    """The whole exported pipeline (a CycleGAN export with both directions), as `load` reads it."""
+    pipe = _load(path, inference).with_precision(precision)
     return pipe.to(device) if device is not None else pipe
 
 
@@ -55,7 +62,7 @@ def find_export(path: str | Path) -> Optional[Path]:
     return None
 
 
-def _load(path: str | Path, direction: Optional[str] = None, **kw):
+def _load(path: str | Path, inference: Optional[str]):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"run directory or export not found: {path}")
@@ -64,11 +71,25 @@ def _load(path: str | Path, direction: Optional[str] = None, **kw):
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} holds no exported pipeline ({PIPELINE_FILE} missing); "
                                 "train to the end (or resume) to write run_dir/export")
-    kind = json.loads(meta_file.read_text()).get("kind")
+    kind = read_meta(path).get("kind")
     if kind not in PIPELINES:
         raise ValueError(f"{meta_file}: unknown pipeline kind {kind!r}; known: {sorted(PIPELINES)}")
     cls = PIPELINES[kind]
-    pipe = cls.from_export(path, **kw) if kind == "diffusion" else cls.from_pretrained(path, **kw)
+    if inference is not None and kind not in ("translation", "cyclegan"):
+        raise ValueError(f"{path} is a {kind} export: --inference {inference} applies to pix2pix and "
+                         "CycleGAN exports only")
+    if kind == "diffusion":
+        pipe = cls.from_export(path)
+    elif kind in ("translation", "cyclegan"):
+        pipe = cls.from_pretrained(path, inference)
+    else:
+        pipe = cls.from_pretrained(path)
+    return pipe
+
+
+def _direction(path: str | Path, pipe, direction: Optional[str]):
+    """One direction of a CycleGAN export (AtoB by default); any other export, checked against `direction`."""
+    kind = pipe.kind
     if kind == "cyclegan":
         direction = direction or "AtoB"
         if direction not in pipe.directions:
@@ -78,7 +99,7 @@ def _load(path: str | Path, direction: Optional[str] = None, **kw):
         what = (f"a {pipe.method} export that translates {pipe.direction} only" if hasattr(pipe, "direction")
                 else f"a {kind} export")
         raise ValueError(
-            f"{path} is {what}; --direction chooses between the two generators of a CycleGAN export"
+            f"{Path(path)} is {what}; --direction chooses between the two generators of a CycleGAN export"
         )
     return pipe
 
@@ -90,5 +111,8 @@ __all__ = [
     "CycleGANPipeline",
     "SegmentationPipeline",
     "load",
+    "load_export",
+    "export_copy",
     "PIPELINES",
+    "PRECISIONS",
 ]

@@ -6,7 +6,6 @@ the stored ab bins, decoded by the annealed mean at `temperature`, or ab regress
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -17,8 +16,8 @@ from PIL import Image
 
 from ..color import annealed_mean, join_lab, split_lab
 from ..data.transforms import from_pil, to_pil
-from ..models.unet import UNet
-from .translation import PIPELINE_FILE, NetworkPipeline, read_export, require_finite
+from ..models.unet import UNET_CLASSES, UNet
+from .base import CLASS_KEY, NetworkPipeline, read_export, require_finite, write_meta
 
 AB_SCALE = 110.0  # regression heads predict ab / AB_SCALE
 
@@ -55,9 +54,7 @@ class ColorizationPipeline(NetworkPipeline):
         was_training = self.net.training
         self.net.eval()
         try:
-            out = require_finite(
-                self.net.forward_any_size(l_norm.to(self.device)).float(), "colorization outputs"
-            )
+            out = require_finite(self.forward(l_norm), "colorization outputs")
         finally:
             self.net.train(was_training)
         if self.head == "regression":
@@ -87,12 +84,11 @@ class ColorizationPipeline(NetworkPipeline):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         self.net.save_pretrained(path / "network")
-        meta = {"kind": self.kind, "method": self.method, "head": self.head, "temperature": self.temperature,
-                "network_class": type(self.net).__name__,
-                "bins": None if self.bins is None else self.bins.tolist()}
-        (path / PIPELINE_FILE).write_text(json.dumps(meta))
+        write_meta(path, self.kind, self.method, head=self.head, temperature=self.temperature,
+                   bins=None if self.bins is None else self.bins.tolist(),
+                   **{CLASS_KEY: type(self.net).__name__})
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "ColorizationPipeline":
-        meta, net = read_export(Path(path), "network", "network_class", {"UNet": UNet})
+    def from_pretrained(cls, path: str | Path) -> "ColorizationPipeline":
+        meta, net = read_export(Path(path), "network", UNET_CLASSES)
         return cls(net, meta["head"], meta["bins"], meta["temperature"], meta.get("method", "colorization"))

@@ -7,7 +7,6 @@ condition concatenated to x_t) take `condition`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +20,9 @@ from ..data.labels import label_image_to_tensor
 from ..data.transforms import from_pil
 from ..models.layers import pad_to_multiple
 from ..models.unet import UNet
-from .translation import PIPELINE_FILE, local_folder, require_finite
+from ..seeding import generators
+from .base import (check_precision, inference_precision, local_folder, read_meta,
+                   require_finite, write_meta)
 
 SCHEDULERS = ("ddpm", "ddim", "dpm")
 
@@ -64,9 +65,9 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
 
     kind = "diffusion"
     model_cpu_offload_seq = "unet"
-    # None: channels_last on the CPU (bench/ddpm.py: the U-Net's sampling step is faster there, the
-    # same samples up to float rounding), contiguous elsewhere; a trainer passes its own format
-    memory_format: Optional[torch.memory_format] = None
+    # channels_last on the CPU (bench/ddpm.py: the U-Net's sampling step is faster there), contiguous
+    # elsewhere: decided here for every caller, training's validation included
+    precision = "fp32"  # or bf16: see gen/pipelines/base.py
 
     def __init__(self, unet: UNet, scheduler: DDPMScheduler, sample_size: int = 32, label_classes: int = 0,
                  first_label: int = 0, ignore_label: int = -1):
@@ -119,7 +120,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
                        batch_size if condition is None else condition.shape[0])
         sampler = make_scheduler(scheduler, self.scheduler.config, num_inference_steps)
         device, dtype = self.unet.device, self.unet.dtype
-        fmt = self.memory_format or (torch.channels_last if device.type == "cpu" else torch.contiguous_format)
+        fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.unet.to(memory_format=fmt)  # a no-op when it is already in that format
         if self.condition_channels:
             if condition is None or condition.shape[1] != self.condition_channels:
@@ -143,14 +144,33 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
             if condition is not None:
                 model_in = torch.cat([model_in, condition], dim=1)
             model_in = model_in.contiguous(memory_format=fmt)
-            x = sampler.step(self.unet(model_in, t), t, x, generator=generator).prev_sample
+            with inference_precision(device, self.precision):
+                eps = self.unet(model_in, t).float()
+            x = sampler.step(eps, t, x, generator=generator).prev_sample
         return require_finite(x[..., :h, :w], "DDPM samples").clamp(-1, 1)
 
+    def with_precision(self, precision: Optional[str]) -> "DiffusionSamplingPipeline":
+        """Run the U-Net in `precision` from now on (None: unchanged); returns self."""
+        if precision is not None:
+            self.precision = check_precision(precision)
+        return self
+
+    def sample_numbers(self, numbers: range, num_inference_steps: int, scheduler: str, seed: int,
+                       progress: bool = False) -> torch.Tensor:
+        """Unconditional samples `numbers` (sample i is `sample_{i:05d}.png`) of the run sampled with
+        `seed` -> (len(numbers), C, H, W) on the CPU. Sample i draws all its noise from its own
+        generator (gen.seeding), so it is the same image whatever the batch it is drawn in."""
+        gens = generators(seed, list(numbers), 1, self.unet.device)
+        return self(len(gens), num_inference_steps, scheduler, gens, progress=progress).cpu()
+
     def sample_for(self, condition: torch.Tensor, k: int, num_inference_steps: int, scheduler: str,
-                   generator: torch.Generator, full_size: bool = False) -> torch.Tensor:
-        """k samples for one condition (1, Cc, H, W) -> (k, C_out, H, W) on the CPU, in [-1, 1]. By
-        default sampled at the training size (the scale the model learned; nearest resize keeps label
-        colours pure) and resized back: a full-size map costs (H*W / size^2) times as much per step."""
+                   seed: int, name: str, full_size: bool = False) -> torch.Tensor:
+        """k samples for one condition (1, Cc, H, W) -> (k, C_out, H, W) on the CPU, in [-1, 1]. Sample
+        j of the input named `name` (its path without extension, see gen.seeding) draws its noise
+        from a generator seeded by (seed, name, j): the same image whatever folder, batch or k.
+        Sampled at the training size by default (the scale the model learned; nearest resize keeps
+        label colours pure) and resized back: a full-size map costs (H*W / size^2) times as much."""
+        generator = generators(seed, [name], k, self.unet.device)
         h, w = condition.shape[-2:]
         size = self.sample_size
         small = not full_size and (h, w) != (size, size)
@@ -173,15 +193,13 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
     def save_export(self, path: str | Path, method: str = "ddpm", seed: int = 0) -> None:
         path = Path(path)
         self.save_pretrained(path)
-        meta = {"kind": self.kind, "method": method, "sample_size": self.sample_size,
-                "condition_channels": self.condition_channels, "seed": seed,
-                "label_input": self.label_input}
-        (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
+        write_meta(path, self.kind, method, sample_size=self.sample_size,
+                   condition_channels=self.condition_channels, seed=seed, label_input=self.label_input)
 
     @classmethod
-    def from_export(cls, path: str | Path, **_) -> "DiffusionSamplingPipeline":
+    def from_export(cls, path: str | Path) -> "DiffusionSamplingPipeline":
         path = Path(path)
-        meta = json.loads((path / PIPELINE_FILE).read_text())
+        meta = read_meta(path)
         scheduler = DDPMScheduler.from_pretrained(local_folder(path / "scheduler", "scheduler_config.json"))
         pipe = cls(UNet.from_pretrained(local_folder(path / "unet")), scheduler)
         pipe.sample_size, pipe.method = meta.get("sample_size", 32), meta.get("method", "ddpm")

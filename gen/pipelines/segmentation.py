@@ -5,9 +5,8 @@ raw label value of class 0, so written label maps use the dataset's own ids.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
+
 
 import numpy as np
 import torch
@@ -17,10 +16,10 @@ from ..data.labels import palette
 from ..data.transforms import from_pil
 from ..models.inference import inference_semantics
 from ..models.fcn import FCN
-from ..models.unet import UNet
-from .translation import PIPELINE_FILE, NetworkPipeline, read_export, require_finite
+from ..models.unet import UNET_CLASSES, UNet
+from .base import CLASS_KEY, NetworkPipeline, read_export, require_finite, write_meta
 
-SEGMENTER_CLASSES = {"UNet": UNet, "FCN": FCN}
+SEGMENTER_CLASSES = {**UNET_CLASSES, "FCN": FCN}
 
 
 class SegmentationPipeline(NetworkPipeline):
@@ -35,7 +34,7 @@ class SegmentationPipeline(NetworkPipeline):
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         with inference_semantics(self.net, "eval"):
-            return require_finite(self.net.forward_any_size(x.to(self.device)).float(), "segmentation logits")
+            return require_finite(self.forward(x), "segmentation logits")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x).argmax(1)
@@ -56,12 +55,10 @@ class SegmentationPipeline(NetworkPipeline):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         self.net.save_pretrained(path / "segmenter")
-        (path / PIPELINE_FILE).write_text(json.dumps({"kind": self.kind, "method": self.method,
-                                                      "num_classes": self.num_classes,
-                                                      "first_label": self.first_label,
-                                                      "model_class": type(self.net).__name__}, indent=1))
+        write_meta(path, self.kind, self.method, num_classes=self.num_classes, first_label=self.first_label,
+                   **{CLASS_KEY: type(self.net).__name__})
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "SegmentationPipeline":
-        meta, net = read_export(Path(path), "segmenter", "model_class", SEGMENTER_CLASSES)
+    def from_pretrained(cls, path: str | Path) -> "SegmentationPipeline":
+        meta, net = read_export(Path(path), "segmenter", SEGMENTER_CLASSES)
         return cls(net, meta["num_classes"], meta.get("first_label", 0), meta.get("method", "segmentation"))

@@ -5,7 +5,6 @@ diffusion_pytorch_model.safetensors) and `pipeline.json` with the method and inf
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,56 +15,10 @@ from ..data.labels import label_image_to_tensor
 from ..data.transforms import from_pil, to_pil
 from ..models.inference import inference_semantics
 from ..models.resnet_generator import ResnetGenerator
-from ..models.unet import UNet
+from ..models.unet import UNET_CLASSES, UNet
+from .base import CLASS_KEY, NetworkPipeline, read_export, require_finite, write_meta
 
-GENERATOR_CLASSES = {"UNet": UNet, "ResnetGenerator": ResnetGenerator}
-
-PIPELINE_FILE = "pipeline.json"
-
-
-def read_export(path: Path, subfolder: str, class_key: str, classes: dict) -> tuple[dict, torch.nn.Module]:
-    """(pipeline.json contents, the network in `subfolder`, of the class the JSON names under `class_key`)."""
-    meta = json.loads((path / PIPELINE_FILE).read_text())
-    cls_name = meta.get(class_key, "UNet")
-    if cls_name not in classes:
-        raise ValueError(
-            f"{path / PIPELINE_FILE}: unknown {class_key} {cls_name!r}; known: {sorted(classes)}"
-        )
-    return meta, classes[cls_name].from_pretrained(local_folder(path / subfolder))
-
-
-def local_folder(folder: Path, config: str = "config.json") -> Path:
-    """A saved network's folder, checked here: diffusers would read a missing local path as a Hugging
-    Face hub id and try the network."""
-    if not (folder / config).is_file():
-        raise FileNotFoundError(f"{folder / config} not found: the export is incomplete (re-export the "
-                                "run, or convert the checkpoint again)")
-    return folder
-
-
-def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:
-    """x, or FloatingPointError if any value is NaN or inf: such weights would otherwise be written
-    as black (or one-class) images that look like results."""
-    if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(
-            f"the model produced non-finite {what} (NaN or inf): its weights are broken; "
-            "retrain, or use an earlier checkpoint's export"
-        )
-    return x
-
-
-class NetworkPipeline:
-    """What every one-network pipeline shares: its network in `self.net`, device placement."""
-
-    net: torch.nn.Module
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device):
-        self.net.to(device)
-        return self
+GENERATOR_CLASSES = {**UNET_CLASSES, "ResnetGenerator": ResnetGenerator}
 
 
 class TranslationPipeline(NetworkPipeline):
@@ -87,12 +40,20 @@ class TranslationPipeline(NetworkPipeline):
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # Dropout as noise draws from a seeded RNG so the same input gives the same output.
+        """Image by image: paper inference normalises each image by its own statistics (the
+        reference tests at batch size 1) and draws its dropout noise from a generator seeded with
+        `seed` alone, so an output never depends on the batch it came in or on its position."""
+        if self.inference != "paper":
+            with inference_semantics(self.net, self.inference):
+                return require_finite(self.forward(x), "outputs")
         devices = [self.device] if self.device.type == "cuda" else []
+        outs = []
         with torch.random.fork_rng(devices=devices), inference_semantics(self.net, self.inference):
-            if self.seed is not None:
-                torch.manual_seed(self.seed)
-            return require_finite(self.net.forward_any_size(x.to(self.device)), "outputs")
+            for image in x.split(1):
+                if self.seed is not None:
+                    torch.manual_seed(self.seed)
+                outs.append(require_finite(self.forward(image), "outputs"))
+        return torch.cat(outs)
 
     def translate_image(self, img: Image.Image, bit_depth: int = 8) -> Image.Image:
         """Any PIL image -> translated PIL image of the same size; 16-bit inputs and (bit_depth 16,
@@ -109,14 +70,13 @@ class TranslationPipeline(NetworkPipeline):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         self.net.save_pretrained(path / "generator")
-        meta = {"kind": self.kind, "method": self.method, "inference": self.inference,
-                "direction": self.direction, "seed": self.seed, "generator_class": type(self.net).__name__,
-                "max_16bit": self.max_16bit, "label_input": self.label_input}
-        (path / PIPELINE_FILE).write_text(json.dumps(meta, indent=1))
+        write_meta(path, self.kind, self.method, inference=self.inference, direction=self.direction,
+                   seed=self.seed, max_16bit=self.max_16bit, label_input=self.label_input,
+                   **{CLASS_KEY: type(self.net).__name__})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "TranslationPipeline":
-        meta, generator = read_export(Path(path), "generator", "generator_class", GENERATOR_CLASSES)
+        meta, generator = read_export(Path(path), "generator", GENERATOR_CLASSES)
         return cls(generator, meta["method"], inference or meta["inference"], meta.get("direction", "AtoB"),
                    meta.get("seed", 0), meta.get("max_16bit"), meta.get("label_input"))
 
@@ -133,8 +93,17 @@ class CycleGANPipeline:
         path = Path(path)
         for name, pipe in self.directions.items():
             pipe.save_pretrained(path / name)
-        (path / PIPELINE_FILE).write_text(json.dumps({"kind": self.kind, "method": "cyclegan",
-                                                      "directions": sorted(self.directions)}, indent=1))
+        write_meta(path, self.kind, "cyclegan", directions=sorted(self.directions))
+
+    def to(self, device) -> "CycleGANPipeline":
+        for pipe in self.directions.values():
+            pipe.to(device)
+        return self
+
+    def with_precision(self, precision: Optional[str]) -> "CycleGANPipeline":
+        for pipe in self.directions.values():
+            pipe.with_precision(precision)
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str | Path, inference: Optional[str] = None) -> "CycleGANPipeline":

@@ -2,8 +2,9 @@
 called as sample.py calls them, writing the PNG files sample.py writes (bit for bit the same for the
 same input and options), plus what the page shows beside them.
 
-Seeds: a conditional DDPM samples an upload with `seed`, as sample.py samples the first file of a
-folder (file i gets seed + i); unconditional samples come in batches of sample.py's default 16.
+Seeds: a conditional DDPM samples an upload named x.png as sample.py samples x.png at the top of a
+folder (an input's noise is named by the seed and its file name: gen.seeding); unconditional sample i
+is sample.py's sample_{i:05d}.png whatever the batch.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from ..data.transforms import from_pil, to_pil
 from ..models.inference import INFERENCE_MODES
 from ..pipelines.colorization import GrayBaseline
 from ..pipelines.diffusion import SCHEDULERS
-from ..pipelines.translation import PIPELINE_FILE
+from ..pipelines.base import PIPELINE_FILE
 from .inputs import DEFAULT_MAX_PIXELS, image_notes, label_notes, read_upload
 
 BATCH_SIZE = 16  # sample.py's default --batch-size: unconditional samples are drawn in batches of it
@@ -222,12 +223,12 @@ class ServedRun:
         """num unconditional samples: sample.py --num num --seed seed's sample_00000.png ..."""
         num, steps, seed = self.check_sampling(num, "number of samples", steps, scheduler, seed, limits)
         pipe = self.pipe
-        gen = torch.Generator(pipe.unet.device).manual_seed(seed)
         files = []
         batches = -(-num // BATCH_SIZE)
         with count_steps(pipe.unet, steps * batches, on_step):
             for start in range(0, num, BATCH_SIZE):
-                batch = pipe(min(BATCH_SIZE, num - start), steps, scheduler, gen, progress=False)
+                numbers = range(start, min(start + BATCH_SIZE, num))
+                batch = pipe.sample_numbers(numbers, steps, scheduler, seed)
                 for j, im in enumerate(batch):
                     name = f"sample_{start + j:05d}.png"
                     files.append((name, _save(to_pil(im), out / name)))
@@ -244,9 +245,8 @@ class ServedRun:
         notes = (label_notes(img, label["num_classes"], label["first_label"]) if label
                  else image_notes(img, pipe.condition_channels))
         cond = pipe.condition_from_image(img)
-        gen = torch.Generator(pipe.unet.device).manual_seed(seed)
-        with count_steps(pipe.unet, steps, on_step):
-            x = pipe.sample_for(cond, k, steps, scheduler, gen, bool(full_size))
+        with count_steps(pipe.unet, steps, on_step):  # named like the same file at the top of a folder
+            x = pipe.sample_for(cond, k, steps, scheduler, seed, Path(upload).name, bool(full_size))
         stem = _stem(upload)
         names = [f"{stem}.png"] if k == 1 else [f"{stem}_{j}.png" for j in range(k)]
         files = [(name, _save(to_pil(im), out / name)) for im, name in zip(x, names)]

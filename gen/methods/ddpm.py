@@ -1,0 +1,93 @@
+"""DDPM (Ho et al. 2020) scored by its samples. Image-conditioned (Palette-style): k samples per
+condition, each scored like a translation (L1 / PSNR / SSIM / LPIPS, FID / KID, FCN-score) against the
+target, plus the diversity between one condition's samples (mean pairwise L1 and LPIPS) when k > 1.
+Unconditional: as many samples as real images, FID / KID against them.
+
+Sample j of the input named `name` is seeded by (seed, name, j), unconditional sample i by
+(seed, i) (gen.seeding): the same image in training's grid, sample.py, evaluate and compare."""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+
+from ..data.transforms import to_pil
+from ..metrics import l1
+from .base import Scoring
+from .translation import ImageOutputs
+
+
+class ConditionalScoring(Scoring):
+    """An image-conditioned DDPM export on paired items {"input" (condition), "target", "name"}."""
+
+    def __init__(self, pipe, ctx=None):
+        super().__init__(pipe, ctx)
+        s = self.ctx.sampling
+        samples = [f"sample ({s.scheduler} {s.steps})"]
+        samples += [f"sample {j + 1}" for j in range(1, s.samples_per_input)]
+        self.columns = ["condition"] + samples + ["target"]
+        self.images = ImageOutputs(self.ctx)
+        self.diversity: dict[str, list[float]] = {"L1": [], "LPIPS": []}
+
+    def add(self, items: list[dict]) -> list[torch.Tensor]:
+        s, outs = self.ctx.sampling, []
+        for item in items:
+            x = item["input"][None]
+            out = self.pipe.sample_for(x, s.samples_per_input, s.steps, s.scheduler, s.seed, item["name"])
+            for j, img in enumerate(out):
+                self.ctx.saved.save(to_pil(img), item["name"], f"_{j}" if len(out) > 1 else "")
+            self.images.add(out, item)
+            for a, b in itertools.combinations(out.split(1), 2):
+                self.diversity["L1"].append(l1(a, b))
+                if self.ctx.lpips is not None and a.shape[1] == 3:
+                    self.diversity["LPIPS"] += self.ctx.lpips(a, b)
+            self.keep_row([x[0], *out, item["target"]])
+            outs.append(out)
+            self.count += 1
+        return outs
+
+    def result(self) -> dict[str, Any]:
+        s = self.ctx.sampling
+        out = {**self.images.result(), **self.ctx.unavailable(),
+               "sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed}"}
+        if self.diversity["L1"]:
+            out["diversity_L1"] = sum(self.diversity["L1"]) / len(self.diversity["L1"])
+            if self.diversity["LPIPS"]:
+                out["diversity_LPIPS"] = sum(self.diversity["LPIPS"]) / len(self.diversity["LPIPS"])
+        return out
+
+
+class UnconditionalScoring(Scoring):
+    """An unconditional DDPM export against real items ({"image"} of an image folder, or a pair's
+    "target"): one sample per real image, sample i for the i-th item added."""
+
+    batch_size = 16
+
+    def __init__(self, pipe, ctx=None):
+        super().__init__(pipe, ctx)
+        s = self.ctx.sampling
+        self.columns = ["real", f"sample ({s.scheduler} {s.steps})"]
+        self.distances = self.ctx.distances.fresh() if self.ctx.distances is not None else None
+
+    def add(self, items: list[dict]) -> list[torch.Tensor]:
+        s = self.ctx.sampling
+        numbers = range(self.count, self.count + len(items))
+        samples = self.pipe.sample_numbers(numbers, s.steps, s.scheduler, s.seed)
+        real = [it["image"] if "image" in it else it["target"] for it in items]
+        for i, img in zip(numbers, samples):
+            self.ctx.saved.save(to_pil(img), f"sample_{i:05d}")
+        if self.distances is not None:
+            self.distances.add_fake("run", samples)
+            self.distances.add_real(torch.stack(real))
+        for r, img in zip(real, samples):
+            self.keep_row([r, img])
+        self.count += len(items)
+        return [img[None] for img in samples]
+
+    def result(self) -> dict[str, Any]:
+        s = self.ctx.sampling
+        out = {"sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed}", **self.ctx.unavailable()}
+        if self.distances is not None:
+            out.update(self.distances.report("run"))
+        return out
