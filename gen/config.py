@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 METHODS = ("pix2pix", "cyclegan", "segmentation", "rotation", "ddpm", "colorization")
@@ -96,7 +96,6 @@ class TrainConfig:
     grad_accum: int = 1
     log_every: int = 10
     validate_every: int = 200  # steps between validations (grid + metrics on the val items)
-    sample_every: Optional[int] = None  # the former name of validate_every, still read from old configs
     ckpt_every: int = 500
     keep_checkpoints: int = 2
     eval_batches: int = 4  # val batches scored at each sample step (L1, PSNR)
@@ -174,6 +173,8 @@ class ColorizationConfig:
     # upsampled bilinearly; 1 = full resolution
     output_stride: int = 1
     lambda_l1: float = 100.0  # loss=gan: L1 weight beside the cGAN term
+    lambda_gan: float = 1.0  # loss=gan: weight of the cGAN term
+    gan_mode: str = "vanilla"  # loss=gan: vanilla | lsgan
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ CHOICES = {
     "ddpm.sample_scheduler": ("ddpm", "ddim", "dpm"),
     "ddpm.timestep_spacing": ("trailing", "leading", "linspace"),
     "colorization.loss": ("classification", "l2", "l1", "gan"),
+    "colorization.gan_mode": ("vanilla", "lsgan"),
     "colorization.bins": ("zhang313", "gamut"),
     "colorization.prior": ("data", "imagenet"),
     "colorization.output_stride": (1, 2, 4, 8),
@@ -249,6 +251,7 @@ NON_NEGATIVE = (
     "cyclegan.pool_size",
     "train.warmup_steps",
     "colorization.lambda_l1",
+    "colorization.lambda_gan",
 )
 OPTIONAL = ("data.num_workers",)  # None means "choose for the device"
 POSITIVE_OR_NONE = ("data.max_16bit", "train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
@@ -499,6 +502,23 @@ def _load_yaml(path: Path):
     return OmegaConf.create(_keep_strings(node, data))
 
 
+# Keys that were renamed: {old: new}. A value set at an old key is a ValueError naming the new one.
+RENAMED = {"train.sample_every": "train.validate_every"}
+
+
+def _renamed(conf, source: str) -> None:
+    """Refuse a value at an old key of RENAMED; drop an unset one, which every run's config.yaml
+    written before the rename holds (`sample_every: null`), so those runs still resume and sample."""
+    for old, new in RENAMED.items():
+        parent, _, leaf = old.rpartition(".")
+        section = OmegaConf.select(conf, parent, default=None)
+        if not isinstance(section, DictConfig) or leaf not in section:
+            continue
+        if section[leaf] is not None:
+            raise ValueError(f"config key {old} in {source} was renamed: use {new}")
+        del section[leaf]
+
+
 def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Merge schema defaults <- YAML file <- `key=value` overrides; validate; return frozen config."""
     merged = OmegaConf.structured(ExperimentConfig)
@@ -507,6 +527,7 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         loaded = _load_yaml(path)
+        _renamed(loaded, f"config file {path}")
         try:
             _auto_to_unset(loaded)
             merged = OmegaConf.merge(merged, loaded)
@@ -514,6 +535,7 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
             raise _friendly(err, str(path)) from None
     for item in overrides:
         item_conf = _parse_override(item)
+        _renamed(item_conf, f"override {item!r}")
         try:
             _auto_to_unset(item_conf)
             merged = OmegaConf.merge(merged, item_conf)
@@ -523,9 +545,6 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise _friendly(err, "the merged config") from None
-    if cfg.train.sample_every is not None:  # old name: configs written before validate_every
-        train = dataclasses.replace(cfg.train, validate_every=cfg.train.sample_every, sample_every=None)
-        cfg = dataclasses.replace(cfg, train=train)
     validate(cfg)
     return cfg
 

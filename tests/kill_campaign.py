@@ -40,7 +40,7 @@ from trainers.faults import POINTS  # noqa: E402
 
 def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     """Data for `method` written under `data`, and the tiny config overrides of its run."""
-    common = {"train.max_steps": 8, "train.ckpt_every": 2, "train.sample_every": 4, "train.log_every": 2,
+    common = {"train.max_steps": 8, "train.ckpt_every": 2, "train.validate_every": 4, "train.log_every": 2,
               "train.keep_checkpoints": 2}
     if method in ("pix2pix", "pix2pix-sync_batch"):
         from conftest import tiny_overrides, write_aligned
@@ -57,15 +57,18 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
         from test_ddpm import ddpm_overrides, write_toy
         write_toy(data / "train", n=16)
         return ddpm_overrides(run_dir, data, **common)
-    if method == "colorization":
+    if method in ("colorization", "colorization-gan"):
         from test_colorization import colorization_overrides, write_banded
         write_banded(data / "train", 8)
         write_banded(data / "val", 2, seed=1)
+        if method == "colorization-gan":  # the shared GAN step with colorization's own mode and weight
+            common.update({"colorization.loss": "gan", "colorization.gan_mode": "lsgan",
+                           "colorization.lambda_gan": 0.5, "colorization.prior": "imagenet"})
         return colorization_overrides(run_dir, data, **common)
     raise ValueError(f"no kill campaign for method {method!r}")
 
 
-METHODS = ("pix2pix", "cyclegan", "ddpm", "colorization", "pix2pix-sync_batch")
+METHODS = ("pix2pix", "cyclegan", "ddpm", "colorization", "colorization-gan", "pix2pix-sync_batch")
 PROCESSES = {"pix2pix-sync_batch": 2}  # campaigns run under torchrun with this many processes
 
 

@@ -107,7 +107,10 @@ CASES = {
         t, **{"model.generator": "resnet_6blocks", "model.num_downs": "null"}
     ),
     "colorization": lambda t: _colorization(t),
-    "colorization-gan": lambda t: _colorization(t, **{"colorization.loss": "gan"}),
+    # the shared GAN step with colorization's own mode and weight
+    "colorization-gan": lambda t: _colorization(t, **{"colorization.loss": "gan",
+                                                    "colorization.gan_mode": "lsgan",
+                                                    "colorization.lambda_gan": 0.5}),
     "ddpm": lambda t: _ddpm(t),
     "ddpm-conditional": _ddpm_conditional,
     "segmentation": lambda t: _segmentation(t),
@@ -116,7 +119,7 @@ CASES = {
     ),
     "rotation": lambda t: _segmentation(t, **{"method": "rotation"}),
 }
-AUDIT = {"train.max_steps": 2, "train.ckpt_every": 2, "train.log_every": 1000, "train.sample_every": 1000,
+AUDIT = {"train.max_steps": 2, "train.ckpt_every": 2, "train.log_every": 1000, "train.validate_every": 1000,
          "train.optimizer_impl": "foreach", "data.num_workers": 0,  # fused Adam has no meta kernel
          "train.deterministic": "true"}  # the kernels a deterministic run uses
 

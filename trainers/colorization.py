@@ -28,20 +28,18 @@ from gen.color import (
     nearest_bins,
     soft_cross_entropy,
     split_lab,
-    join_lab,
     zhang_prior,
 )
 from gen.cache import Cache
-from gen.data import build_images
 from gen.losses import GANLoss
-from gen.metrics.colorization import ColorizationScores
-from gen.pipelines.colorization import AB_SCALE, ColorizationPipeline, GrayBaseline
-from gen.visualize import image_grid
+from gen.methods import validation
+from gen.pipelines import export_copy
+from gen.pipelines.colorization import AB_SCALE, ColorizationPipeline
 
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator
 from .init_from import load_translation
-from .pix2pix import set_requires_grad
+from .gan_step import discriminator_step, generator_gan_term, pair
 
 PRIOR_FILE = "color_prior.json"
 
@@ -69,11 +67,6 @@ def prior_cache(path: Path, dataset, bins: np.ndarray, max_images: int, sigma: f
 
 class ColorizationTrainer(Trainer):
     method = "colorization"
-
-    def build_data(self) -> None:
-        d = self.cfg.data
-        self.train_set = build_images(d, "train", train=True, seed=self.cfg.run.seed)
-        self.val_set = build_images(d, "val", train=False) if d.val else None
 
     @property
     def head(self) -> str:
@@ -104,7 +97,7 @@ class ColorizationTrainer(Trainer):
         if c.loss == "gan":
             d = build_discriminator(self.cfg, 3)
             self.models["discriminator"], self.optimizers["discriminator"] = d, adam(self.cfg, d)
-            self.gan_loss = GANLoss("vanilla")
+            self.gan_loss = GANLoss(c.gan_mode)
         if self.cfg.model.init_from:  # a colorization export of the same head (fine-tuning)
             load_translation(self.cfg.model.init_from, {"generator": net, "discriminator": self.models.get(
                 "discriminator")}, {"generator": "network", "discriminator": "discriminator"},
@@ -151,16 +144,9 @@ class ColorizationTrainer(Trainer):
             return {"CE": loss}
         fake_ab = self.predict_ab(l_norm)
         losses = {}
-        if c.loss == "gan":
-            d = self.models["discriminator"]
-            set_requires_grad(d, True)
-            fake_pair = torch.cat([l_norm, fake_ab.detach() / AB_SCALE], 1)
-            real_pair = torch.cat([l_norm, ab / AB_SCALE], 1)
-            loss_d = 0.5 * (self.gan_loss(d(fake_pair), False) + self.gan_loss(d(real_pair), True))
-            self.backward(loss_d, "discriminator")
-            self.step_optimizer("discriminator")
-            set_requires_grad(d, False)
-            losses["D"] = loss_d
+        if c.loss == "gan":  # the conditional discriminator judges (L, ab / AB_SCALE)
+            real, fake = pair(l_norm, ab / AB_SCALE), pair(l_norm, fake_ab / AB_SCALE)
+            losses.update(discriminator_step(self, "discriminator", self.gan_loss, real, fake))
         diff = (fake_ab - ab) / AB_SCALE
         if c.loss == "l2":
             loss = diff.pow(2).mean()
@@ -169,11 +155,10 @@ class ColorizationTrainer(Trainer):
             loss = diff.abs().mean()
             losses["L1"] = loss
             if c.loss == "gan":
-                g_gan = self.gan_loss(
-                    self.unwrap("discriminator")(torch.cat([l_norm, fake_ab / AB_SCALE], 1)), True
-                )
+                fake = pair(l_norm, fake_ab / AB_SCALE)
+                g_gan = generator_gan_term(self, "discriminator", self.gan_loss, fake)
                 losses["G_GAN"] = g_gan
-                loss = c.lambda_l1 * loss + g_gan
+                loss = c.lambda_l1 * loss + c.lambda_gan * g_gan
         self.backward(loss, "generator")
         self.step_optimizer("generator")
         losses["G"] = loss
@@ -183,7 +168,7 @@ class ColorizationTrainer(Trainer):
         c = self.cfg.colorization
         variant = {"classification": f"classification, {'rebalanced' if c.rebalance else 'no rebalancing'}",
                    "l2": "L2 regression", "l1": "L1 regression", "gan": "L1 + cGAN"}[c.loss]
-        return ColorizationPipeline(self.unwrap("generator"), self.head,
+        return ColorizationPipeline(export_copy(self.unwrap("generator")), self.head,
                                     self.bins if self.head == "classification" else None, c.temperature,
                                     method=f"colorization ({variant})")
 
@@ -191,15 +176,9 @@ class ColorizationTrainer(Trainer):
     def validate(self, step: int) -> dict:
         if self.val_set is None:
             return {}
-        pipe = self.pipeline()
-        images = torch.stack([self.val_set[i]["image"] for i in self.validation_items(per_batch=4)])
-        n = len(images)
-        l_norm, _ = split_lab(images)
-        scores = ColorizationScores(self.centres)
-        out = scores.update(images, pipe(l_norm))
-        gray = join_lab(l_norm, GrayBaseline()(l_norm))
-        rows = [[gray[i], out[i], images[i]] for i in range(min(8, n))]
-        return dict(scores.scores(), grid=image_grid(rows, ["gray input", "colorized", "ground truth"]))
+        # bins: the training bins score regression heads too (their exports carry none), as in evaluate
+        return validation(self.pipeline(), self.val_set, self.validation_items(per_batch=4), grid_rows=8,
+                          bins=self.bins)
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)

@@ -13,48 +13,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gen.data import Geometry
-from gen.data.build import check_pattern, geometry
-from gen.data.unpaired import UnpairedImages
 from gen.losses import GANLoss
 from gen.losses.image_pool import ImagePool
-from gen.metrics import psnr
-from gen.pipelines import CycleGANPipeline, TranslationPipeline
+from gen.pipelines import CycleGANPipeline, TranslationPipeline, export_copy
 
-from gen.visualize import image_grid
 
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator
 from .init_from import export_meta, load_translation
-from .pix2pix import set_requires_grad
+from .gan_step import discriminator_loss, generator_gan_term, set_requires_grad
 
 
 class CycleGANTrainer(Trainer):
     method = "cyclegan"
-
-    def build_data(self) -> None:
-        d = self.cfg.data
-        if not d.root:
-            raise ValueError("config key data.root is required: a folder with trainA/ and trainB/")
-        check_pattern(d)
-        self.train_set = UnpairedImages(
-            Path(d.root),
-            d.train,
-            geometry(d),
-            d.channels_a,
-            d.channels_b,
-            train=True,
-            seed=self.cfg.run.seed,
-            serial_b=d.serial_b,
-            max_16bit=d.max_16bit,
-        )
-        if d.val:
-            eval_geo = Geometry(d.preprocess, d.load_size, d.crop_size, False)
-            self.val_set = UnpairedImages(
-                Path(d.root), d.val, eval_geo, d.channels_a, d.channels_b, train=False, max_16bit=d.max_16bit
-            )
-        else:
-            self.val_set = None
 
     def build(self) -> None:
         c, d = self.cfg.cyclegan, self.cfg.data
@@ -102,9 +73,8 @@ class CycleGANTrainer(Trainer):
         g = self.forward  # through the DDP wrappers; any size with data.preprocess=none
         fake_b, fake_a = g("G_A", real_a), g("G_B", real_b)
         rec_a, rec_b = g("G_B", fake_b), g("G_A", fake_a)
-        # Frozen discriminators, unwrapped: DDP must not wait for gradients they will not get.
-        terms = {"G_A": self.gan_loss(self.unwrap("D_A")(fake_b), True),
-                 "G_B": self.gan_loss(self.unwrap("D_B")(fake_a), True),
+        terms = {"G_A": generator_gan_term(self, "D_A", self.gan_loss, fake_b),
+                 "G_B": generator_gan_term(self, "D_B", self.gan_loss, fake_a),
                  "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * c.lambda_a,
                  "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * c.lambda_b}
         if self.use_identity:
@@ -116,11 +86,6 @@ class CycleGANTrainer(Trainer):
             )
         return sum(terms.values()), terms, fake_a, fake_b
 
-    def discriminator_loss(self, net: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """0.5 * (GAN(D(real), real) + GAN(D(fake), fake)); fake comes from the pool, detached."""
-        d = self.models[net]
-        return 0.5 * (self.gan_loss(d(real), True) + self.gan_loss(d(fake), False))
-
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["A"], batch["B"]  # (B, Ca, H, W), (B, Cb, H, W) in [-1, 1]
         d_nets = (self.models["D_A"], self.models["D_B"])
@@ -131,8 +96,11 @@ class CycleGANTrainer(Trainer):
         self.step_optimizer("generators")
         for net in d_nets:
             set_requires_grad(net, True)
-        loss_d_a = self.discriminator_loss("D_A", real_b, self.pools["fake_B"].query(fake_b))
-        loss_d_b = self.discriminator_loss("D_B", real_a, self.pools["fake_A"].query(fake_a))
+        # one optimizer for both: their losses are summed (fakes from the pools, detached)
+        fakes = self.pools["fake_B"].query(fake_b), self.pools["fake_A"].query(fake_a)
+        d_loss = lambda net, real, fake: discriminator_loss(  # noqa: E731
+            self.models[net], self.gan_loss, real, fake, fake_first=False)["D"]
+        loss_d_a, loss_d_b = d_loss("D_A", real_b, fakes[0]), d_loss("D_B", real_a, fakes[1])
         self.backward(loss_d_a + loss_d_b, "discriminators")
         self.step_optimizer("discriminators")
         return dict(terms, G=loss_g, D_A=loss_d_a, D_B=loss_d_b)
@@ -141,30 +109,11 @@ class CycleGANTrainer(Trainer):
         for pool in self.pools.values():
             pool.to(self.device)
 
-    @torch.no_grad()
-    def validate(self, step: int) -> dict:
-        if self.val_set is None:
-            return {}
-        pipes = self.pipeline().directions  # the export's pipelines, as evaluate and sample.py run them
-        g_a, g_b = pipes["AtoB"], pipes["BtoA"]
-        rows_a, rows_b, psnr_a, psnr_b = [], [], [], []
-        for i in self.validation_items():
-            item = self.val_set[i]
-            a, b = item["A"][None], item["B"][None]
-            fake_b, fake_a = g_a(a).cpu(), g_b(b).cpu()
-            rec_a, rec_b = g_b(fake_b).cpu(), g_a(fake_a).cpu()
-            psnr_a += psnr(rec_a.float(), a)
-            psnr_b += psnr(rec_b.float(), b)
-            rows_a.append([a[0], fake_b[0], rec_a[0]])
-            rows_b.append([b[0], fake_a[0], rec_b[0]])
-        return {"grid_A": image_grid(rows_a, ["A", "G_A(A)", "G_B(G_A(A))"]),
-                "grid_B": image_grid(rows_b, ["B", "G_B(B)", "G_A(G_B(B))"]),
-                "cycle_PSNR_A": sum(psnr_a) / len(psnr_a), "cycle_PSNR_B": sum(psnr_b) / len(psnr_b)}
-
     def pipeline(self) -> CycleGANPipeline:
         mode, seed, top = self.cfg.cyclegan.inference, self.cfg.run.seed, self.cfg.data.max_16bit
-        return CycleGANPipeline(TranslationPipeline(self.unwrap("G_A"), self.method, mode, "AtoB", seed, top),
-                                TranslationPipeline(self.unwrap("G_B"), self.method, mode, "BtoA", seed, top))
+        return CycleGANPipeline(
+            TranslationPipeline(export_copy(self.unwrap("G_A")), self.method, mode, "AtoB", seed, top),
+            TranslationPipeline(export_copy(self.unwrap("G_B")), self.method, mode, "BtoA", seed, top))
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)

@@ -13,19 +13,12 @@ import torch.nn.functional as F
 
 from gen.data import channels
 from gen.losses import GANLoss
-from gen.metrics import ImageScores
-from gen.pipelines import TranslationPipeline
-
-from gen.visualize import image_grid
+from gen.pipelines import TranslationPipeline, export_copy
 
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator, label_input
+from .gan_step import discriminator_step, generator_gan_term, pair
 from .init_from import load_translation
-
-
-def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
-    for p in net.parameters():
-        p.requires_grad_(flag)
 
 
 class Pix2PixTrainer(Trainer):
@@ -55,42 +48,18 @@ class Pix2PixTrainer(Trainer):
         fake_b = self.forward("generator", real_a)
         losses = {}
         if self.use_gan:
-            d = self.models["discriminator"]
-            set_requires_grad(d, True)
-            pred_fake = d(torch.cat([real_a, fake_b.detach()], 1))
-            pred_real = d(torch.cat([real_a, real_b], 1))
-            loss_d_fake, loss_d_real = self.gan_loss(pred_fake, False), self.gan_loss(pred_real, True)
-            loss_d = 0.5 * (loss_d_fake + loss_d_real)  # halved: D learns slower than G
-            self.backward(loss_d, "discriminator")
-            self.step_optimizer("discriminator")
-            set_requires_grad(d, False)
-            losses.update(D_real=loss_d_real, D_fake=loss_d_fake, D=loss_d)
+            losses.update(discriminator_step(self, "discriminator", self.gan_loss, pair(real_a, real_b),
+                                             pair(real_a, fake_b)))
         loss_l1 = F.l1_loss(fake_b.float(), real_b.float())
         loss_g = p.lambda_l1 * loss_l1
         if self.use_gan:
-            # The unwrapped D: its weights are frozen here, so DDP must not wait for their gradients
-            # (only D's input, G's output, needs one; G's own gradients are reduced by G's wrapper).
-            loss_g_gan = self.gan_loss(self.unwrap("discriminator")(torch.cat([real_a, fake_b], 1)), True)
+            loss_g_gan = generator_gan_term(self, "discriminator", self.gan_loss, pair(real_a, fake_b))
             loss_g = loss_g + p.lambda_gan * loss_g_gan
             losses["G_GAN"] = loss_g_gan
         self.backward(loss_g, "generator")
         self.step_optimizer("generator")
         losses.update(G_L1=loss_l1, G=loss_g)
         return losses
-
-    @torch.no_grad()
-    def validate(self, step: int) -> dict:
-        if self.val_set is None:
-            return {}
-        pipe = self.pipeline()  # the export's pipeline: the grid shows what sample.py will produce
-        rows, scores = [], ImageScores()  # the scorer of sample.py evaluate / compare
-        for i in self.validation_items():
-            item = self.val_set[i]
-            x, y = item["input"][None], item["target"][None]
-            out = pipe(x).cpu().float()
-            scores.add(out, y)
-            rows.append([x[0], out[0], y[0]])
-        return {"grid": image_grid(rows, ["input", "output", "target"]), **scores.means()}
 
     def pipeline(self) -> TranslationPipeline:
         c = self.cfg.pix2pix
@@ -103,7 +72,7 @@ class Pix2PixTrainer(Trainer):
             else "pix2pix"
         )
         return TranslationPipeline(
-            self.unwrap("generator"),
+            export_copy(self.unwrap("generator")),
             label,
             self.cfg.pix2pix.inference,
             self.cfg.data.direction,
