@@ -1,4 +1,6 @@
-"""Paired layouts, joint geometry, conversions of odd image modes, segmentation pairs, sampler."""
+"""Paired layouts, joint geometry, conversions of odd image modes, segmentation pairs, sampler, the
+dataset builder of every data.kind."""
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -8,8 +10,10 @@ import torch
 from PIL import Image
 
 from gen import config
-from gen.data import (AlignedPairs, FolderPairs, Geometry, ResumableSampler, SegmentationPairs, build_paired,
-                      label_to_rgb, load_image, palette)
+from gen.data import (AlignedPairs, FolderPairs, Geometry, ImageFolder, InMemoryPairs, ResumableSampler,
+                      SegmentationPairs, build_paired, label_to_rgb, load_image, palette)
+from gen.data.build import build_datasets
+from gen.data.unpaired import UnpairedImages
 from gen.data.pairs import resolve_split
 from conftest import ROOT, write_aligned
 
@@ -189,3 +193,43 @@ def test_gray2photo_holds_out_the_unseen_part_of_every_photo():
             assert all(x + size <= cut for x in lefts) if split == "train" else all(x >= cut for x in lefts)
     with pytest.raises(ValueError, match="data.builtin_task"):
         config.load(None, ["data.kind=builtin", "data.builtin_task=sketch"])
+
+
+# ---- one builder for every data.kind ---------------------------------------------------------------
+
+def test_build_datasets_builds_the_train_and_val_splits_of_every_kind(tmp_path):
+    write_aligned(tmp_path / "train", 3)
+    write_aligned(tmp_path / "val", 1, seed=1)
+    size = ["data.load_size=36", "data.crop_size=32"]
+    paired = config.load(None, [f"data.root={tmp_path}", *size]).data
+    train, val = build_datasets(paired, seed=5)
+    assert type(train) is AlignedPairs and (len(train), train.train, train.seed) == (3, True, 5)
+    assert type(val) is AlignedPairs and (len(val), val.train) == (1, False)
+    photos = config.load(None, ["method=colorization", "data.kind=images", f"data.root={tmp_path}",
+                                "data.val=null", *size]).data
+    train, val = build_datasets(photos)
+    assert type(train) is ImageFolder and len(train) == 3 and val is None
+    builtin = config.load(None, ["data.kind=builtin", "data.builtin_count=4", "data.builtin_size=32"]).data
+    train, val = build_datasets(builtin)
+    assert type(train) is InMemoryPairs and (len(train), len(val)) == (4, 16)
+
+
+def test_unpaired_training_split_is_seeded_and_validation_is_not_flipped(tmp_path):
+    from test_cyclegan import cyclegan_overrides, write_unpaired
+
+    root = write_unpaired(tmp_path / "data", n=4, size=36)
+    cfg = config.load(None, cyclegan_overrides(tmp_path / "run", root, **{"data.serial_b": True})).data
+    train, val = build_datasets(cfg, seed=3)
+    assert type(train) is UnpairedImages and len(train) == 4
+    assert (train.train, train.seed, train.serial_b) == (True, 3, True)
+    assert train.geometry == Geometry("resize_and_crop", 36, 32, True)
+    assert (len(val), val.train, val.geometry.flip) == (2, False, False)
+    again, _ = build_datasets(cfg, seed=3)
+    assert torch.equal(train[1]["A"], again[1]["A"])  # the seed names the crops: a resume sees the same
+    assert build_datasets(dataclasses.replace(cfg, val=None))[1] is None
+    with pytest.raises(ValueError, match="data.pattern='\\*.png' is read by data.kind=images only"):
+        build_datasets(dataclasses.replace(cfg, pattern="*.png"))
+    with pytest.raises(ValueError, match="data.root is required: a folder with trainA/ and trainB/"):
+        build_datasets(dataclasses.replace(cfg, root=None))
+    with pytest.raises(FileNotFoundError, match="trainA"):
+        build_datasets(dataclasses.replace(cfg, root=str(tmp_path / "elsewhere")))

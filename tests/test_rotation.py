@@ -6,7 +6,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from gen import config
+from gen.models import create_model
 from trainers import RotationTrainer, SegmentationTrainer
+from trainers.pretrained_encoder import encoder_of, load_pretrained_encoder
 from trainers.rotation import four_rotations
 from test_segmentation import overrides, write_colour_classes
 
@@ -32,7 +34,7 @@ def test_rotation_pretraining_learns_and_initialises_a_segmenter(tmp_path):
     write_upright_scenes(tmp_path / "data" / "val", 2, seed=1)
     torch.manual_seed(0)
     rot = config.load(None, overrides(tmp_path, **{"method": "rotation", "run.dir": tmp_path / "rot",
-                                                   "train.max_steps": 40, "train.sample_every": 40,
+                                                   "train.max_steps": 40, "train.validate_every": 40,
                                                    "train.ckpt_every": 40, "model.norm": "instance"}))
     trainer = RotationTrainer(rot)
     trainer.fit()
@@ -60,7 +62,7 @@ def test_fcn_encoder_pretrains_by_rotation_and_stays_frozen_when_asked(tmp_path)
     write_upright_scenes(tmp_path / "data" / "val", 2, seed=1)
     fcn = {"model.generator": "fcn32s", "model.ngf": 4, "model.num_downs": "null"}
     rot = config.load(None, overrides(tmp_path, **{"method": "rotation", "run.dir": tmp_path / "rot",
-                                                   "train.max_steps": 4, "train.sample_every": 4,
+                                                   "train.max_steps": 4, "train.validate_every": 4,
                                                    "train.ckpt_every": 4, **fcn}))
     RotationTrainer(rot).fit()
     encoder = load_file(str(tmp_path / "rot" / "export" / "encoder" / "diffusion_pytorch_model.safetensors"))
@@ -82,3 +84,24 @@ def test_fcn_encoder_pretrains_by_rotation_and_stays_frozen_when_asked(tmp_path)
         SegmentationTrainer(unfrozen).build()
     with pytest.raises(ValueError, match="model.freeze"):
         config.load(None, overrides(tmp_path, **{"method": "rotation", "model.freeze": "encoder"}))
+
+
+def test_pretrained_encoder_copies_only_the_encoder_of_its_own_architecture(tmp_path):
+    torch.manual_seed(0)
+    unet, fcn = create_model("unet", num_downs=5, ngf=4), create_model("fcn32s", ngf=4)
+    assert encoder_of(unet) is unet.downs and encoder_of(fcn) is fcn.stages
+    with pytest.raises(ValueError, match="DiffusionUNet has no encoder"):
+        encoder_of(create_model("ddpm_tiny"))
+    for name, net in (("unet", unet), ("fcn", fcn)):
+        net.save_pretrained(tmp_path / name / "export" / "encoder")
+    fresh = create_model("unet", num_downs=5, ngf=4)
+    copied = load_pretrained_encoder(fresh, tmp_path / "unet")
+    state = fresh.state_dict()
+    assert copied == len([k for k in state if k.startswith("downs.")])
+    assert all(torch.equal(state[k], v) for k, v in unet.state_dict().items() if k.startswith("downs."))
+    decoder = "ups.0.body.1.weight"
+    assert not torch.equal(state[decoder], unet.state_dict()[decoder])  # only the encoder is copied
+    with pytest.raises(ValueError, match=r"does not fit this U-Net \(e.g. no downs.\* tensors\)"):
+        load_pretrained_encoder(fresh, tmp_path / "fcn")
+    with pytest.raises(FileNotFoundError, match="no rotation-pretrained encoder"):
+        load_pretrained_encoder(fresh, tmp_path / "nothing")

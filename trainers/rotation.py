@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from gen.losses.dense import cross_entropy
@@ -19,19 +18,7 @@ from gen.models.layers import GlobalAvgPool
 
 from .base import Trainer
 from .builders import build_generator
-
-
-# The encoder of each segmenter architecture: its parameter prefix (what init_from copies).
-ENCODER_PREFIX = {UNet: "downs.", FCN: "stages."}
-
-
-def encoder_of(net: nn.Module) -> nn.ModuleList:
-    """The encoder levels of a U-Net (`downs`) or an FCN (`stages`, the VGG-like conv blocks)."""
-    if isinstance(net, FCN):
-        return net.stages
-    if isinstance(net, UNet) and net.block_style == "pix2pix":
-        return net.downs
-    raise ValueError(f"{type(net).__name__} has no encoder gen can pre-train or freeze (U-Net or FCN only)")
+from .pretrained_encoder import encoder_of
 
 
 class RotationNet(nn.Module):
@@ -86,24 +73,3 @@ class RotationTrainer(Trainer):
 
     def export(self, path: Path) -> None:
         self.net.save_pretrained(path / "encoder")
-
-
-def load_pretrained_encoder(net: UNet | FCN, run_dir: str | Path) -> int:
-    """Copy the encoder levels of a rotation run's export into `net` (same architecture); returns the
-    tensors copied."""
-    path = Path(run_dir)
-    path = path / "export" / "encoder" if (path / "export" / "encoder").is_dir() else path / "encoder"
-    weights = path / "diffusion_pytorch_model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"model.init_from={run_dir}: no rotation-pretrained encoder at {weights}")
-    prefix = ENCODER_PREFIX[type(net)] if type(net) in ENCODER_PREFIX else "downs."
-    source = {k: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
-    target = net.state_dict()
-    bad = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
-    if bad or not source:
-        kind = "FCN" if isinstance(net, FCN) else "U-Net"
-        raise ValueError(f"model.init_from={run_dir}: its encoder does not fit this {kind} "
-                         f"(e.g. {bad[:3] or 'no ' + prefix + '* tensors'}); use the same model.generator "
-                         "family (U-Net or FCN), model.ngf and model.upsample for both runs")
-    net.load_state_dict(source, strict=False)
-    return len(source)
