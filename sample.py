@@ -24,10 +24,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
-
-GRID_ITEMS = 64  # grid.png of sample.py: the first 64 inputs (conditional) or samples (unconditional)
 DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
+PRECISION_HELP = ("fp32 (default: what training's validation logs) or bf16 autocast (faster where the device "
+                  "has bf16 units; outputs differ from fp32 by rounding)")
+SCHEDULERS = ["ddpm", "ddim", "dpm"]
+# The command words; any other first item is a run directory, of the default command "run" (whose
+# word is never typed: a run directory may be named "run")
+NAMED = ("compare", "evaluate", "metrics", "serve")
 
 
 # Flags of `sample.py RUN --output DIR` that only some kinds of run read: given to a run that would
@@ -42,9 +47,8 @@ READS = {
 
 
 EVAL_DEFAULTS = {"steps": 50, "scheduler": "ddim", "seed": 0, "segmenter": None, "inference": None}
-EVAL_READS = {"pix2pix": {"segmenter", "inference"}, "cyclegan": {"inference"},
-              "segmentation": {"inference"}, "colorization": {"inference"},
-              "ddpm": {"steps", "scheduler", "seed"}}
+EVAL_READS = {"pix2pix": {"segmenter", "inference"}, "cyclegan": {"inference"}, "segmentation": set(),
+              "colorization": set(), "ddpm": {"steps", "scheduler", "seed", "segmenter"}}
 
 
 def refuse_unread_flags(args, kind: str) -> None:
@@ -68,118 +72,41 @@ def check_counts(args, train_timesteps: int) -> None:
             raise ValueError(f"{flag} {value}: must be at least 1")
 
 
-def sample_diffusion(pipe, args) -> int:
-    import math
+def run(args) -> int:
+    """The default command: a translator over --input, or a DDPM's samples (gen.folder_run)."""
+    from gen import folder_run, pipelines
 
-    import torch
-    from tqdm.auto import tqdm
-
-    from gen.data.image_io import open_image
-    from gen.data.output_names import check_outputs, mirrored_stems
-    from gen.data.transforms import to_pil
-    from gen.visualize import image_grid
-
-    check_counts(args, pipe.scheduler.config.num_train_timesteps)
-    out_dir = Path(args.output)
-    pipe.set_progress_bar_config(leave=False, dynamic_ncols=True)
-    gen = torch.Generator(pipe.unet.device).manual_seed(args.seed)
-    rows, written = [], 0
-    if pipe.condition_channels:
+    pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference,
+                          device=pipelines.resolve_device(args.device), precision=args.precision)
+    if args.bit_depth == 16 and not (pipe.kind == "translation" and pipe.net.config.out_channels == 1):
+        raise ValueError("--bit-depth 16 is for translators with single-channel outputs (e.g. depth maps)")
+    if getattr(pipe, "kind", None) != "diffusion":
+        refuse_unread_flags(args, "translator")
+        if args.input is None:
+            raise ValueError(f"{args.run_dir} translates images: pass --input DIR")
+        folder_run.translate_folder(pipe, args.input, args.output, args.bit_depth, args.overwrite)
+    elif pipe.condition_channels:
+        refuse_unread_flags(args, "image-conditioned DDPM")
+        check_counts(args, pipe.scheduler.config.num_train_timesteps)
         if not args.input:
             raise ValueError(
                 f"{args.run_dir} is an image-conditioned DDPM: pass --input DIR of condition images"
             )
-        files = input_files(args.input, "condition images", out_dir)
-        k = args.samples_per_input
-        stems = mirrored_stems(Path(args.input), files, reserved=["grid"])
-        names = [[f"{s}.png"] if k == 1 else [f"{s}_{j}.png" for j in range(k)] for s in stems]
-        check_outputs([out_dir / n for group in names for n in group] + [out_dir / "grid.png"], files,
-                      args.overwrite)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for i, (path, group) in enumerate(zip(tqdm(files, desc="sample", dynamic_ncols=True), names)):
-            # Input i is sampled with seed + i, as compare and the training grid do: one input's
-            # samples do not depend on which other files share its folder.
-            gen = torch.Generator(pipe.unet.device).manual_seed(args.seed + i)
-            cond = pipe.condition_from_image(open_image(path))
-            x = pipe.sample_for(cond, k, args.steps, args.scheduler, gen, args.full_size)
-            (out_dir / group[0]).parent.mkdir(parents=True, exist_ok=True)  # a/x.png -> OUT/a/
-            for im, name in zip(x, group):
-                to_pil(im).save(out_dir / name)
-                written += 1
-            if len(rows) < GRID_ITEMS:  # the grid shows the first inputs; nothing else is kept
-                rows.append([cond[0]] + list(x))
+        folder_run.sample_conditional(pipe, args.input, args.output, args.samples_per_input, args.steps,
+                                      args.scheduler, args.seed, args.full_size, args.overwrite)
     else:
+        refuse_unread_flags(args, "unconditional DDPM")
+        check_counts(args, pipe.scheduler.config.num_train_timesteps)
         if args.input:
             raise ValueError(f"{args.run_dir} is an unconditional DDPM: it takes no --input (use --num)")
-        names = [f"sample_{i:05d}.png" for i in range(args.num)]
-        check_outputs([out_dir / n for n in names] + [out_dir / "grid.png"], (), args.overwrite)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        images = []  # the first GRID_ITEMS samples, for the grid; the rest are written and dropped
-        for start in tqdm(range(0, args.num, args.batch_size), desc="sample", dynamic_ncols=True):
-            batch = pipe(min(args.batch_size, args.num - start), args.steps, args.scheduler, gen)
-            for j, im in enumerate(batch):
-                to_pil(im).save(out_dir / names[start + j])
-                written += 1
-            images += [im.clone() for im in batch[: GRID_ITEMS - len(images)]]
-        side = math.ceil(math.sqrt(len(images)))
-        rows = [images[i:i + side] for i in range(0, len(images), side)]
-    image_grid(rows[:GRID_ITEMS]).save(out_dir / "grid.png")
-    print(
-        f"wrote {written} samples and grid.png to {out_dir} "
-        f"({args.scheduler}, {args.steps} steps, seed {args.seed})"
-    )
-    return 0
-
-
-def input_files(folder: str, what: str, out_dir: Path) -> list[Path]:
-    """The images under --input, subfolders included (--output inside it is not read), with the
-    listing's line of what was found and skipped printed."""
-    from gen.data.listing import scan_images
-
-    listing = scan_images(Path(folder), what, exclude=[out_dir])
-    print(listing.report("input"))
-    return listing.files
-
-
-def translate_folder(args) -> int:
-    from tqdm.auto import tqdm
-
-    from gen import pipelines
-    from gen.data.image_io import open_image
-    from gen.data.output_names import check_outputs, mirrored_stems
-
-    pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference,
-                          device=pipelines.resolve_device(args.device))
-    if args.bit_depth == 16 and not (pipe.kind == "translation" and pipe.net.config.out_channels == 1):
-        raise ValueError("--bit-depth 16 is for translators with single-channel outputs (e.g. depth maps)")
-    if getattr(pipe, "kind", None) == "diffusion":
-        conditional = pipe.condition_channels
-        refuse_unread_flags(args, "image-conditioned DDPM" if conditional else "unconditional DDPM")
-        return sample_diffusion(pipe, args)
-    refuse_unread_flags(args, "translator")
-    if args.input is None:
-        raise ValueError(f"{args.run_dir} translates images: pass --input DIR")
-    out_dir = Path(args.output)
-    files = input_files(args.input, "input images", out_dir)
-    outputs = [out_dir / f"{stem}.png" for stem in mirrored_stems(Path(args.input), files)]
-    check_outputs(outputs, files, args.overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for path, out in zip(tqdm(files, desc="translate", dynamic_ncols=True), outputs):
-        img = open_image(path)
-        out.parent.mkdir(parents=True, exist_ok=True)  # a/x.png -> OUT/a/x.png
-        (
-            pipe.translate_image(img, args.bit_depth) if args.bit_depth == 16 else pipe.translate_image(img)
-        ).save(out)
-        written += 1
-    print(f"wrote {written} images to {out_dir}")
+        folder_run.sample_unconditional(pipe, args.output, args.num, args.batch_size, args.steps,
+                                        args.scheduler, args.seed, args.overwrite)
     return 0
 
 
 def evaluate(args) -> int:
     from gen import config
-    from gen.evaluate import (SavedOutputs, evaluate_colorization, evaluate_diffusion, evaluate_paired,
-                              evaluate_segmentation, evaluate_unpaired)
+    from gen.evaluate import SavedOutputs, Sampling, evaluate as score
     from gen.data.build import eval_data
     from gen.data.output_names import check_outputs
     from gen.pipelines import resolve_device
@@ -200,19 +127,14 @@ def evaluate(args) -> int:
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     check_outputs([out_dir / "metrics.json", out_dir / "grid.png"], overwrite=args.overwrite)
     saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
-    extra = dict(device=device, max_images=args.max_images, saved=saved)
-    score = {"pix2pix": evaluate_paired, "cyclegan": evaluate_unpaired, "segmentation": evaluate_segmentation,
-             "colorization": evaluate_colorization, "ddpm": evaluate_diffusion}.get(cfg.method)
-    if score is None:
+    if cfg.method not in EVAL_READS:
         raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; compare them with "
                          "sample.py compare")
-    if cfg.method == "pix2pix":
-        extra["segmenter"] = args.segmenter
-    if cfg.method == "ddpm":
-        extra.update(steps=args.steps, scheduler=args.scheduler, seed=args.seed)
     data = eval_data(cfg, args.split)
     print(data.report)  # what the split found and skipped
-    result, grid = score(run_dir, data, args.inference, args.grid_rows, **extra)
+    result, grid = score(run_dir, data, args.inference, args.grid_rows, args.segmenter, device,
+                         args.max_images, saved, sampling=Sampling(1, args.steps, args.scheduler, args.seed),
+                         precision=args.precision)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     grid.save(out_dir / "grid.png")
@@ -244,7 +166,8 @@ def check_report_counts(args) -> None:
 
 def compare(args) -> int:
     from gen import config
-    from gen.compare import Sampling, compare_runs, write_report
+    from gen.compare import compare_runs, write_report
+    from gen.methods import Sampling
     from gen.data.build import eval_data
     from gen.data.output_names import check_outputs
     from gen.pipelines import resolve_device
@@ -258,7 +181,8 @@ def compare(args) -> int:
     data = eval_data(cfg, args.split)
     print(data.report)  # what the split found and skipped
     result = compare_runs(data, [Path(r) for r in args.run_dirs], args.segmenter,
-                          args.grid_rows, args.max_images, sampling, device=resolve_device(args.device))
+                          args.grid_rows, args.max_images, sampling, device=resolve_device(args.device),
+                          precision=args.precision)
     paths = write_report(result, out_dir)
     print(paths["markdown"].read_text())
     mode = args.wandb or config.wandb_mode(cfg)
@@ -303,132 +227,139 @@ def metrics(args) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["metrics"]:
-        p = argparse.ArgumentParser(prog="sample.py metrics",
-                                    description="summarize and plot the metrics.jsonl of runs")
-        p.add_argument("run_dirs", nargs="+", help="run directories made by train.py")
-        p.add_argument("--keys", nargs="+", help="metrics to show, shell-style patterns such as 'train/*' "
-                       "(quote them); default: all")
-        p.add_argument("--output", help="write the curves as a PNG here")
-        p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-        args, run = p.parse_intermixed_args(argv[1:]), metrics
-    elif argv[:1] == ["serve"]:
-        from gen.serve.cli import parse_args, serve  # the optional gradio is imported only to serve
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """The parser of each command but serve (gen.serve.cli's), by name; "run" is the default command,
+    `sample.py RUN_DIR ...` with no command word. The flags of the commands that load runs come from
+    one parent parser."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--device", default="auto", help=DEVICE_HELP)
+    shared.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=PRECISION_HELP)
+    shared.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
+    sub = argparse.ArgumentParser(prog="sample.py").add_subparsers(dest="command")
 
-        args, run = parse_args(argv[1:]), serve
-    elif argv[:1] == ["compare"]:
-        p = argparse.ArgumentParser(
-            prog="sample.py compare", description="run every run on the same test inputs"
-        )
-        p.add_argument("run_dirs", nargs="+",
-                       help="runs to compare: translation, segmentation, colorization, conditional DDPM")
-        p.add_argument("--data", required=True, help="a config YAML or a run directory whose data to use")
-        p.add_argument("--output", required=True, help="folder for grid.png, metrics.csv/md/json, index.html")
-        p.add_argument("--split", default="test", choices=["train", "val", "test"])
-        p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score (real-photo row first)")
-        p.add_argument("--grid-rows", type=int, default=6)
-        p.add_argument("--max-images", type=int, help="score only the first N images of the split")
-        p.add_argument("--samples-per-input", type=int, default=1,
-                       help="DDPM runs: k samples per input; k > 1 adds the diversity columns")
-        p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
-        p.add_argument(
-            "--scheduler", choices=["ddpm", "ddim", "dpm"], default="ddim", help="DDPM runs: sampler"
-        )
-        p.add_argument("--seed", type=int, default=0, help="DDPM runs: input i is sampled with seed + i")
-        p.add_argument(
-            "--wandb", choices=["offline", "online", "disabled"], help="default: offline without an API key"
-        )
-        p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
-        p.add_argument("--device", default="auto", help=DEVICE_HELP)
-        p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output")
-        args, run = p.parse_intermixed_args(argv[1:]), compare
-        # key=value items among the runs are config overrides (a run directory is never named key=value)
-        args.overrides += [r for r in args.run_dirs if "=" in r and not Path(r).exists()]
-        args.run_dirs = [r for r in args.run_dirs if r not in args.overrides]
-    elif argv[:1] == ["evaluate"]:
-        p = argparse.ArgumentParser(
-            prog="sample.py evaluate", description="score a run on a split of its data"
-        )
-        p.add_argument("run_dir")
-        p.add_argument("--data", help="a config YAML (or run directory) whose data to score on; default: the "
-                       "run's own config.yaml (required for a converted model)")
-        p.add_argument("--split", default="test", choices=["train", "val", "test"])
-        p.add_argument("--output", help="folder for metrics.json and grid.png (default RUN_DIR/eval_SPLIT)")
-        p.add_argument("--grid-rows", type=int, default=8)
-        p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
-        p.add_argument(
-            "--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs"
-        )
-        p.add_argument("--device", default="auto", help=DEVICE_HELP)
-        p.add_argument(
-            "--max-images", type=int, help="score only the first N images of the split (each domain)"
-        )
-        p.add_argument("--steps", type=int, help="DDPM runs: sampling steps (default 50)")
-        p.add_argument(
-            "--scheduler", choices=["ddpm", "ddim", "dpm"], help="DDPM runs: sampler (default ddim)"
-        )
-        p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (input i: seed + i; default 0)")
-        p.add_argument("--save-outputs", action="store_true",
-                       help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
-                            "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")
-        p.add_argument(
-            "--overwrite", action="store_true", help="replace the files of an earlier --save-outputs"
-        )
-        p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
-        args, run = p.parse_intermixed_args(argv[1:]), evaluate  # key=value anywhere on the line
-        args.given = {k for k in EVAL_DEFAULTS if getattr(args, k) is not None}
-        for k, v in EVAL_DEFAULTS.items():
-            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
-        if "=" in args.run_dir and not Path(args.run_dir).exists() and args.overrides:
-            # an override came first: the run directory is the first item that is not key=value
-            items = [args.run_dir] + args.overrides
-            run_dirs = [a for a in items if "=" not in a or Path(a).exists()]
-            if run_dirs:
-                args.run_dir = run_dirs[0]
-                args.overrides = [a for a in items if a is not args.run_dir]
-    else:
-        p = argparse.ArgumentParser(prog="sample.py", description=__doc__,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("run_dir", help="a run directory (or its export/ folder)")
-        p.add_argument(
-            "--input", help="folder of input images (any size); condition images for a conditional DDPM"
-        )
-        p.add_argument("--output", required=True, help="folder for the translated PNGs / samples")
-        p.add_argument(
-            "--direction", choices=["AtoB", "BtoA"], help="CycleGAN: which generator (default AtoB)"
-        )
-        p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
-        p.add_argument("--device", default="auto", help=DEVICE_HELP)
-        p.add_argument("--num", type=int, help="unconditional DDPM: number of samples (default 64)")
-        p.add_argument(
-            "--steps", type=int, help="DDPM: sampling steps (default 50; 1000 for the full DDPM chain)"
-        )
-        p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpm"], help="DDPM: sampler (default ddim)")
-        p.add_argument("--seed", type=int, help="DDPM: seed of the sampling noise (default 0)")
-        p.add_argument("--samples-per-input", type=int,
-                       help="conditional DDPM: samples per input (default 1)")
-        p.add_argument("--batch-size", type=int, help="unconditional DDPM: samples per batch (default 16)")
-        p.add_argument(
-            "--full-size",
-            action="store_true",
-            default=None,
-            help="conditional DDPM: sample at each input's own size (default: at the training size, "
-            "resized back to the input's size)",
-        )
-        p.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
-        p.add_argument(
-            "--bit-depth",
-            type=int,
-            choices=[8, 16],
-            help="16: single-channel outputs as 16-bit PNGs on the training data's 0..data.max_16bit scale",
-        )
-        args, run = p.parse_args(argv), translate_folder
-        args.given = {k for k in FOLDER_DEFAULTS if getattr(args, k) is not None}
-        for k, v in FOLDER_DEFAULTS.items():
-            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    # Flags a run reads by kind default to None, so that one given to another kind is refused (READS).
+    p = sub.add_parser("run", parents=[shared], prog="sample.py", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a run directory (or its export/ folder)")
+    p.add_argument("--input",
+                   help="folder of input images (any size); condition images for a conditional DDPM")
+    p.add_argument("--output", required=True, help="folder for the translated PNGs / samples")
+    p.add_argument("--direction", choices=["AtoB", "BtoA"],
+                   help="CycleGAN: which generator (default AtoB)")
+    p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
+    p.add_argument("--num", type=int, help="unconditional DDPM: number of samples (default 64)")
+    p.add_argument("--steps", type=int,
+                   help="DDPM: sampling steps (default 50; 1000 for the full DDPM chain)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, help="DDPM: sampler (default ddim)")
+    p.add_argument("--seed", type=int, help="DDPM: seed of the sampling noise (default 0); sample i, or an "
+                   "input's k-th sample, is the same image whatever --batch-size or the folder's other files")
+    p.add_argument("--samples-per-input", type=int, help="conditional DDPM: samples per input (default 1)")
+    p.add_argument("--batch-size", type=int, help="unconditional DDPM: samples per batch (default 16)")
+    p.add_argument("--full-size", action="store_true", default=None,
+                   help="conditional DDPM: sample at each input's own size (default: at the training size, "
+                   "resized back to the input's size)")
+    p.add_argument("--bit-depth", type=int, choices=[8, 16], help="16: single-channel outputs as 16-bit "
+                   "PNGs on the training data's 0..data.max_16bit scale")
+
+    p = sub.add_parser("compare", parents=[shared], description="run every run on the same test inputs")
+    p.add_argument("run_dirs", nargs="+",
+                   help="runs to compare: translation, segmentation, colorization, conditional DDPM")
+    p.add_argument("--data", required=True, help="a config YAML or a run directory whose data to use")
+    p.add_argument("--output", required=True, help="folder for grid.png, metrics.csv/md/json, index.html")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score (real-photo row first)")
+    p.add_argument("--grid-rows", type=int, default=6)
+    p.add_argument("--max-images", type=int, help="score only the first N images of the split")
+    p.add_argument("--samples-per-input", type=int, default=1,
+                   help="DDPM runs: k samples per input; k > 1 adds the diversity columns")
+    p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="DDPM runs: sampler")
+    p.add_argument("--seed", type=int, default=0, help="DDPM runs: sampling seed (an input's noise is "
+                   "named by the seed and its file name)")
+    p.add_argument("--wandb", choices=["offline", "online", "disabled"],
+                   help="default: offline without an API key")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
+
+    p = sub.add_parser("evaluate", parents=[shared], description="score a run on a split of its data")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="a config YAML (or run directory) whose data to score on; default: the "
+                   "run's own config.yaml (required for a converted model)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--output", help="folder for metrics.json and grid.png (default RUN_DIR/eval_SPLIT)")
+    p.add_argument("--grid-rows", type=int, default=8)
+    p.add_argument("--inference", choices=["paper", "eval"], help="override the exported inference mode")
+    p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs")
+    p.add_argument("--max-images", type=int, help="score only the first N images of the split (each domain)")
+    p.add_argument("--steps", type=int, help="DDPM runs: sampling steps (default 50)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, help="DDPM runs: sampler (default ddim)")
+    p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (an input's noise is named by the "
+                   "seed and its file name; default 0)")
+    p.add_argument("--save-outputs", action="store_true",
+                   help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
+                        "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
+
+    p = sub.add_parser("metrics", description="summarize and plot the metrics.jsonl of runs")
+    p.add_argument("run_dirs", nargs="+", help="run directories made by train.py")
+    p.add_argument("--keys", nargs="+", help="metrics to show, shell-style patterns such as 'train/*' "
+                   "(quote them); default: all")
+    p.add_argument("--output", help="write the curves as a PNG here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    return sub.choices
+
+
+def take_given(args, defaults: dict) -> None:
+    """args.given: the flags of `defaults` that the command line set (parsed with default None); the
+    others take their value from `defaults`."""
+    args.given = {k for k in defaults if getattr(args, k) is not None}
+    for k, v in defaults.items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+
+
+def compare_overrides(args) -> None:
+    """key=value items among compare's runs are config overrides (a run directory is never named
+    key=value)."""
+    args.overrides += [r for r in args.run_dirs if "=" in r and not Path(r).exists()]
+    args.run_dirs = [r for r in args.run_dirs if r not in args.overrides]
+
+
+def evaluate_run_dir(args) -> None:
+    """evaluate's run directory where an override came first: the first item that is not key=value."""
+    if "=" in args.run_dir and not Path(args.run_dir).exists() and args.overrides:
+        items = [args.run_dir] + args.overrides
+        run_dirs = [a for a in items if "=" not in a or Path(a).exists()]
+        if run_dirs:
+            args.run_dir = run_dirs[0]
+            args.overrides = [a for a in items if a is not args.run_dir]
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, Callable[[argparse.Namespace], int]]:
+    """The arguments of a sample.py command line and the function that runs its command."""
+    command, rest = (argv[0], argv[1:]) if argv[:1] and argv[0] in NAMED else ("run", argv)
+    if command == "serve":
+        from gen.serve.cli import parse_args, serve  # its flags live there; gradio is imported only to serve
+
+        return parse_args(rest), serve
+    parser = parsers()[command]
+    if command == "run":
+        args = parser.parse_args(rest)
+        take_given(args, FOLDER_DEFAULTS)
+        return args, run
+    # The command's parser itself, not argparse's subcommand dispatch (which parses with
+    # parse_known_args): compare, evaluate and metrics take their positionals anywhere on the line.
+    args = parser.parse_intermixed_args(rest)
+    if command == "compare":
+        compare_overrides(args)
+    if command == "evaluate":
+        take_given(args, EVAL_DEFAULTS)
+        evaluate_run_dir(args)
+    return args, {"compare": compare, "evaluate": evaluate, "metrics": metrics}[command]
+
+
+def main(argv: list[str]) -> int:
+    args, command = parse(argv)
     try:
-        return run(args)
+        return command(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,32 @@ def run(*args) -> int:
     return sample.main([str(a) for a in args])
 
 
+@pytest.mark.parametrize("argv, command, parsed", [
+    # no command word: the default command, even for a run directory named like it
+    (["run", "--output", "o"], "run", {"run_dir": "run", "given": set(), "steps": 50}),
+    (["--steps", "3", "r", "--output", "o"], "run", {"run_dir": "r", "given": {"steps"}, "steps": 3}),
+    # key=value overrides anywhere on the line; the run directory is the first item that is not one
+    (["evaluate", "a=1", "r", "--split", "val", "b=2"], "evaluate",
+     {"run_dir": "r", "overrides": ["a=1", "b=2"], "split": "val", "given": set()}),
+    (["compare", "r", "x=1", "--data", "d", "s", "--output", "o", "--set", "y=2"], "compare",
+     {"run_dirs": ["r", "s"], "overrides": ["y=2", "x=1"]}),
+    (["metrics", "r", "--output", "c.png", "s"], "metrics", {"run_dirs": ["r", "s"], "output": "c.png"}),
+])
+def test_each_command_line_parses_to_its_command(argv, command, parsed):
+    args, runs = sample.parse(argv)
+    assert runs is getattr(sample, command)
+    assert {k: getattr(args, k) for k in parsed} == parsed
+
+
+def test_commands_that_load_runs_share_their_flags_and_metrics_refuses_them(capsys):
+    for argv in (["r", "--output", "o"], ["compare", "r", "--data", "d", "--output", "o"], ["evaluate", "r"]):
+        args, _ = sample.parse(argv + ["--device", "cpu", "--precision", "bf16", "--overwrite"])
+        assert (args.device, args.precision, args.overwrite) == ("cpu", "bf16", True)
+    with pytest.raises(SystemExit) as exit_:
+        sample.parse(["metrics", "r", "--device", "cpu"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --device cpu" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def pix2pix_run(tmp_path_factory):
     from conftest import write_aligned
