@@ -13,12 +13,6 @@ MIN_TILE = 96  # smaller tiles (32x32 CIFAR, 64x64 crops) are enlarged by an int
 HEADER = 16  # pixels of the column-label band
 
 
-def grid_size(columns: int, rows: int, tile: int, labelled: bool = True) -> tuple[int, int]:
-    """(width, height) of image_grid's output for square tiles of side `tile`."""
-    side = tile * max(1, math.ceil(MIN_TILE / tile))
-    return columns * side, rows * side + (HEADER if labelled else 0)
-
-
 def image_grid(rows: list[list[torch.Tensor]], labels: Optional[Sequence[str]] = None) -> Image.Image:
     """rows of (C, H, W) tensors in [-1, 1] -> one RGB PIL grid (one row per example), with a band of
     column labels on top when `labels` are given; tiles under MIN_TILE pixels are enlarged (nearest)."""

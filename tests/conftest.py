@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic datasets and tiny configs (base width 8, 32x32, CPU)."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -59,14 +60,44 @@ def tiny_overrides(run_dir: Path, data_root: Path, **extra) -> list[str]:
         "run.dir": run_dir, "data.root": data_root, "data.layout": "aligned", "data.test": "null",
         "data.load_size": 36, "data.crop_size": 32, "model.generator": "unet", "model.num_downs": 5,
         "model.ngf": 8, "model.ndf": 8, "train.batch_size": 2, "train.max_steps": 6, "train.log_every": 2,
-        "train.sample_every": 3, "train.ckpt_every": 3, "log.wandb": "disabled",
+        "train.validate_every": 3, "train.ckpt_every": 3, "log.wandb": "disabled",
     }
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
 
 
+def grid_size(columns: int, rows: int, tile: int, labelled: bool = True) -> tuple[int, int]:
+    """(width, height) of gen.visualize.image_grid's output for square tiles of side `tile`."""
+    from gen.visualize import HEADER, MIN_TILE
+
+    side = tile * max(1, math.ceil(MIN_TILE / tile))
+    return columns * side, rows * side + (HEADER if labelled else 0)
+
+
 def run_sample(*args, timeout: int = 240) -> subprocess.CompletedProcess:
-    """`python sample.py ARGS` from the project root, output captured."""
+    """`python sample.py ARGS` run in this process (a subprocess spends seconds importing torch),
+    as a CompletedProcess: argparse's exits and uncaught errors become return codes as they would
+    (2, 1 with the traceback on stderr); stdout and stderr captured."""
+    import contextlib
+    import io
+    import traceback
+
+    import sample
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = sample.main(argv)
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["sample.py", *argv], code, out.getvalue(), err.getvalue())
+
+
+def run_sample_process(*args, timeout: int = 240) -> subprocess.CompletedProcess:
+    """`python sample.py ARGS` from the project root in a fresh process, output captured."""
     return subprocess.run([sys.executable, str(ROOT / "sample.py"), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -144,8 +144,9 @@ def colorization_overrides(run_dir, root, **extra):
              "data.train": "train", "data.val": "val", "data.test": "val", "data.preprocess": "crop",
              "data.load_size": 32, "data.crop_size": 32, "model.generator": "unet", "model.num_downs": 5,
              "model.ngf": 8, "model.ndf": 8, "train.batch_size": 4, "train.max_steps": 40, "train.lr": 2e-3,
-             "train.beta1": 0.9, "train.lr_decay_start": 1.0, "train.log_every": 10, "train.sample_every": 40,
-             "train.ckpt_every": 40, "train.eval_batches": 1, "log.wandb": "disabled"}
+             "train.beta1": 0.9, "train.lr_decay_start": 1.0, "train.log_every": 10,
+             "train.validate_every": 40, "train.ckpt_every": 40, "train.eval_batches": 1,
+             "log.wandb": "disabled"}
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
 
@@ -183,7 +184,8 @@ def test_colorization_learns_colour_from_lightness(banded_root, tmp_path, loss):
 
 def test_prior_is_cached_and_q_follows_the_bins(banded_root, tmp_path):
     cfg = config.load(None, colorization_overrides(tmp_path / "run", banded_root, **{
-        "colorization.bins": "gamut", "train.max_steps": 2, "train.sample_every": 2, "train.ckpt_every": 2}))
+        "colorization.bins": "gamut", "train.max_steps": 2, "train.validate_every": 2,
+        "train.ckpt_every": 2}))
     trainer = ColorizationTrainer(cfg)
     trainer.fit()
     q = len(gamut_bins(10))
@@ -212,7 +214,7 @@ def test_colorization_needs_images_data(banded_root, tmp_path):
 def test_sample_cli_colorizes_any_size_keeping_l(banded_root, tmp_path):
     run = tmp_path / "run"
     ColorizationTrainer(config.load(None, colorization_overrides(run, banded_root, **{
-        "train.max_steps": 2, "train.sample_every": 2, "train.ckpt_every": 2}))).fit()
+        "train.max_steps": 2, "train.validate_every": 2, "train.ckpt_every": 2}))).fit()
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.default_rng(0)

@@ -62,12 +62,25 @@ def test_yaml_round_trip(tmp_path):
     assert config.load(tmp_path / "c.yaml") == cfg
 
 
-def test_the_former_sample_every_key_still_sets_validate_every(tmp_path):
+def test_the_former_sample_every_key_is_refused_naming_validate_every(tmp_path):
     old = tmp_path / "old.yaml"
     old.write_text("data:\n  root: data\ntrain:\n  sample_every: 7\n")
-    assert config.load(old).train.validate_every == 7
-    assert config.load(None, ["data.root=d", "train.sample_every=9"]).train.validate_every == 9
+    with pytest.raises(ValueError, match=r"train.sample_every in config file .*old.yaml was renamed: "
+                                         r"use train.validate_every"):
+        config.load(old)
+    with pytest.raises(ValueError, match=r"train.sample_every in override 'train.sample_every=9' was "
+                                         r"renamed: use train.validate_every"):
+        config.load(None, ["data.root=d", "train.sample_every=9"])
     assert config.load(None, ["data.root=d", "train.validate_every=5"]).train.validate_every == 5
+
+
+def test_a_run_config_written_before_the_rename_still_loads(tmp_path):
+    # Every config.yaml saved before the rename holds `sample_every: null`: those runs resume and sample.
+    cfg = config.load(None, ["data.root=/x", "train.validate_every=6"])
+    saved = config.to_yaml(cfg).replace("validate_every: 6\n", "validate_every: 6\n  sample_every: null\n")
+    assert "sample_every: null" in saved
+    (tmp_path / "config.yaml").write_text(saved)
+    assert config.load(tmp_path / "config.yaml") == cfg
 
 
 def test_keys_a_method_would_ignore_are_refused():

@@ -13,12 +13,11 @@ from PIL import Image
 from gen import config, pipelines
 from gen.losses.image_pool import ImagePool
 from gen.models import create_model
-from gen.visualize import grid_size
 from gen.data.build import eval_data
 from safetensors.torch import load_file
 
 from trainers import CycleGANTrainer, checkpoint
-from conftest import ROOT
+from conftest import ROOT, grid_size
 
 
 def swap_rb(x):
@@ -61,7 +60,7 @@ def cyclegan_overrides(run_dir, root, **extra):
         "train.batch_size": 2,
         "train.max_steps": 4,
         "train.log_every": 2,
-        "train.sample_every": 2,
+        "train.validate_every": 2,
         "train.ckpt_every": 2,
         "log.wandb": "disabled",
     }
@@ -181,7 +180,7 @@ def test_fit_resume_export_and_both_directions(tmp_path):
         pipelines.load(tmp_path / "run", direction="BtoA"),
     )
     assert ab(x).shape == (1, 3, 37, 29) and not torch.equal(ab(x), ba(x))
-    assert (tmp_path / "run" / "samples" / "grid_A_00000004.png").is_file()
+    assert (tmp_path / "run" / "samples" / "grid_00000004.png").is_file()
 
 
 def test_killed_run_resumes_to_identical_weights(tmp_path):
@@ -210,11 +209,11 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
 
 
 def test_evaluate_unpaired_scores_cycle_and_domain(tmp_path):
-    from gen.evaluate import evaluate_unpaired
+    from gen.evaluate import evaluate
     root = write_unpaired(tmp_path / "data")
     cfg = config.load(None, cyclegan_overrides(tmp_path / "run", root))
     CycleGANTrainer(cfg).fit()
-    result, grid = evaluate_unpaired(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
+    result, grid = evaluate(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
     assert result["images_A"] == 2 and result["images_B"] == 2
     assert 0 < result["cycle_PSNR_A"] < 100 and 0 < result["cycle_PSNR_B"] < 100
     # Reddish vs bluish: a classifier trained on the real train images separates the real test images.

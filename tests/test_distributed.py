@@ -15,7 +15,7 @@ from wandb_records import read_history
 # L1-only with no norm layers and no dropout: per-sample gradients with no cross-sample statistics,
 # so averaging 2 ranks x batch 2 must equal one process with batch 4 on the same 4 samples.
 EXACT = {"pix2pix.gan_mode": "none", "model.norm": "none", "model.dropout": 0.0, "train.max_steps": 4,
-         "train.ckpt_every": 2, "train.sample_every": 4, "train.lr": 1e-3}
+         "train.ckpt_every": 2, "train.validate_every": 4, "train.lr": 1e-3}
 
 
 def torchrun(args, env_extra=None):

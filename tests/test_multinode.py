@@ -17,7 +17,7 @@ from conftest import ROOT, tiny_overrides
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 SYNC = {"model.norm": "sync_batch", "model.d_norm": "sync_batch", "model.dropout": 0.0, "train.max_steps": 4,
-        "train.ckpt_every": 2, "train.sample_every": 4, "train.batch_size": 2, "train.lr": 1e-3}
+        "train.ckpt_every": 2, "train.validate_every": 4, "train.batch_size": 2, "train.lr": 1e-3}
 # srun's part in the SLURM template: one task per node, here all on this machine. NODE<i>_ENV adds
 # environment variables to node i's task (a fault to inject); each task logs to $NODE_LOG_DIR/node<i>.log.
 SRUN = """#!/bin/bash

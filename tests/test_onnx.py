@@ -36,7 +36,7 @@ class Exports:
         # 7 levels: the pix2pix generator has dropout (levels 4 and 5), so paper mode has noise inputs
         Pix2PixTrainer(config.load(None, tiny_overrides(root / "p2p", root / "data", **{
             "model.num_downs": 7, "data.load_size": 132, "data.crop_size": 128, "train.max_steps": 2,
-            "train.sample_every": 2, "train.ckpt_every": 2}))).fit()
+            "train.validate_every": 2, "train.ckpt_every": 2}))).fit()
         self.runs["p2p"] = self.runs["p2p_eval"] = root / "p2p"
         self.folders: dict[str, Path] = {}
 

@@ -94,8 +94,8 @@ def test_bf16_autocast_and_grad_accumulation_train(tmp_path, aligned_root):
     """Mixed precision and accumulation from config: a short run finishes with finite weights, and
     with grad_accum 2 the optimizer steps once per 2 micro-batches (Adam's step count)."""
     cfg = config.load(None, tiny_overrides(tmp_path / "run", aligned_root, **{
-        "train.mixed_precision": "bf16", "train.grad_accum": 2, "train.max_steps": 2, "train.sample_every": 2,
-        "train.ckpt_every": 2, "train.log_every": 1}))
+        "train.mixed_precision": "bf16", "train.grad_accum": 2, "train.max_steps": 2,
+        "train.validate_every": 2, "train.ckpt_every": 2, "train.log_every": 1}))
     t = Pix2PixTrainer(cfg)
     t.fit()
     state = t.optimizers["generator"].state_dict()["state"]

@@ -13,9 +13,8 @@ from safetensors.torch import load_file
 
 from gen import config, pipelines
 from gen.models import UNet
-from gen.visualize import grid_size
 from trainers import Pix2PixTrainer, checkpoint
-from conftest import ROOT, run_sample, tiny_overrides
+from conftest import ROOT, grid_size, run_sample, tiny_overrides
 from wandb_records import read_history
 
 

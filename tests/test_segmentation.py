@@ -4,10 +4,10 @@ import torch
 from PIL import Image
 
 from gen import config, pipelines
-from gen.evaluate import evaluate_segmentation
-from gen.visualize import grid_size
+from gen.evaluate import evaluate
 from gen.data.build import eval_data
 from trainers import SegmentationTrainer
+from conftest import grid_size
 
 
 def write_colour_classes(folder, n=8, size=32, seed=0):
@@ -27,7 +27,8 @@ def overrides(tmp_path, **extra):
              "data.num_classes": 3, "data.first_label": 1, "data.direction": "BtoA", "data.load_size": 36,
              "data.crop_size": 32, "model.generator": "unet", "model.num_downs": 5, "model.ngf": 8,
              "model.dropout": 0.0, "train.batch_size": 4, "train.lr": 2e-3, "train.max_steps": 60,
-             "train.log_every": 20, "train.sample_every": 60, "train.ckpt_every": 60, "log.wandb": "disabled"}
+             "train.log_every": 20, "train.validate_every": 60, "train.ckpt_every": 60,
+             "log.wandb": "disabled"}
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
 
@@ -44,7 +45,7 @@ def test_segmenter_learns_exports_and_labels_a_folder(tmp_path):
     before = trainer.validate(0)["mean_iu"]
     trainer = SegmentationTrainer(cfg)
     trainer.fit()
-    result, grid = evaluate_segmentation(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
+    result, grid = evaluate(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
     assert result["images"] == 2 and result["mean_iu"] > 0.9 and result["mean_iu"] > before + 0.3, (
         before,
         result,
@@ -69,7 +70,7 @@ def test_fcn8s_segmenter_trains_and_exports(tmp_path):
     write_colour_classes(tmp_path / "data" / "train", 4)
     write_colour_classes(tmp_path / "data" / "val", 1, seed=1)
     cfg = config.load(None, overrides(tmp_path, **{"model.generator": "fcn8s", "model.num_downs": "null",
-                                                   "train.max_steps": 4, "train.sample_every": 4,
+                                                   "train.max_steps": 4, "train.validate_every": 4,
                                                    "train.ckpt_every": 4}))
     SegmentationTrainer(cfg).fit()
     pipe = pipelines.load(tmp_path / "run")
@@ -81,7 +82,7 @@ def test_fcn8s_segmenter_trains_and_exports(tmp_path):
 def test_fcn_score_of_labels_to_photo_run(tmp_path):
     """A segmenter scores a pix2pix labels -> photo run's outputs against the input labels; the same
     segmenter on the real photos gives the ground-truth row."""
-    from gen.evaluate import evaluate_paired
+    from gen.evaluate import evaluate
     from trainers import Pix2PixTrainer
     write_colour_classes(tmp_path / "data" / "train", 8)
     write_colour_classes(tmp_path / "data" / "val", 2, seed=1)
@@ -89,9 +90,9 @@ def test_fcn_score_of_labels_to_photo_run(tmp_path):
     SegmentationTrainer(config.load(None, overrides(tmp_path))).fit()
     gan = config.load(None, overrides(tmp_path, **{"method": "pix2pix", "run.dir": tmp_path / "gan",
                                                    "data.direction": "AtoB", "train.max_steps": 4,
-                                                   "train.sample_every": 4, "train.ckpt_every": 4}))
+                                                   "train.validate_every": 4, "train.ckpt_every": 4}))
     Pix2PixTrainer(gan).fit()
-    result, _ = evaluate_paired(tmp_path / "gan", eval_data(gan, "test"), None, 2, segmenter=tmp_path / "run")
+    result, _ = evaluate(tmp_path / "gan", eval_data(gan, "test"), None, 2, segmenter=tmp_path / "run")
     truth, fake = result["fcn_score_ground_truth"], result["fcn_score"]
     assert set(truth) == set(fake) == {"pixel_acc", "mean_acc", "mean_iu", "fw_iu"}
     assert truth["pixel_acc"] > 0.9  # the segmenter reads real photos well ...

@@ -1,6 +1,7 @@
 """FCN §5 scores against a hand-computed confusion matrix, with an absent class and an ignore index."""
 import numpy as np
 import pytest
+import torch
 
 from gen.metrics.segmentation import ConfusionMatrix
 
@@ -38,3 +39,23 @@ def test_perfect_and_bad_ids():
         cm.update(np.array([5]), np.array([0]))
     with pytest.raises(ValueError, match="pixels"):
         cm.update(np.array([0, 1]), np.array([0]))
+
+
+def test_deterministic_mode_counts_the_same_and_stays_on():
+    # torchmetrics would count with an (N, K*K) table there; the update keeps torch.bincount, which
+    # is deterministic without weights, and leaves the mode (and its warn_only flag) as it found it.
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randint(0, 5, (64, 64), generator=g), torch.randint(0, 5, (64, 64), generator=g)
+    target[:8] = -100
+    plain = ConfusionMatrix(5)
+    plain.update(pred, target)
+    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        cm = ConfusionMatrix(5)
+        cm.update(pred, target)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+    assert (cm.matrix == plain.matrix).all() and cm.matrix.sum() == 56 * 64

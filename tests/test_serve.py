@@ -39,7 +39,7 @@ def train_runs(root: Path, kinds=KINDS) -> dict[str, Path]:
     write_aligned(root / "data" / "val", 1, seed=1)
     write_colour_classes(root / "seg" / "train", 4)
     write_colour_classes(root / "seg" / "val", 2, seed=1)
-    short = {"train.max_steps": 2, "train.sample_every": 2, "train.ckpt_every": 2}
+    short = {"train.max_steps": 2, "train.validate_every": 2, "train.ckpt_every": 2}
     labels = {"method": "pix2pix", "data.direction": "AtoB", "data.root": root / "seg", **short}
     builders = {
         "p2p": lambda d: Pix2PixTrainer(config.load(None, tiny_overrides(d, root / "data", **short))),

@@ -15,7 +15,7 @@ from torch import nn
 from conftest import tiny_overrides
 
 SYNC = {"model.norm": "sync_batch", "model.d_norm": "sync_batch", "model.dropout": 0.0, "train.max_steps": 4,
-        "train.ckpt_every": 2, "train.sample_every": 4, "train.batch_size": 2, "train.lr": 1e-3}
+        "train.ckpt_every": 2, "train.validate_every": 4, "train.batch_size": 2, "train.lr": 1e-3}
 SPLIT = (1, 3)  # per-rank batch sizes of the layer test: unequal, as any-size inputs can be
 
 

@@ -1,7 +1,7 @@
 """Datasets, joint transforms and image I/O."""
 from .build import build_images, build_paired, channels, geometry
 from .folder import ImageFolder
-from .image_io import list_images, load_image, load_label
+from .image_io import load_image, load_label
 from .listing import Listing, data_report, scan_images
 from .labels import IGNORE_INDEX, label_to_rgb, palette
 from .pairs import AlignedPairs, FolderPairs, InMemoryPairs, SegmentationPairs, collate
@@ -14,7 +14,6 @@ __all__ = [
     "build_paired",
     "channels",
     "geometry",
-    "list_images",
     "scan_images",
     "Listing",
     "data_report",

@@ -16,9 +16,6 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Which files are read (extensions, case, subfolders, symlinks, hidden names) is decided in listing.py.
-from .listing import IMG_EXTENSIONS, is_image_file, list_images, scan_images  # noqa: F401
-
 
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode, so truncated or corrupt files fail here with the file's name."""
