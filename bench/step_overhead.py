@@ -65,7 +65,8 @@ class Bare:
         self.opt_g.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             pred = self.d(torch.cat([a, fake], 1)).float()
-        loss_g = F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred)) + 100 * F.l1_loss(fake.float(), b)
+        loss_g = (F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred))
+                  + 100 * F.l1_loss(fake.float(), b))
         loss_g.backward()
         self.opt_g.step()
 
@@ -74,7 +75,8 @@ def make(precision: str, args, data: Path, work: Path):
     from gen import config
     from trainers import Pix2PixTrainer
     cfg = config.load(ROOT / "configs" / "pix2pix" / "facades.yaml", [
-        f"data.root={data}", "data.kind=paired", "data.train=train", "data.layout=aligned", "data.val=null", "data.test=null",
+        f"data.root={data}", "data.kind=paired", "data.train=train", "data.layout=aligned", "data.val=null",
+        "data.test=null",
         f"data.load_size={args.size}", f"data.crop_size={args.size}", "data.flip=false",
         f"model.generator={args.generator}", "train.batch_size=1", f"train.mixed_precision={precision}",
         "train.max_steps=100000", "train.log_every=100000", "train.validate_every=100000",
