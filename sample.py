@@ -37,7 +37,7 @@ NAMED = ("compare", "evaluate", "metrics", "serve")
 
 # Flags of `sample.py RUN --output DIR` that only some kinds of run read: given to a run that would
 # ignore them they are refused (refuse_unread_flags), so a flag on the command line always acts.
-FOLDER_DEFAULTS = {"num": 64, "steps": 50, "scheduler": "ddim", "seed": 0, "samples_per_input": 1,
+FOLDER_DEFAULTS = {"num": 64, "steps": 50, "scheduler": "ddim", "seed": None, "samples_per_input": 1,
                    "batch_size": 16, "full_size": False, "direction": None, "inference": None, "bit_depth": 8}
 READS = {
     "translator": {"direction", "inference", "bit_depth"},
@@ -46,9 +46,11 @@ READS = {
 }
 
 
-EVAL_DEFAULTS = {"steps": 50, "scheduler": "ddim", "seed": 0, "segmenter": None, "inference": None}
-EVAL_READS = {"pix2pix": {"segmenter", "inference"}, "cyclegan": {"inference"}, "segmentation": set(),
-              "colorization": set(), "ddpm": {"steps", "scheduler", "seed", "segmenter"}}
+EVAL_DEFAULTS = {"steps": 50, "scheduler": "ddim", "seed": None, "segmenter": None, "inference": None}
+# by the export's kind (pipeline.json): the model scored, whatever config --data names
+EVAL_READS = {"translation": {"segmenter", "inference"}, "cyclegan": {"inference"}, "segmentation": set(),
+              "colorization": set(), "diffusion": {"steps", "scheduler", "seed", "segmenter"}}
+EVAL_METHODS = ("pix2pix", "cyclegan", "segmentation", "colorization", "ddpm")
 
 
 def refuse_unread_flags(args, kind: str) -> None:
@@ -109,7 +111,7 @@ def evaluate(args) -> int:
     from gen.evaluate import SavedOutputs, Sampling, evaluate as score
     from gen.data.build import eval_data
     from gen.data.output_names import check_outputs
-    from gen.pipelines import resolve_device
+    from gen.pipelines import find_export, read_meta, resolve_device
 
     check_report_counts(args)
     run_dir = Path(args.run_dir)
@@ -119,15 +121,17 @@ def evaluate(args) -> int:
                                 "by train.py; for a converted model (python -m gen.convert) pass --data "
                                 "CONFIG.yaml")
     cfg = config.load(cfg_file, args.overrides)
-    unread = sorted(args.given - EVAL_READS.get(cfg.method, set()))
-    if unread:
+    export = find_export(run_dir)
+    kind = read_meta(export).get("kind") if export else None
+    unread = sorted(args.given - EVAL_READS.get(kind, set()))
+    if unread and kind is not None:
         flags = ", ".join("--" + k.replace("_", "-") for k in unread)
-        raise ValueError(f"{run_dir} is a method={cfg.method} run: evaluate does not read {flags} for it")
+        raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
     device = resolve_device(args.device)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     check_outputs([out_dir / "metrics.json", out_dir / "grid.png"], overwrite=args.overwrite)
     saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
-    if cfg.method not in EVAL_READS:
+    if cfg.method not in EVAL_METHODS:
         raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; compare them with "
                          "sample.py compare")
     data = eval_data(cfg, args.split)
@@ -251,7 +255,8 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--steps", type=int,
                    help="DDPM: sampling steps (default 50; 1000 for the full DDPM chain)")
     p.add_argument("--scheduler", choices=SCHEDULERS, help="DDPM: sampler (default ddim)")
-    p.add_argument("--seed", type=int, help="DDPM: seed of the sampling noise (default 0); sample i, or an "
+    p.add_argument("--seed", type=int, help="DDPM: seed of the sampling noise (default: the run's run.seed, "
+                   "as its training grid); sample i, or an "
                    "input's k-th sample, is the same image whatever --batch-size or the folder's other files")
     p.add_argument("--samples-per-input", type=int, help="conditional DDPM: samples per input (default 1)")
     p.add_argument("--batch-size", type=int, help="unconditional DDPM: samples per batch (default 16)")
@@ -274,8 +279,8 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
                    help="DDPM runs: k samples per input; k > 1 adds the diversity columns")
     p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="DDPM runs: sampler")
-    p.add_argument("--seed", type=int, default=0, help="DDPM runs: sampling seed (an input's noise is "
-                   "named by the seed and its file name)")
+    p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (default: each run's run.seed; an "
+                   "input's noise is named by the seed and its file name)")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="default: offline without an API key")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
@@ -293,7 +298,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--steps", type=int, help="DDPM runs: sampling steps (default 50)")
     p.add_argument("--scheduler", choices=SCHEDULERS, help="DDPM runs: sampler (default ddim)")
     p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (an input's noise is named by the "
-                   "seed and its file name; default 0)")
+                   "seed and its file name; default: the run's run.seed)")
     p.add_argument("--save-outputs", action="store_true",
                    help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
                         "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")

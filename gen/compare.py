@@ -87,28 +87,6 @@ def _evaluation_items(data: EvalData):
     return GrayToColour()
 
 
-def _check_runs(pipes: dict, evaluation: EvalData, seg) -> None:
-    labelled = evaluation.kind == "segmentation"
-    if seg is not None and not labelled:
-        raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
-    for name, pipe in pipes.items():
-        if pipe.kind == "cyclegan":
-            raise ValueError(f"run {name} is a CycleGAN: it is scored on its unpaired test split by "
-                             "sample.py evaluate")
-        if pipe.kind == "segmentation" and not labelled:
-            raise ValueError(
-                f"run {name} is a segmenter but the data has no labels (data.kind={evaluation.kind})"
-            )
-        if pipe.kind == "diffusion" and not pipe.condition_channels:
-            raise ValueError(
-                f"run {name} is an unconditional DDPM: it has no input to compare on; sample it with "
-                f"sample.py {name} --num N"
-            )
-        if evaluation.kind == "images" and pipe.kind not in ("colorization", "diffusion"):
-            raise ValueError(f"run {name} ({pipe.method}) needs paired data; data.kind=images only has "
-                             "grayscale -> colour inputs, for colorization runs")
-
-
 def _table_row(name: str, method: str, result: dict) -> dict:
     """A scoring's result as one table row: scalars as columns, the FCN-score as "FCN <metric>"."""
     row = {"run": name, "method": method}
@@ -150,22 +128,23 @@ def compare_runs(
                          "run a distinct folder name")
     pipes = {Path(r).name: pipelines.load(r, device=device, precision=precision) for r in run_dirs}
     seg = pipelines.load(segmenter, device=device, precision=precision) if segmenter else None
-    _check_runs(pipes, evaluation, seg)
+    if seg is not None and evaluation.kind != "segmentation":
+        raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
     lpips_metric, lpips_missing = try_lpips()
     distances, fid_missing = try_inception_distances(device, distances)
-    makers = [name for name, pipe in pipes.items() if pipe.kind != "segmentation"]
     scorings = {}
     for name, pipe in pipes.items():
-        makes_images = pipe.kind != "segmentation"
-        ctx = Context(grid_rows=0, lpips=lpips_metric if makes_images else None,
-                      lpips_missing="unavailable" if makes_images and lpips_metric is None else "",
-                      distances=distances if makes_images else None, segmenter=seg if makes_images else None,
-                      bins=evaluation.bins, sampling=sampling)
-        scorings[name] = scoring_for(pipe, ctx)
+        # the image-making extras (LPIPS, FID / KID, FCN-score): only scorings that make images read them
+        ctx = Context(grid_rows=0, lpips=lpips_metric, lpips_missing="" if lpips_metric else "unavailable",
+                      distances=distances, segmenter=seg, bins=evaluation.bins, sampling=sampling)
+        scorings[name] = scoring = scoring_for(pipe, ctx)
+        reason = scoring.refuse(evaluation.kind, name)
+        if reason:
+            raise ValueError(reason)
+    makers = [name for name, scoring in scorings.items() if scoring.makes_images]
     columns = ["input", "ground truth"]
-    for name, pipe in pipes.items():
-        extra = sampling.samples_per_input if pipe.kind == "diffusion" else 1
-        columns += [name] + [f"{name} ({j + 1})" for j in range(1, extra)]
+    for name, scoring in scorings.items():
+        columns += [name] + [f"{name} ({j + 1})" for j in range(1, scoring.outputs_per_item)]
     rows = []
     for i in tqdm(range(n), desc=f"compare {split}", dynamic_ncols=True):
         item = data[i]
@@ -196,24 +175,9 @@ def compare_runs(
         result.notes.append(f"FID / KID: against the {n} real target images of the split (torchmetrics' "
                             "Inception features); with fewer than 2048 images FID is biased upward: compare "
                             "runs at equal counts")
-    for name, pipe in pipes.items():
-        if pipe.kind == "diffusion":
-            h, w = data[0]["input"].shape[-2:]
-            how = "" if (h, w) == (pipe.sample_size,) * 2 else (
-                f", at its training size {pipe.sample_size}x{pipe.sample_size} and resized to {h}x{w}")
-            result.notes.append(
-                f"{name}: {sampling.samples_per_input} sample(s) per input, {sampling.scheduler} "
-                f"{sampling.steps} steps, seed {sampling.seed}, each input's noise named by its file "
-                f"name{how}"
-            )
-    colorizers = [name for name, pipe in pipes.items() if pipe.kind == "colorization"]
-    if colorizers:
-        photo = "the ground-truth photo (not the input column)"
-        source = "the gray input" if evaluation.kind == "images" else photo
-        result.notes.append(
-            f"colorization runs ({', '.join(colorizers)}) colour the L channel of {source}; the "
-            "grayscale baseline row (ab = 0) is scored by the same code"
-        )
+    size = tuple(data[0]["input"].shape[-2:]) if n else (0, 0)
+    for name, scoring in scorings.items():
+        result.notes += scoring.notes(name, evaluation.kind, size)
     return result
 
 

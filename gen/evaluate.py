@@ -82,7 +82,7 @@ def split_items(pipe, data: EvalData, max_images: Optional[int] = None):
     if data.kind == "unpaired":
         files = {dom: data.files[dom][:_limit(len(data.files[dom]), max_images)] for dom in "AB"}
         channels = dict(zip("AB", data.channels))
-        return DomainImages(files, data.geometry, channels, data.max_16bit), None
+        return DomainImages(files, data.geometry, channels, data.max_16bit, data.roots), None
     return data.items, _limit(len(data.items), max_images)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
 from tqdm.auto import tqdm
 
@@ -49,10 +50,11 @@ def translate_folder(pipe, input_dir: Path, out_dir: Path, bit_depth: int = 8,
     return len(outputs)
 
 
-def sample_conditional(pipe, input_dir: Path, out_dir: Path, k: int, steps: int, scheduler: str, seed: int,
-                       full_size: bool = False, overwrite: bool = False) -> int:
+def sample_conditional(pipe, input_dir: Path, out_dir: Path, k: int, steps: int, scheduler: str,
+                       seed: Optional[int], full_size: bool = False, overwrite: bool = False) -> int:
     """k samples of an image-conditioned DDPM per condition image under `input_dir`: OUT/<its path>.png
-    (k = 1) or <its path>_0.png .. _{k-1}.png, and grid.png (a row per input: condition, samples)."""
+    (k = 1) or <its path>_0.png .. _{k-1}.png, and grid.png (a row per input: condition, samples).
+    seed None: the run's own."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     files = input_files(input_dir, "condition images", out_dir)
     stems = mirrored_stems(input_dir, files, reserved=["grid"])
@@ -72,12 +74,12 @@ def sample_conditional(pipe, input_dir: Path, out_dir: Path, k: int, steps: int,
         if len(rows) < GRID_ITEMS:  # the grid shows the first inputs; nothing else is kept
             rows.append([cond[0]] + list(x))
     image_grid(rows).save(out_dir / "grid.png")
-    print(sampled(written, out_dir, steps, scheduler, seed))
+    print(sampled(written, out_dir, steps, scheduler, pipe.seed if seed is None else seed))
     return written
 
 
 def sample_unconditional(pipe, out_dir: Path, num: int, batch_size: int, steps: int, scheduler: str,
-                         seed: int, overwrite: bool = False) -> int:
+                         seed: Optional[int], overwrite: bool = False) -> int:
     """`num` samples of an unconditional DDPM, `batch_size` at a time, as OUT/sample_00000.png ... and
     grid.png (the first GRID_ITEMS, square). Sample i is the same image whatever batch_size."""
     out_dir = Path(out_dir)
@@ -94,7 +96,7 @@ def sample_unconditional(pipe, out_dir: Path, num: int, batch_size: int, steps: 
         images += [im.clone() for im in batch[: GRID_ITEMS - len(images)]]
     side = math.ceil(math.sqrt(len(images)))
     image_grid([images[i:i + side] for i in range(0, len(images), side)]).save(out_dir / "grid.png")
-    print(sampled(num, out_dir, steps, scheduler, seed))
+    print(sampled(num, out_dir, steps, scheduler, pipe.seed if seed is None else seed))
     return num
 
 

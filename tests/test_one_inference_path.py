@@ -40,8 +40,9 @@ def setup(method: str, tmp, precision: str):
         write_aligned(tmp / "d" / "train", 4, size=32)
         write_aligned(tmp / "d" / "val", 3, size=32, seed=1)
         return config.load(None, tiny_overrides(tmp / "run", tmp / "d", **common)), "val"
-    if method == "cyclegan":
+    if method == "cyclegan":  # 2 test images of A, 1 of B: the smaller domain is not repeated
         root = write_unpaired(tmp / "d", n=4, size=32)
+        (root / "testB" / "1.png").unlink()
         return config.load(None, cyclegan_overrides(tmp / "run", root, **common)), "test"
     if method == "colorization":
         write_banded(tmp / "d" / "train", 4)
@@ -55,6 +56,7 @@ def setup(method: str, tmp, precision: str):
         return cfg, "val"
     if method.startswith("ddpm"):  # DDPM trains on fixed-size crops: 8x8 crops of 8x8 images, exact
         common.pop("data.preprocess")
+        common["run.seed"] = 3  # sample.py and evaluate sample with the run's seed unless told
     if method == "ddpm_conditional":
         root = write_conditional(tmp / "d", n=6)
         shutil.copytree(root / "train", root / "val")
@@ -99,22 +101,22 @@ def test_validation_evaluate_compare_and_folder_agree(method, precision, tmp_pat
         for batch in (1, 3):
             out = tmp_path / f"num_b{batch}"
             proc = run_sample(run, "--num", 4, "--batch-size", batch, "--steps", 3, "--scheduler", "ddpm",
-                              "--seed", cfg.run.seed, "--output", out)
+                              "--output", out)
             assert proc.returncode == 0, proc.stderr[-2000:]
             outs[batch] = [pixels(out / f"sample_{i:05d}.png") for i in range(4)]
         _, grid = evaluate(run, data, grid_rows=4, max_images=4, saved=SavedOutputs(tmp_path / "saved"),
-                           sampling=Sampling(1, 3, "ddpm", cfg.run.seed))
+                           sampling=Sampling(1, 3, "ddpm"))
         saved = [pixels(tmp_path / "saved" / f"sample_{i:05d}.png") for i in range(4)]
         for i in range(4):
             assert np.array_equal(outs[1][i], outs[3][i]), f"sample {i} depends on --batch-size"
             assert np.array_equal(outs[1][i], saved[i]), f"sample {i}: evaluate differs from sample.py"
-        samples = pipelines.load(run).sample_numbers(range(4), 3, "ddpm", cfg.run.seed)
+        samples = pipelines.load(run).sample_numbers(range(4), 3, "ddpm", 3)
         assert np.array_equal(np.asarray(logged["grid"]), np.asarray(image_grid([list(samples[:2]),
                                                                                    list(samples[2:])])))
         return
     n = len(trainer.validation_items(per_batch=4 if method == "colorization" else 1))
     grid_rows = 8 if method == "colorization" else n
-    sampling = Sampling(1, 3, "ddpm", cfg.run.seed)
+    sampling = Sampling(1, 3, "ddpm")  # seed: the run's own
     scored, grid = evaluate(run, data, grid_rows=grid_rows, max_images=n,
                             saved=SavedOutputs(tmp_path / "saved"), sampling=sampling,
                             classifier=TINY_CLASSIFIER)
@@ -135,7 +137,7 @@ def test_validation_evaluate_compare_and_folder_agree(method, precision, tmp_pat
         key = "image" if method == "colorization" else "input"
         saved_dir, flags = tmp_path / "saved", []
     if method == "ddpm_conditional":
-        flags = ["--steps", 3, "--scheduler", "ddpm", "--seed", cfg.run.seed]
+        flags = ["--steps", 3, "--scheduler", "ddpm"]
     names = write_items(items, tmp_path / "in", key)
     proc = run_sample(run, "--input", tmp_path / "in", "--output", tmp_path / "folder", *flags)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -234,3 +236,40 @@ def test_pipeline_precision_is_its_own_under_any_caller_autocast(precision):
     fp32 = TranslationPipeline(pipe.net, inference="eval")(x)
     assert torch.equal(plain, fp32) == (precision == "fp32")
     assert plain.dtype == torch.float32
+
+
+def test_exports_written_before_the_one_class_key_still_load(tmp_path):
+    """pipeline.json files naming the network under generator_class / model_class load; one missing
+    an entry its kind needs is an error naming the file and the entry."""
+    import json
+    from gen.models import create_model
+    from gen.pipelines import SegmentationPipeline, TranslationPipeline
+    torch.manual_seed(0)
+    TranslationPipeline(create_model("unet", num_downs=5, ngf=8)).save_pretrained(tmp_path / "t")
+    segmenter = create_model("unet", num_downs=5, ngf=8, out_channels=3)
+    SegmentationPipeline(segmenter, 3).save_pretrained(tmp_path / "s")
+    for folder, old in (("t", "generator_class"), ("s", "model_class")):
+        meta_file = tmp_path / folder / "pipeline.json"
+        meta = json.loads(meta_file.read_text())
+        meta[old] = meta.pop("network_class")
+        meta_file.write_text(json.dumps(meta))
+        assert pipelines.load(tmp_path / folder).net.config.in_channels == 3
+    meta = json.loads((tmp_path / "t" / "pipeline.json").read_text())
+    del meta["inference"]
+    (tmp_path / "t" / "pipeline.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="pipeline.json has no 'inference' entry"):
+        pipelines.load(tmp_path / "t")
+
+
+def test_ddpm_conditions_keep_the_16bit_scale_of_training(conditional_export, tmp_path):
+    """A DDPM trained on 16-bit conditions with data.max_16bit reads sample.py's inputs on that scale."""
+    from gen.data.transforms import from_pil
+    pipe = pipelines.load(conditional_export)
+    pipe.max_16bit = 1000.0
+    pipe.save_export(tmp_path / "export")
+    again = pipelines.load(tmp_path / "export")
+    img = Image.fromarray(np.full((8, 8), 500, np.uint16))
+    assert again.max_16bit == 1000.0
+    cond = again.condition_from_image(img)
+    assert torch.equal(cond, from_pil(img, 3, 1000.0)) and cond.mean() > -0.1  # 500 of 1000: mid-gray
+    assert not torch.equal(cond, from_pil(img, 3))  # not 500 of 65535, near black

@@ -135,6 +135,7 @@ class DDPMTrainer(Trainer):
         pipe = DiffusionSamplingPipeline(export_copy(self.unwrap("unet")), scheduler)
         pipe.sample_size = self.pipeline_sample_size()
         pipe.label_input = label_input(self.cfg.data)
+        pipe.seed, pipe.max_16bit = self.cfg.run.seed, self.cfg.data.max_16bit
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -147,9 +148,9 @@ class DDPMTrainer(Trainer):
             if self.val_set is None:
                 return {}
             return validation(pipe, self.val_set, self.validation_items(),
-                              sampling=Sampling(1, c.sample_steps, c.sample_scheduler, self.cfg.run.seed))
+                              sampling=Sampling(1, c.sample_steps, c.sample_scheduler))  # the run's seed
         # sample.py RUN --num num_samples --seed run.seed draws the same images
-        x = pipe.sample_numbers(range(c.num_samples), c.sample_steps, c.sample_scheduler, self.cfg.run.seed)
+        x = pipe.sample_numbers(range(c.num_samples), c.sample_steps, c.sample_scheduler, None)  # run.seed
         side = max(1, int(math.sqrt(c.num_samples)))
         out = {"grid": image_grid([list(x[i:i + side]) for i in range(0, len(x), side)])}
         for i, (mu, sd) in enumerate(zip(x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist())):
@@ -167,7 +168,7 @@ class DDPMTrainer(Trainer):
 
     def export(self, path: Path) -> None:
         with self.ema_weights():
-            self.pipeline().save_export(path, self.method, self.cfg.run.seed)
+            self.pipeline().save_export(path, self.method)
 
     def pipeline_sample_size(self) -> int:
         d = self.cfg.data

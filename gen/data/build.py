@@ -76,7 +76,8 @@ def build_unpaired(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> U
     check_pattern(cfg)
     spec = split_spec(cfg, split)
     geo = geometry(cfg) if train else geometry(cfg, flip=False)
-    return UnpairedImages(Path(cfg.root), spec, geo, cfg.channels_a, cfg.channels_b, train=train, seed=seed,
+    return UnpairedImages(Path(cfg.root).expanduser(), spec, geo, cfg.channels_a, cfg.channels_b, train=train,
+                          seed=seed,
                           serial_b=cfg.serial_b, max_16bit=cfg.max_16bit)
 
 
@@ -105,13 +106,14 @@ def eval_data(cfg: ExperimentConfig, split: str) -> EvalData:
     bins = load_bins(cfg.colorization.bins, cfg.colorization.bin_grid)  # for colorization runs compared
     if d.kind == "unpaired":
         check_pattern(d)
-        root = Path(d.root)
-        a, b, listing = scan_unpaired(root, split_spec(d, split))
+        root, spec = Path(d.root).expanduser(), split_spec(d, split)
+        a, b, listing = scan_unpaired(root, spec)
         files = {"A": a, "B": b}
         files.update({f"train{dom}": scan_images(root / f"{d.train}{dom}").files for dom in "AB"})
         return EvalData(split, "unpaired", files=files, geometry=geometry(d, flip=False),
                         channels=(d.channels_a, d.channels_b), max_16bit=d.max_16bit, bins=bins,
-                        report=listing.report(f"data {split}"))
+                        report=listing.report(f"data {split}"),
+                        roots={dom: root / f"{spec}{dom}" for dom in "AB"})
     items = build_split(d, split, train=False)
     kind = d.kind if d.kind in ("segmentation", "images") else "paired"
     return EvalData(split, kind, items, num_classes=d.num_classes, bins=bins,

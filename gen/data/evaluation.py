@@ -32,3 +32,4 @@ class EvalData:
     channels: tuple[int, int] = (3, 3)
     max_16bit: Optional[float] = None
     report: str = ""
+    roots: dict[str, Path] = field(default_factory=dict)  # unpaired: the A and B folders item names are under

@@ -44,6 +44,7 @@ class UnpairedImages(Dataset):
     ):
         root = Path(root)
         self.a_files, self.b_files, self.listing = scan_unpaired(root, split)
+        self.roots = {dom: root / f"{split}{dom}" for dom in "AB"}  # what item names are relative to
         self.geometry, self.train, self.seed, self.serial_b = geometry, train, seed, serial_b
         self.channels_a, self.channels_b, self.max_16bit = channels_a, channels_b, max_16bit
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .base import Context, Sampling, SavedOutputs, Scoring, score_items
 from .colorization import ColorizationScoring, bins_of
-from .cyclegan import CycleGANScoring, DomainImages, split_domains
+from .cyclegan import CycleGANScoring, DomainImages
 from .ddpm import ConditionalScoring, UnconditionalScoring
 from .segmentation import SegmentationScoring
 from .translation import PairedScoring
@@ -33,7 +33,7 @@ def scoring_for(pipe, ctx: Context | None = None) -> Scoring:
 
 
 __all__ = ["Context", "Sampling", "SavedOutputs", "Scoring", "score_items", "scoring_for", "SCORINGS",
-           "bins_of", "DomainImages", "split_domains"]
+           "bins_of", "DomainImages"]
 
 
 def validation(pipe, dataset, indices: list[int], grid_rows: int | None = None,
@@ -41,13 +41,16 @@ def validation(pipe, dataset, indices: list[int], grid_rows: int | None = None,
     """Training's validation: the export's scoring on the held-out items `indices` of `dataset`
     -> {"grid": PIL image, metric: float}, the figures `sample.py evaluate --max-images len(indices)`
     reports for the same weights."""
-    items = [dataset[i] for i in indices]
+    # CycleGAN: the first len(indices) files of each domain (its dataset pairs A[g % |A|] with
+    # B[g % |B|], which would repeat the smaller domain)
     if pipe.kind == "cyclegan":
-        items = split_domains(items)
+        items = DomainImages.first(dataset, len(indices))
+    else:
+        items = [dataset[i] for i in indices]
     ctx = Context(grid_rows=len(indices) if grid_rows is None else grid_rows, sampling=sampling or Sampling(),
                   bins=bins)
     result, grid = score_items(scoring_for(pipe, ctx), items, progress=False)
-    return {"grid": grid, **{k: v for k, v in result.items() if isinstance(v, (int, float))}}
+    return {"grid": grid, **{k: v for k, v in result.items() if isinstance(v, float)}}  # metrics, not counts
 
 
 __all__ += ["validation"]

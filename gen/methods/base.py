@@ -48,12 +48,16 @@ class SavedOutputs:
 
 @dataclass
 class Sampling:
-    """How diffusion runs are sampled: k samples per input, sampler, steps and the run's seed (sample j
-    of an input is seeded by the seed, the input's name and j: gen.seeding)."""
+    """How diffusion runs are sampled: k samples per input, sampler, steps and the seed (None: each
+    run's own, as its training grid; sample j of an input is seeded by the seed, the input's name and
+    j: gen.seeding)."""
     samples_per_input: int = 1
     steps: int = 50
     scheduler: str = "ddim"
-    seed: int = 0
+    seed: Optional[int] = None
+
+    def seed_of(self, pipe) -> int:
+        return pipe.seed if self.seed is None else self.seed
 
 
 @dataclass
@@ -104,6 +108,24 @@ class Scoring:
 
     def result(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    makes_images = True  # outputs are images scored against a target (LPIPS, FID, FCN-score apply)
+
+    @property
+    def outputs_per_item(self) -> int:
+        """How many outputs add() returns per item (grid columns in a comparison)."""
+        return 1
+
+    def refuse(self, data_kind: str, name: str) -> str:
+        """Why this run cannot be compared on data of `data_kind` ('' when it can)."""
+        if data_kind == "images":
+            return (f"run {name} ({self.pipe.method}) needs paired data; data.kind=images only has "
+                    "grayscale -> colour inputs, for colorization runs")
+        return ""
+
+    def notes(self, name: str, data_kind: str, size: tuple[int, int]) -> list[str]:
+        """What a comparison table should say about how this run was scored (inputs of `size`)."""
+        return []
 
     def baselines(self) -> dict[str, dict[str, Any]]:
         """Reference predictors scored by the same code beside the method (colorization's gray)."""

@@ -65,6 +65,15 @@ class ColorizationScoring(Scoring):
         self.count += len(items)
         return [o[None] for o in out]
 
+    def refuse(self, data_kind: str, name: str) -> str:
+        return ""  # colours the photo of any split: an image folder's, a pair's target
+
+    def notes(self, name: str, data_kind: str, size: tuple[int, int]) -> list[str]:
+        photo = "the ground-truth photo (not the input column)"
+        source = "the gray input" if data_kind == "images" else photo
+        return [f"{name} colours the L channel of {source}; the grayscale baseline row (ab = 0) is scored "
+                "by the same code"]
+
     def _fid(self, which: str) -> dict[str, Any]:
         return self.distances[which].report("run") if self.distances is not None else {}
 

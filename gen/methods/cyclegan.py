@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..data.listing import relative_name
 from ..data.transforms import load_images, to_pil
 from ..metrics import psnr
 from ..metrics.domain import predict_domain
@@ -16,12 +17,23 @@ from .base import Scoring
 
 
 class DomainImages:
-    """Unpaired test files as items {"image" (C, H, W), "domain", "name"}: every A file, then every B
-    file, each read when it is scored (memory does not grow with the split)."""
+    """Unpaired files as items {"image" (C, H, W), "domain", "name"}: every A file, then every B file,
+    each read when it is scored (memory does not grow with the split); names relative to `roots`
+    (the testA / testB folders), so subfolders are kept."""
 
-    def __init__(self, files: dict[str, Sequence[Path]], geometry, channels: dict[str, int], max_16bit=None):
+    def __init__(self, files: dict[str, Sequence[Path]], geometry, channels: dict[str, int], max_16bit=None,
+                 roots: dict[str, Path] | None = None):
         self.entries = [(dom, p) for dom in "AB" for p in files[dom]]
         self.geometry, self.channels, self.max_16bit = geometry, channels, max_16bit
+        self.roots = roots or {}
+
+    @classmethod
+    def first(cls, dataset, n: int) -> "DomainImages":
+        """The first n files of each domain of an UnpairedImages split (training's validation items:
+        what `sample.py evaluate --max-images n` scores), read as evaluation reads them."""
+        files = {"A": dataset.a_files[:n], "B": dataset.b_files[:n]}
+        return cls(files, dataset.geometry, {"A": dataset.channels_a, "B": dataset.channels_b},
+                   dataset.max_16bit, dataset.roots)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -29,15 +41,7 @@ class DomainImages:
     def __getitem__(self, i: int) -> dict:
         dom, path = self.entries[i]
         image = load_images([path], self.geometry, self.channels[dom], self.max_16bit)[0]
-        return {"image": image, "domain": dom, "name": path.name}
-
-
-def split_domains(items: Sequence[dict]) -> list[dict]:
-    """Validation items {"A", "B", "name": "a|b"} -> domain items: the A images, then the B images."""
-    out = []
-    for dom, part in (("A", 0), ("B", 1)):
-        out += [{"image": it[dom], "domain": dom, "name": it["name"].split("|")[part]} for it in items]
-    return out
+        return {"image": image, "domain": dom, "name": relative_name(path, self.roots.get(dom))}
 
 
 class _Direction:

@@ -30,11 +30,26 @@ class ConditionalScoring(Scoring):
         self.images = ImageOutputs(self.ctx)
         self.diversity: dict[str, list[float]] = {"L1": [], "LPIPS": []}
 
+    @property
+    def outputs_per_item(self) -> int:
+        return self.ctx.sampling.samples_per_input
+
+    def refuse(self, data_kind: str, name: str) -> str:
+        return ""  # any condition images: a pair's input, an image folder's gray input
+
+    def notes(self, name: str, data_kind: str, size: tuple[int, int]) -> list[str]:
+        s, side = self.ctx.sampling, self.pipe.sample_size
+        how = "" if tuple(size) == (side, side) else (
+            f", at its training size {side}x{side} and resized to {size[0]}x{size[1]}")
+        return [f"{name}: {s.samples_per_input} sample(s) per input, {s.scheduler} {s.steps} steps, seed "
+                f"{s.seed_of(self.pipe)}, each input's noise named by its file name{how}"]
+
     def add(self, items: list[dict]) -> list[torch.Tensor]:
         s, outs = self.ctx.sampling, []
         for item in items:
             x = item["input"][None]
-            out = self.pipe.sample_for(x, s.samples_per_input, s.steps, s.scheduler, s.seed, item["name"])
+            out = self.pipe.sample_for(x, s.samples_per_input, s.steps, s.scheduler, s.seed_of(self.pipe),
+                                       item["name"])
             for j, img in enumerate(out):
                 self.ctx.saved.save(to_pil(img), item["name"], f"_{j}" if len(out) > 1 else "")
             self.images.add(out, item)
@@ -50,7 +65,7 @@ class ConditionalScoring(Scoring):
     def result(self) -> dict[str, Any]:
         s = self.ctx.sampling
         out = {**self.images.result(), **self.ctx.unavailable(),
-               "sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed}"}
+               "sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed_of(self.pipe)}"}
         if self.diversity["L1"]:
             out["diversity_L1"] = sum(self.diversity["L1"]) / len(self.diversity["L1"])
             if self.diversity["LPIPS"]:
@@ -64,6 +79,10 @@ class UnconditionalScoring(Scoring):
 
     batch_size = 16
 
+    def refuse(self, data_kind: str, name: str) -> str:
+        return (f"run {name} is an unconditional DDPM: it has no input to compare on; sample it with "
+                f"sample.py {name} --num N")
+
     def __init__(self, pipe, ctx=None):
         super().__init__(pipe, ctx)
         s = self.ctx.sampling
@@ -73,7 +92,7 @@ class UnconditionalScoring(Scoring):
     def add(self, items: list[dict]) -> list[torch.Tensor]:
         s = self.ctx.sampling
         numbers = range(self.count, self.count + len(items))
-        samples = self.pipe.sample_numbers(numbers, s.steps, s.scheduler, s.seed)
+        samples = self.pipe.sample_numbers(numbers, s.steps, s.scheduler, s.seed_of(self.pipe))
         real = [it["image"] if "image" in it else it["target"] for it in items]
         for i, img in zip(numbers, samples):
             self.ctx.saved.save(to_pil(img), f"sample_{i:05d}")
@@ -87,7 +106,8 @@ class UnconditionalScoring(Scoring):
 
     def result(self) -> dict[str, Any]:
         s = self.ctx.sampling
-        out = {"sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed}", **self.ctx.unavailable()}
+        out = {"sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed_of(self.pipe)}",
+               **self.ctx.unavailable()}
         if self.distances is not None:
             out.update(self.distances.report("run"))
         return out

@@ -16,6 +16,12 @@ class SegmentationScoring(Scoring):
     label maps in their class colours (1, 3, H, W)."""
 
     columns = ["photo", "predicted", "ground truth"]
+    makes_images = False
+
+    def refuse(self, data_kind: str, name: str) -> str:
+        if data_kind != "segmentation":
+            return f"run {name} is a segmenter but the data has no labels (data.kind={data_kind})"
+        return ""
 
     def __init__(self, pipe, ctx=None):
         super().__init__(pipe, ctx)

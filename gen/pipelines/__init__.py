@@ -78,13 +78,15 @@ def _load(path: str | Path, inference: Optional[str]):
     if inference is not None and kind not in ("translation", "cyclegan"):
         raise ValueError(f"{path} is a {kind} export: --inference {inference} applies to pix2pix and "
                          "CycleGAN exports only")
-    if kind == "diffusion":
-        pipe = cls.from_export(path)
-    elif kind in ("translation", "cyclegan"):
-        pipe = cls.from_pretrained(path, inference)
-    else:
-        pipe = cls.from_pretrained(path)
-    return pipe
+    try:
+        if kind == "diffusion":
+            return cls.from_export(path)
+        if kind in ("translation", "cyclegan"):
+            return cls.from_pretrained(path, inference)
+        return cls.from_pretrained(path)
+    except KeyError as err:  # a hand-made or truncated pipeline.json
+        raise ValueError(f"{meta_file} has no {err.args[0]!r} entry, which a {kind} export needs; re-export "
+                         "the run (or convert the checkpoint again)") from None
 
 
 def _direction(path: str | Path, pipe, direction: Optional[str]):
@@ -113,6 +115,8 @@ __all__ = [
     "load",
     "load_export",
     "export_copy",
+    "find_export",
+    "read_meta",
     "PIPELINES",
     "PRECISIONS",
 ]

@@ -68,6 +68,8 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
     # channels_last on the CPU (bench/ddpm.py: the U-Net's sampling step is faster there), contiguous
     # elsewhere: decided here for every caller, training's validation included
     precision = "fp32"  # or bf16: see gen/pipelines/base.py
+    seed = 0  # the run's seed (pipeline.json): what sampling uses when no seed is given
+    max_16bit: Optional[float] = None  # 16-bit conditions on the training data's 0..max_16bit scale
 
     def __init__(self, unet: UNet, scheduler: DDPMScheduler, sample_size: int = 32, label_classes: int = 0,
                  first_label: int = 0, ignore_label: int = -1):
@@ -155,22 +157,24 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
             self.precision = check_precision(precision)
         return self
 
-    def sample_numbers(self, numbers: range, num_inference_steps: int, scheduler: str, seed: int,
+    def sample_numbers(self, numbers: range, num_inference_steps: int, scheduler: str, seed: Optional[int],
                        progress: bool = False) -> torch.Tensor:
         """Unconditional samples `numbers` (sample i is `sample_{i:05d}.png`) of the run sampled with
         `seed` -> (len(numbers), C, H, W) on the CPU. Sample i draws all its noise from its own
-        generator (gen.seeding), so it is the same image whatever the batch it is drawn in."""
-        gens = generators(seed, list(numbers), 1, self.unet.device)
+        generator (gen.seeding), so it is the same image whatever the batch it is drawn in. seed None:
+        the run's own (self.seed), as training's validation grid samples."""
+        gens = generators(self.seed if seed is None else seed, list(numbers), 1, self.unet.device)
         return self(len(gens), num_inference_steps, scheduler, gens, progress=progress).cpu()
 
     def sample_for(self, condition: torch.Tensor, k: int, num_inference_steps: int, scheduler: str,
-                   seed: int, name: str, full_size: bool = False) -> torch.Tensor:
+                   seed: Optional[int], name: str, full_size: bool = False) -> torch.Tensor:
         """k samples for one condition (1, Cc, H, W) -> (k, C_out, H, W) on the CPU, in [-1, 1]. Sample
         j of the input named `name` (its path without extension, see gen.seeding) draws its noise
         from a generator seeded by (seed, name, j): the same image whatever folder, batch or k.
         Sampled at the training size by default (the scale the model learned; nearest resize keeps
-        label colours pure) and resized back: a full-size map costs (H*W / size^2) times as much."""
-        generator = generators(seed, [name], k, self.unet.device)
+        label colours pure) and resized back: a full-size map costs (H*W / size^2) times as much.
+        seed None: the run's own (self.seed)."""
+        generator = generators(self.seed if seed is None else seed, [name], k, self.unet.device)
         h, w = condition.shape[-2:]
         size = self.sample_size
         small = not full_size and (h, w) != (size, size)
@@ -188,13 +192,15 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         if label:
             k, first, ignore = label["num_classes"], label["first_label"], label["ignore_label"]
             return label_image_to_tensor(img, k, first, ignore)
-        return from_pil(img, self.condition_channels)
+        return from_pil(img, self.condition_channels, self.max_16bit)
 
-    def save_export(self, path: str | Path, method: str = "ddpm", seed: int = 0) -> None:
-        path = Path(path)
+    def save_export(self, path: str | Path, method: str = "ddpm", seed: Optional[int] = None) -> None:
+        """The export (diffusers save_pretrained + pipeline.json); seed: the run's (default self.seed)."""
+        path, seed = Path(path), self.seed if seed is None else seed
         self.save_pretrained(path)
         write_meta(path, self.kind, method, sample_size=self.sample_size,
-                   condition_channels=self.condition_channels, seed=seed, label_input=self.label_input)
+                   condition_channels=self.condition_channels, seed=seed, label_input=self.label_input,
+                   max_16bit=self.max_16bit)
 
     @classmethod
     def from_export(cls, path: str | Path) -> "DiffusionSamplingPipeline":
@@ -204,4 +210,5 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         pipe = cls(UNet.from_pretrained(local_folder(path / "unet")), scheduler)
         pipe.sample_size, pipe.method = meta.get("sample_size", 32), meta.get("method", "ddpm")
         pipe.label_input = meta.get("label_input")
+        pipe.seed, pipe.max_16bit = meta.get("seed", 0), meta.get("max_16bit")
         return pipe

@@ -46,7 +46,8 @@ class TranslationPipeline(NetworkPipeline):
         if self.inference != "paper":
             with inference_semantics(self.net, self.inference):
                 return require_finite(self.forward(x), "outputs")
-        devices = [self.device] if self.device.type == "cuda" else []
+        # torch.manual_seed reseeds every GPU: all of them are put back (not only the pipeline's)
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         outs = []
         with torch.random.fork_rng(devices=devices), inference_semantics(self.net, self.inference):
             for image in x.split(1):
