@@ -144,6 +144,16 @@ def test_validation_evaluate_compare_and_folder_agree(method, precision, tmp_pat
     for stem in names:
         written = pixels(tmp_path / "folder" / f"{stem}.png")
         assert np.array_equal(written, pixels(saved_dir / f"{stem}.png")), stem
+    if method == "pix2pix":  # the pipelines' bf16 option is one option too: evaluate = folder under it
+        evaluate(run, data, grid_rows=1, max_images=n, saved=SavedOutputs(tmp_path / "saved16"),
+                 precision="bf16")
+        proc = run_sample(run, "--input", tmp_path / "in", "--output", tmp_path / "folder16",
+                          "--precision", "bf16")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        for stem in names:
+            bf16 = pixels(tmp_path / "folder16" / f"{stem}.png")
+            assert np.array_equal(bf16, pixels(tmp_path / "saved16" / f"{stem}.png")), stem
+            assert not np.array_equal(bf16, pixels(tmp_path / "folder" / f"{stem}.png"))  # bf16 did run
 
 
 def _domain_images(data, n):
