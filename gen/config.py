@@ -150,6 +150,8 @@ class DDPMConfig:
     num_samples: int = 16  # images in an unconditional sample grid
     dropout: float = 0.1  # in every residual block (Ho et al.: 0.1 on CIFAR-10)
     ngf: Optional[int] = None  # base width; None keeps the preset's (ddpm_small 32, ddpm_cifar10 128)
+    # min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); None: uniform (Ho et al.)
+    snr_gamma: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,8 @@ NON_NEGATIVE = (
     "colorization.lambda_gan",
 )
 OPTIONAL = ("data.num_workers",)  # None means "choose for the device"
-POSITIVE_OR_NONE = ("data.max_16bit", "train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf")
+POSITIVE_OR_NONE = ("data.max_16bit", "train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf",
+                    "ddpm.snr_gamma")
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2", "ddpm.ema_decay",
                  "ddpm.dropout", "colorization.mix")
 

@@ -17,6 +17,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
 from gen.data.build import channels
+from gen.losses.diffusion import min_snr_weights, snr_table
 from gen.methods import Sampling, validation
 from gen.models import create_model
 from gen.pipelines import export_copy
@@ -72,6 +73,8 @@ class DDPMTrainer(Trainer):
         self.ema = EMAModel(net.parameters(), decay=c.ema_decay, foreach=True)
         self.track("ema", self.ema)
         self._reset_quartiles()
+        # SNR(t) of every timestep, on the device (looked up per sample, no host copy per step)
+        self.snr = snr_table(self.noise_scheduler.alphas_cumprod).to(self.device)
 
     def _reset_quartiles(self) -> None:
         self.q_sum = torch.zeros(QUARTILES, device=self.device)
@@ -91,7 +94,11 @@ class DDPMTrainer(Trainer):
             target = self.noise_scheduler.get_velocity(x0, noise, t)
         net = self.models["unet"]
         per_sample = (net(model_in, t).float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
-        loss = per_sample.mean()
+        losses = {"MSE": per_sample.mean()}  # unweighted: comparable across runs and weightings
+        loss = losses["MSE"]
+        if self.cfg.ddpm.snr_gamma is not None:
+            weights = min_snr_weights(self.snr[t], self.cfg.ddpm.snr_gamma, self.cfg.ddpm.prediction_type)
+            loss = losses["loss"] = (weights * per_sample).mean()
         self.backward(loss, "unet")
         skipped = self.skipped_updates
         self.step_optimizer("unet")
@@ -102,7 +109,7 @@ class DDPMTrainer(Trainer):
         q = (t * QUARTILES // self.noise_scheduler.config.num_train_timesteps).long()
         self.q_sum.index_add_(0, q, per_sample.detach())
         self.q_count.index_add_(0, q, torch.ones_like(per_sample))
-        return {"MSE": loss}
+        return losses
 
     def pop_log_extras(self) -> dict[str, float]:
         totals = self.accelerator.reduce(
@@ -162,6 +169,7 @@ class DDPMTrainer(Trainer):
         # network), and load_state_dict puts them on the CPU: both must follow the network.
         self.ema.to(self.device)
         self.q_sum, self.q_count = self.q_sum.to(self.device), self.q_count.to(self.device)
+        self.snr = self.snr.to(self.device)
 
     def sample_flags(self) -> str:
         return "--input DIR" if self.conditional else f"--num {self.cfg.ddpm.num_samples}"
