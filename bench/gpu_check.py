@@ -102,9 +102,10 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
                                             "colorization.loss=gan", "colorization.gan_mode=lsgan",
                                             "colorization.lambda_gan=0.5"],
         "ddpm": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}"],
-        # min-SNR-gamma loss weighting (ddpm.snr_gamma) with v-prediction
-        "ddpm-min_snr": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}",
-                                "ddpm.snr_gamma=5", "ddpm.prediction_type=v_prediction"],
+        # v-prediction with zero terminal SNR and the min-SNR-gamma loss weighting
+        "ddpm-snr": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}",
+                            "ddpm.snr_gamma=5", "ddpm.prediction_type=v_prediction",
+                            "ddpm.zero_terminal_snr=true"],
         "ddpm-conditional": ddpm + ["method=ddpm", "data.kind=paired", "data.layout=folders",
                                     f"data.root={data / 'folders'}"],
         "segmentation": common + ["method=segmentation", "data.kind=segmentation",
@@ -127,7 +128,7 @@ def sample_cli(run_dir: Path, case: str, inputs: Path, out: Path, device: str,
                precision: str = "fp32") -> dict:
     args = [sys.executable, str(ROOT / "sample.py"), str(run_dir), "--output", str(out), "--device", device,
             "--precision", precision]
-    unconditional = case in ("ddpm", "ddpm-min_snr")
+    unconditional = case in ("ddpm", "ddpm-snr")
     args += ["--num", "4", "--steps", "5"] if unconditional else ["--input", str(inputs)]
     if case == "ddpm-conditional":
         args += ["--steps", "5"]

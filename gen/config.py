@@ -152,6 +152,9 @@ class DDPMConfig:
     ngf: Optional[int] = None  # base width; None keeps the preset's (ddpm_small 32, ddpm_cifar10 128)
     # min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); None: uniform (Ho et al.)
     snr_gamma: Optional[float] = None
+    # Lin et al. 2024: rescale the betas so the last timestep has SNR 0 (pure noise, as sampling starts);
+    # needs v-prediction and trailing timesteps; saved with the export's scheduler for every sampler
+    zero_terminal_snr: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,15 @@ def validate(cfg: ExperimentConfig) -> None:
             f"config key ddpm.sample_steps={cfg.ddpm.sample_steps} exceeds ddpm.num_train_timesteps="
             f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps"
         )
+    if cfg.method == "ddpm" and cfg.ddpm.zero_terminal_snr and cfg.ddpm.prediction_type == "epsilon":
+        raise ValueError(
+            "config key ddpm.zero_terminal_snr=true needs ddpm.prediction_type=v_prediction: at the last "
+            "timestep the input is pure noise, so an epsilon target equals the input and says nothing of "
+            "the image (Lin et al. 2024)")
+    if cfg.method == "ddpm" and cfg.ddpm.zero_terminal_snr and cfg.ddpm.timestep_spacing != "trailing":
+        raise ValueError(
+            f"config key ddpm.zero_terminal_snr=true needs ddpm.timestep_spacing=trailing (got "
+            f"{cfg.ddpm.timestep_spacing!r}): samplers must start at the last timestep, where SNR is 0")
     if cfg.method == "ddpm" and cfg.ddpm.beta_start >= cfg.ddpm.beta_end:
         raise ValueError(
             f"config key ddpm.beta_start={cfg.ddpm.beta_start} must be below "

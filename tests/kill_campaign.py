@@ -53,8 +53,9 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
         from test_cyclegan import cyclegan_overrides, write_unpaired
         write_unpaired(data)
         return cyclegan_overrides(run_dir, data, **common)
-    if method == "ddpm-min_snr":  # the min-SNR-gamma weighting (ddpm.snr_gamma)
-        common.update({"ddpm.snr_gamma": 5.0})
+    if method == "ddpm-snr":  # v-prediction with zero terminal SNR and the min-SNR-gamma weighting
+        common.update({"ddpm.snr_gamma": 5.0, "ddpm.prediction_type": "v_prediction",
+                       "ddpm.zero_terminal_snr": True})
         method = "ddpm"
     if method == "ddpm":
         from test_ddpm import ddpm_overrides, write_toy
@@ -71,7 +72,7 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     raise ValueError(f"no kill campaign for method {method!r}")
 
 
-METHODS = ("pix2pix", "cyclegan", "ddpm", "ddpm-min_snr", "colorization", "colorization-gan",
+METHODS = ("pix2pix", "cyclegan", "ddpm", "ddpm-snr", "colorization", "colorization-gan",
            "pix2pix-sync_batch")
 PROCESSES = {"pix2pix-sync_batch": 2}  # campaigns run under torchrun with this many processes
 

@@ -112,7 +112,9 @@ CASES = {
                                                     "colorization.gan_mode": "lsgan",
                                                     "colorization.lambda_gan": 0.5}),
     "ddpm": lambda t: _ddpm(t),
-    "ddpm-min_snr": lambda t: _ddpm(t, **{"ddpm.snr_gamma": 5.0, "ddpm.prediction_type": "v_prediction"}),
+    # v-prediction with zero terminal SNR and the min-SNR-gamma weighting
+    "ddpm-snr": lambda t: _ddpm(t, **{"ddpm.snr_gamma": 5.0, "ddpm.prediction_type": "v_prediction",
+                                      "ddpm.zero_terminal_snr": True}),
     "ddpm-conditional": _ddpm_conditional,
     "segmentation": lambda t: _segmentation(t),
     "segmentation-fcn8s-bilinear": lambda t: _segmentation(

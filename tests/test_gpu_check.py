@@ -66,7 +66,7 @@ def test_every_case_config_loads(tmp_path):
     spec.loader.exec_module(gpu_check)
     all_cases = gpu_check.cases(tmp_path, 64, 32)
     expected = {"pix2pix", "pix2pix-sync_batch", "cyclegan", "colorization", "colorization-gan", "ddpm",
-                "ddpm-min_snr", "ddpm-conditional", "segmentation"}
+                "ddpm-snr", "ddpm-conditional", "segmentation"}
     assert set(all_cases) == expected
     for name, overrides in all_cases.items():
         for precision in ("fp32", "bf16", "fp16"):

@@ -62,3 +62,42 @@ def test_trainer_weights_its_loss_by_min_snr(tmp_path, prediction):
         assert huge["loss"] == pytest.approx(huge["MSE"], rel=1e-6)
     with pytest.raises(ValueError, match="ddpm.snr_gamma"):
         config.load(None, ddpm_overrides(tmp_path / "r2", data, **{"ddpm.snr_gamma": 0}))
+
+
+def test_zero_terminal_snr_needs_v_prediction_and_trailing_steps(tmp_path):
+    for bad, key in (({"ddpm.prediction_type": "epsilon"}, "ddpm.prediction_type=v_prediction"),
+                     ({"ddpm.prediction_type": "v_prediction", "ddpm.timestep_spacing": "leading"},
+                      "ddpm.timestep_spacing=trailing")):
+        with pytest.raises(ValueError, match=key):
+            config.load(None, ddpm_overrides(tmp_path / "r", tmp_path / "d",
+                                             **{"ddpm.zero_terminal_snr": True, **bad}))
+
+
+def test_zero_terminal_snr_trains_exports_and_every_sampler_keeps_it(tmp_path):
+    """Lin et al. 2024: the rescaled betas are diffusers' rescale_zero_terminal_snr of the linear ones,
+    the last step has SNR 0; the export's scheduler carries it, so DDPM, DDIM and DPM-Solver++ built
+    from the export start from pure noise, and their samples are finite."""
+    import json
+
+    from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+    from gen import pipelines
+    from gen.pipelines.diffusion import make_scheduler
+    from trainers import DDPMTrainer
+    write_toy(tmp_path / "d" / "train", 16)
+    cfg = config.load(None, ddpm_overrides(tmp_path / "run", tmp_path / "d", **{
+        "ddpm.zero_terminal_snr": True, "ddpm.prediction_type": "v_prediction", "ddpm.snr_gamma": 5.0,
+        "train.max_steps": 2}))
+    trainer = DDPMTrainer(cfg)
+    trainer.fit()
+    sched = trainer.noise_scheduler
+    torch.testing.assert_close(sched.betas, rescale_zero_terminal_snr(torch.linspace(1e-4, 0.02, 1000)))
+    assert sched.alphas_cumprod[-1] == 0 and trainer.snr[-1] == 0  # SNR 0: the min-SNR weight is 0 there
+    saved = json.loads((tmp_path / "run" / "export" / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["rescale_betas_zero_snr"] is True and saved["prediction_type"] == "v_prediction"
+    pipe = pipelines.load(tmp_path / "run")
+    for name in ("ddpm", "ddim", "dpm"):
+        sampler = make_scheduler(name, pipe.scheduler.config, 4)
+        assert sampler.config.rescale_betas_zero_snr and float(sampler.alphas_cumprod[-1]) < 1e-7, name
+        out = pipe.sample_numbers(range(2), 4, name, 0)
+        assert torch.isfinite(out).all(), name

@@ -47,6 +47,7 @@ class DDPMTrainer(Trainer):
             beta_end=c.beta_end,
             prediction_type=c.prediction_type,
             timestep_spacing=c.timestep_spacing,
+            rescale_betas_zero_snr=c.zero_terminal_snr,
         )
         if self.conditional:
             self.cond_c, self.out_c = channels(self.cfg.data)
