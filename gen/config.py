@@ -93,6 +93,9 @@ class TrainConfig:
     # AVX-512 BF16 or AMX), else fp32; the run records the choice | fp32 | bf16 | fp16 ("no" would read
     # as a YAML boolean). bf16 reached fp32's validation figures on facades pix2pix and DDPM (README).
     mixed_precision: str = "auto"
+    # GAN methods: DiffAugment of every discriminator input (Zhao et al. 2020), e.g.
+    # "color,translation,cutout"; None: off
+    diffaugment: Optional[str] = None
     grad_accum: int = 1
     log_every: int = 10
     validate_every: int = 200  # steps between validations (grid + metrics on the val items)
@@ -271,6 +274,18 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
+def parse_diffaugment(policy: str) -> tuple[str, ...]:
+    """'color,translation,cutout' -> its parts (gen.losses.diffaugment), ValueError naming an unknown one."""
+    parts = tuple(p.strip() for p in policy.split(",") if p.strip())
+    if not parts or any(p not in DIFFAUGMENT_POLICIES for p in parts):
+        raise ValueError(f"config key train.diffaugment={policy!r}: a comma-separated list of "
+                         f"{list(DIFFAUGMENT_POLICIES)}")
+    return parts
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Raise ValueError naming the first key whose value is out of range."""
     for key, allowed in CHOICES.items():
@@ -312,6 +327,13 @@ def validate(cfg: ExperimentConfig) -> None:
             f"config key ddpm.sample_steps={cfg.ddpm.sample_steps} exceeds ddpm.num_train_timesteps="
             f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps"
         )
+    if cfg.train.diffaugment is not None:
+        parse_diffaugment(cfg.train.diffaugment)
+        gan = {"pix2pix": cfg.pix2pix.gan_mode != "none" and cfg.pix2pix.lambda_gan > 0, "cyclegan": True,
+               "colorization": cfg.colorization.loss == "gan"}.get(cfg.method, False)
+        if not gan:
+            raise ValueError(f"config key train.diffaugment={cfg.train.diffaugment!r} augments a "
+                             f"discriminator's inputs; this method={cfg.method} run has no discriminator")
     if cfg.method == "ddpm" and cfg.ddpm.zero_terminal_snr and cfg.ddpm.prediction_type == "epsilon":
         raise ValueError(
             "config key ddpm.zero_terminal_snr=true needs ddpm.prediction_type=v_prediction: at the last "

@@ -42,12 +42,14 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     """Data for `method` written under `data`, and the tiny config overrides of its run."""
     common = {"train.max_steps": 8, "train.ckpt_every": 2, "train.validate_every": 4, "train.log_every": 2,
               "train.keep_checkpoints": 2}
-    if method in ("pix2pix", "pix2pix-sync_batch"):
+    if method in ("pix2pix", "pix2pix-sync_batch", "pix2pix-diffaugment"):
         from conftest import tiny_overrides, write_aligned
         write_aligned(data / "train", 8, seed=0)
         write_aligned(data / "val", 2, seed=1)
         if method == "pix2pix-sync_batch":
             common.update({"model.norm": "sync_batch", "model.d_norm": "sync_batch"})
+        if method == "pix2pix-diffaugment":  # its random draws come from the checkpointed RNG streams
+            common.update({"train.diffaugment": "color,translation,cutout"})
         return tiny_overrides(run_dir, data, **common)
     if method == "cyclegan":
         from test_cyclegan import cyclegan_overrides, write_unpaired
@@ -72,8 +74,8 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     raise ValueError(f"no kill campaign for method {method!r}")
 
 
-METHODS = ("pix2pix", "cyclegan", "ddpm", "ddpm-snr", "colorization", "colorization-gan",
-           "pix2pix-sync_batch")
+METHODS = ("pix2pix", "pix2pix-diffaugment", "cyclegan", "ddpm", "ddpm-snr", "colorization",
+           "colorization-gan", "pix2pix-sync_batch")
 PROCESSES = {"pix2pix-sync_batch": 2}  # campaigns run under torchrun with this many processes
 
 

@@ -32,6 +32,7 @@ from gen.color import (
 )
 from gen.cache import Cache
 from gen.losses import GANLoss
+from gen.losses.diffaugment import DiffAugment
 from gen.methods import validation
 from gen.pipelines import export_copy
 from gen.pipelines.colorization import AB_SCALE, ColorizationPipeline
@@ -98,6 +99,8 @@ class ColorizationTrainer(Trainer):
             d = build_discriminator(self.cfg, 3)
             self.models["discriminator"], self.optimizers["discriminator"] = d, adam(self.cfg, d)
             self.gan_loss = GANLoss(c.gan_mode)
+        # DiffAugment of the (L, ab) pairs D judges: one transform for both parts
+        self.augment = DiffAugment(self.cfg.train.diffaugment, (1, 2)) if self.cfg.train.diffaugment else None
         if self.cfg.model.init_from:  # a colorization export of the same head (fine-tuning)
             load_translation(self.cfg.model.init_from, {"generator": net, "discriminator": self.models.get(
                 "discriminator")}, {"generator": "network", "discriminator": "discriminator"},
@@ -146,7 +149,8 @@ class ColorizationTrainer(Trainer):
         losses = {}
         if c.loss == "gan":  # the conditional discriminator judges (L, ab / AB_SCALE)
             real, fake = pair(l_norm, ab / AB_SCALE), pair(l_norm, fake_ab / AB_SCALE)
-            losses.update(discriminator_step(self, "discriminator", self.gan_loss, real, fake))
+            losses.update(discriminator_step(self, "discriminator", self.gan_loss, real, fake,
+                                             augment=self.augment))
         diff = (fake_ab - ab) / AB_SCALE
         if c.loss == "l2":
             loss = diff.pow(2).mean()
@@ -156,7 +160,7 @@ class ColorizationTrainer(Trainer):
             losses["L1"] = loss
             if c.loss == "gan":
                 fake = pair(l_norm, fake_ab / AB_SCALE)
-                g_gan = generator_gan_term(self, "discriminator", self.gan_loss, fake)
+                g_gan = generator_gan_term(self, "discriminator", self.gan_loss, fake, self.augment)
                 losses["G_GAN"] = g_gan
                 loss = c.lambda_l1 * loss + c.lambda_gan * g_gan
         self.backward(loss, "generator")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.losses import GANLoss
+from gen.losses.diffaugment import DiffAugment
 from gen.losses.image_pool import ImagePool
 from gen.pipelines import CycleGANPipeline, TranslationPipeline, export_copy
 
@@ -37,6 +38,7 @@ class CycleGANTrainer(Trainer):
             "generators": adam(self.cfg, g_a, g_b), "discriminators": adam(self.cfg, d_a, d_b)}
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
         self.gan_loss = GANLoss(c.gan_mode)
+        self.augment = DiffAugment(self.cfg.train.diffaugment) if self.cfg.train.diffaugment else None
         if self.cfg.model.init_from:
             self.init_from(self.cfg.model.init_from)
         seed = self.cfg.run.seed * 1000 + self.accelerator.process_index
@@ -73,8 +75,8 @@ class CycleGANTrainer(Trainer):
         g = self.forward  # through the DDP wrappers; any size with data.preprocess=none
         fake_b, fake_a = g("G_A", real_a), g("G_B", real_b)
         rec_a, rec_b = g("G_B", fake_b), g("G_A", fake_a)
-        terms = {"G_A": generator_gan_term(self, "D_A", self.gan_loss, fake_b),
-                 "G_B": generator_gan_term(self, "D_B", self.gan_loss, fake_a),
+        terms = {"G_A": generator_gan_term(self, "D_A", self.gan_loss, fake_b, self.augment),
+                 "G_B": generator_gan_term(self, "D_B", self.gan_loss, fake_a, self.augment),
                  "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * c.lambda_a,
                  "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * c.lambda_b}
         if self.use_identity:
@@ -99,7 +101,7 @@ class CycleGANTrainer(Trainer):
         # one optimizer for both: their losses are summed (fakes from the pools, detached)
         fakes = self.pools["fake_B"].query(fake_b), self.pools["fake_A"].query(fake_a)
         d_loss = lambda net, real, fake: discriminator_loss(  # noqa: E731
-            self.models[net], self.gan_loss, real, fake, fake_first=False)["D"]
+            self.models[net], self.gan_loss, real, fake, fake_first=False, augment=self.augment)["D"]
         loss_d_a, loss_d_b = d_loss("D_A", real_b, fakes[0]), d_loss("D_B", real_a, fakes[1])
         self.backward(loss_d_a + loss_d_b, "discriminators")
         self.step_optimizer("discriminators")

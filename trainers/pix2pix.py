@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from gen.data import channels
 from gen.losses import GANLoss
+from gen.losses.diffaugment import DiffAugment
 from gen.pipelines import TranslationPipeline, export_copy
 
 from .base import Trainer
@@ -36,6 +37,9 @@ class Pix2PixTrainer(Trainer):
             self.models["discriminator"] = d
             self.optimizers["discriminator"] = adam(self.cfg, d)
             self.gan_loss = GANLoss(p.gan_mode)
+        # DiffAugment of the (A, B) pairs D judges: one transform for both parts
+        self.augment = DiffAugment(self.cfg.train.diffaugment, (self.in_c, self.out_c)) \
+            if self.cfg.train.diffaugment else None
         if self.cfg.model.init_from:
             load_translation(self.cfg.model.init_from, {"generator": g, "discriminator": self.models.get(
                 "discriminator")}, {"generator": "generator", "discriminator": "discriminator"},
@@ -49,11 +53,12 @@ class Pix2PixTrainer(Trainer):
         losses = {}
         if self.use_gan:
             losses.update(discriminator_step(self, "discriminator", self.gan_loss, pair(real_a, real_b),
-                                             pair(real_a, fake_b)))
+                                             pair(real_a, fake_b), augment=self.augment))
         loss_l1 = F.l1_loss(fake_b.float(), real_b.float())
         loss_g = p.lambda_l1 * loss_l1
         if self.use_gan:
-            loss_g_gan = generator_gan_term(self, "discriminator", self.gan_loss, pair(real_a, fake_b))
+            loss_g_gan = generator_gan_term(self, "discriminator", self.gan_loss, pair(real_a, fake_b),
+                                            self.augment)
             loss_g = loss_g + p.lambda_gan * loss_g_gan
             losses["G_GAN"] = loss_g_gan
         self.backward(loss_g, "generator")
