@@ -92,9 +92,10 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
         # One GPU: the trainer swaps in torch's SyncBatchNorm (batch statistics of the one process).
         "pix2pix-sync_batch": common + gan + ["method=pix2pix", f"data.root={data / 'aligned'}",
                                               "model.norm=sync_batch", "model.d_norm=sync_batch"],
-        # DiffAugment of every discriminator input (train.diffaugment)
-        "pix2pix-diffaugment": common + gan + ["method=pix2pix", f"data.root={data / 'aligned'}",
-                                               "train.diffaugment=color,translation,cutout"],
+        # DiffAugment of every discriminator input and the generator EMA (train.diffaugment, ema_decay)
+        "pix2pix-augment-ema": common + gan + ["method=pix2pix", f"data.root={data / 'aligned'}",
+                                               "train.diffaugment=color,translation,cutout",
+                                               "train.ema_decay=0.999"],
         "cyclegan": common + gan + ["method=cyclegan", "data.kind=unpaired", f"data.root={data / 'unpaired'}",
                                     "model.norm=instance", "model.d_norm=instance"],
         "colorization": common + gan + ["method=colorization", "data.kind=images",

@@ -96,6 +96,9 @@ class TrainConfig:
     # GAN methods: DiffAugment of every discriminator input (Zhao et al. 2020), e.g.
     # "color,translation,cutout"; None: off
     diffaugment: Optional[str] = None
+    # GAN methods: an EMA of the generator's weights with this decay (e.g. 0.999) is what validation,
+    # the export and sample.py use; None: the live weights
+    ema_decay: Optional[float] = None
     grad_accum: int = 1
     log_every: int = 10
     validate_every: int = 200  # steps between validations (grid + metrics on the val items)
@@ -327,10 +330,16 @@ def validate(cfg: ExperimentConfig) -> None:
             f"config key ddpm.sample_steps={cfg.ddpm.sample_steps} exceeds ddpm.num_train_timesteps="
             f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps"
         )
+    gan = {"pix2pix": cfg.pix2pix.gan_mode != "none" and cfg.pix2pix.lambda_gan > 0, "cyclegan": True,
+           "colorization": cfg.colorization.loss == "gan"}.get(cfg.method, False)
+    if cfg.train.ema_decay is not None and not (0 < cfg.train.ema_decay < 1):
+        raise ValueError(f"config key train.ema_decay={cfg.train.ema_decay} must be in (0, 1), e.g. 0.999")
+    if cfg.train.ema_decay is not None and cfg.method not in ("pix2pix", "cyclegan", "colorization"):
+        hint = " (DDPM: ddpm.ema_decay)" if cfg.method == "ddpm" else ""
+        raise ValueError(f"config key train.ema_decay averages a GAN method's generator; for method="
+                         f"{cfg.method} it does nothing{hint}")
     if cfg.train.diffaugment is not None:
         parse_diffaugment(cfg.train.diffaugment)
-        gan = {"pix2pix": cfg.pix2pix.gan_mode != "none" and cfg.pix2pix.lambda_gan > 0, "cyclegan": True,
-               "colorization": cfg.colorization.loss == "gan"}.get(cfg.method, False)
         if not gan:
             raise ValueError(f"config key train.diffaugment={cfg.train.diffaugment!r} augments a "
                              f"discriminator's inputs; this method={cfg.method} run has no discriminator")

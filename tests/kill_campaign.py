@@ -42,14 +42,14 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     """Data for `method` written under `data`, and the tiny config overrides of its run."""
     common = {"train.max_steps": 8, "train.ckpt_every": 2, "train.validate_every": 4, "train.log_every": 2,
               "train.keep_checkpoints": 2}
-    if method in ("pix2pix", "pix2pix-sync_batch", "pix2pix-diffaugment"):
+    if method in ("pix2pix", "pix2pix-sync_batch", "pix2pix-augment-ema"):
         from conftest import tiny_overrides, write_aligned
         write_aligned(data / "train", 8, seed=0)
         write_aligned(data / "val", 2, seed=1)
         if method == "pix2pix-sync_batch":
             common.update({"model.norm": "sync_batch", "model.d_norm": "sync_batch"})
-        if method == "pix2pix-diffaugment":  # its random draws come from the checkpointed RNG streams
-            common.update({"train.diffaugment": "color,translation,cutout"})
+        if method == "pix2pix-augment-ema":  # DiffAugment's draws (checkpointed RNG) and the generator EMA
+            common.update({"train.diffaugment": "color,translation,cutout", "train.ema_decay": 0.9})
         return tiny_overrides(run_dir, data, **common)
     if method == "cyclegan":
         from test_cyclegan import cyclegan_overrides, write_unpaired
@@ -74,7 +74,7 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     raise ValueError(f"no kill campaign for method {method!r}")
 
 
-METHODS = ("pix2pix", "pix2pix-diffaugment", "cyclegan", "ddpm", "ddpm-snr", "colorization",
+METHODS = ("pix2pix", "pix2pix-augment-ema", "cyclegan", "ddpm", "ddpm-snr", "colorization",
            "colorization-gan", "pix2pix-sync_batch")
 PROCESSES = {"pix2pix-sync_batch": 2}  # campaigns run under torchrun with this many processes
 
@@ -123,8 +123,13 @@ def was_killed(code: int, stderr: str, processes: int) -> bool:
 
 
 def final_weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The newest checkpoint's networks, and the export's (EMA weights where a method averages)."""
     newest = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
-    return {p.stem: load_file(str(p)) for p in sorted((newest / "models").glob("*.safetensors"))}
+    weights = {p.stem: load_file(str(p)) for p in sorted((newest / "models").glob("*.safetensors"))}
+    export = run_dir / "export"
+    for p in sorted(export.rglob("*.safetensors")):
+        weights[f"export/{p.relative_to(export).as_posix()}"] = load_file(str(p))
+    return weights
 
 
 def newest_step(run_dir: Path) -> int:

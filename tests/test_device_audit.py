@@ -101,7 +101,9 @@ CASES = {
     "pix2pix": lambda t: _pix2pix(t),
     "pix2pix-any-size": lambda t: _pix2pix(t, **{"data.preprocess": "none", "train.batch_size": 1}),
     "pix2pix-unpool": lambda t: _pix2pix(t, **{"model.upsample": "unpool"}),
-    "pix2pix-diffaugment": lambda t: _pix2pix(t, **{"train.diffaugment": "color,translation,cutout"}),
+    "pix2pix-augment-ema": lambda t: _pix2pix(t, **{"train.diffaugment": "color,translation,cutout",
+                                                     "train.ema_decay": 0.999}),
+    "cyclegan-ema": lambda t: _cyclegan(t, **{"train.ema_decay": 0.999}),
     # One process: the batch-norm path of the layer; on a GPU (test_gpu.py) torch's SyncBatchNorm.
     "pix2pix-sync_batch": lambda t: _pix2pix(t, **{"model.norm": "sync_batch", "model.d_norm": "sync_batch"}),
     "cyclegan-resnet": lambda t: _cyclegan(

@@ -65,7 +65,7 @@ def test_every_case_config_loads(tmp_path):
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     all_cases = gpu_check.cases(tmp_path, 64, 32)
-    expected = {"pix2pix", "pix2pix-sync_batch", "pix2pix-diffaugment", "cyclegan", "colorization",
+    expected = {"pix2pix", "pix2pix-sync_batch", "pix2pix-augment-ema", "cyclegan", "colorization",
                 "colorization-gan", "ddpm",
                 "ddpm-snr", "ddpm-conditional", "segmentation"}
     assert set(all_cases) == expected

@@ -39,6 +39,7 @@ from gen.pipelines.colorization import AB_SCALE, ColorizationPipeline
 
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator
+from .generator_ema import GeneratorEMA
 from .init_from import load_translation
 from .gan_step import discriminator_step, generator_gan_term, pair
 
@@ -106,6 +107,8 @@ class ColorizationTrainer(Trainer):
                 "discriminator")}, {"generator": "network", "discriminator": "discriminator"},
                 self.accelerator.print, kind="colorization")
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
+        decay = self.cfg.train.ema_decay  # after init_from: the average starts from the loaded weights
+        self.ema = GeneratorEMA(self, ["generator"], decay) if decay else None
 
     def class_weights(self) -> np.ndarray:
         """Rebalancing weights from the prior, computed once per run and cached in the run directory."""
@@ -143,7 +146,7 @@ class ColorizationTrainer(Trainer):
             loss = soft_cross_entropy(self.forward("generator", l_norm), idx, wts, self.weights,
                                       stride=c.output_stride)
             self.backward(loss, "generator")
-            self.step_optimizer("generator")
+            self.step_generator()
             return {"CE": loss}
         fake_ab = self.predict_ab(l_norm)
         losses = {}
@@ -164,15 +167,26 @@ class ColorizationTrainer(Trainer):
                 losses["G_GAN"] = g_gan
                 loss = c.lambda_l1 * loss + c.lambda_gan * g_gan
         self.backward(loss, "generator")
-        self.step_optimizer("generator")
+        self.step_generator()
         losses["G"] = loss
         return losses
+
+    def on_device(self) -> None:
+        if self.ema:
+            self.ema.to(self.device)
+
+    def step_generator(self) -> None:
+        skipped = self.skipped_updates
+        self.step_optimizer("generator")
+        if self.ema:
+            self.ema.step(skipped)
 
     def pipeline(self) -> ColorizationPipeline:
         c = self.cfg.colorization
         variant = {"classification": f"classification, {'rebalanced' if c.rebalance else 'no rebalancing'}",
                    "l2": "L2 regression", "l1": "L1 regression", "gan": "L1 + cGAN"}[c.loss]
-        return ColorizationPipeline(export_copy(self.unwrap("generator")), self.head,
+        net = export_copy(self.unwrap("generator"))
+        return ColorizationPipeline(self.ema.into("generator", net) if self.ema else net, self.head,
                                     self.bins if self.head == "classification" else None, c.temperature,
                                     method=f"colorization ({variant})")
 

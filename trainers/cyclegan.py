@@ -23,6 +23,7 @@ from .base import Trainer
 from .builders import adam, build_discriminator, build_generator
 from .init_from import export_meta, load_translation
 from .gan_step import discriminator_loss, generator_gan_term, set_requires_grad
+from .generator_ema import GeneratorEMA
 
 
 class CycleGANTrainer(Trainer):
@@ -45,6 +46,8 @@ class CycleGANTrainer(Trainer):
         self.pools = {"fake_A": ImagePool(c.pool_size, seed), "fake_B": ImagePool(c.pool_size, seed + 500)}
         for name, pool in self.pools.items():
             self.track(name, pool, per_rank=True)  # each process pools its own fakes
+        decay = self.cfg.train.ema_decay  # after init_from: the average starts from the loaded weights
+        self.ema = GeneratorEMA(self, ["G_A", "G_B"], decay) if decay else None
         self.use_identity = c.lambda_identity > 0
         if self.use_identity and d.channels_a != d.channels_b:
             warnings.warn(
@@ -95,7 +98,10 @@ class CycleGANTrainer(Trainer):
             set_requires_grad(net, False)
         loss_g, terms, fake_a, fake_b = self.generator_losses(real_a, real_b)
         self.backward(loss_g, "generators")
+        skipped = self.skipped_updates
         self.step_optimizer("generators")
+        if self.ema:
+            self.ema.step(skipped)
         for net in d_nets:
             set_requires_grad(net, True)
         # one optimizer for both: their losses are summed (fakes from the pools, detached)
@@ -110,12 +116,16 @@ class CycleGANTrainer(Trainer):
     def on_device(self) -> None:
         for pool in self.pools.values():
             pool.to(self.device)
+        if self.ema:
+            self.ema.to(self.device)
 
     def pipeline(self) -> CycleGANPipeline:
         mode, seed, top = self.cfg.cyclegan.inference, self.cfg.run.seed, self.cfg.data.max_16bit
-        return CycleGANPipeline(
-            TranslationPipeline(export_copy(self.unwrap("G_A")), self.method, mode, "AtoB", seed, top),
-            TranslationPipeline(export_copy(self.unwrap("G_B")), self.method, mode, "BtoA", seed, top))
+        g_a, g_b = export_copy(self.unwrap("G_A")), export_copy(self.unwrap("G_B"))
+        if self.ema:
+            g_a, g_b = self.ema.into("G_A", g_a), self.ema.into("G_B", g_b)
+        return CycleGANPipeline(TranslationPipeline(g_a, self.method, mode, "AtoB", seed, top),
+                                TranslationPipeline(g_b, self.method, mode, "BtoA", seed, top))
 
     def export(self, path: Path) -> None:
         self.pipeline().save_pretrained(path)

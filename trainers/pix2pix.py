@@ -19,6 +19,7 @@ from gen.pipelines import TranslationPipeline, export_copy
 from .base import Trainer
 from .builders import adam, build_discriminator, build_generator, label_input
 from .gan_step import discriminator_step, generator_gan_term, pair
+from .generator_ema import GeneratorEMA
 from .init_from import load_translation
 
 
@@ -45,6 +46,12 @@ class Pix2PixTrainer(Trainer):
                 "discriminator")}, {"generator": "generator", "discriminator": "discriminator"},
                 self.accelerator.print, kind="translation")
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
+        decay = self.cfg.train.ema_decay  # after init_from: the average starts from the loaded weights
+        self.ema = GeneratorEMA(self, ["generator"], decay) if decay else None
+
+    def on_device(self) -> None:
+        if self.ema:
+            self.ema.to(self.device)
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         p = self.cfg.pix2pix
@@ -62,7 +69,10 @@ class Pix2PixTrainer(Trainer):
             loss_g = loss_g + p.lambda_gan * loss_g_gan
             losses["G_GAN"] = loss_g_gan
         self.backward(loss_g, "generator")
+        skipped = self.skipped_updates
         self.step_optimizer("generator")
+        if self.ema:
+            self.ema.step(skipped)
         losses.update(G_L1=loss_l1, G=loss_g)
         return losses
 
@@ -76,8 +86,9 @@ class Pix2PixTrainer(Trainer):
             if c.lambda_l1 == 0
             else "pix2pix"
         )
+        net = export_copy(self.unwrap("generator"))
         return TranslationPipeline(
-            export_copy(self.unwrap("generator")),
+            self.ema.into("generator", net) if self.ema else net,
             label,
             self.cfg.pix2pix.inference,
             self.cfg.data.direction,
