@@ -14,7 +14,7 @@ def test_translation_shifts_by_whole_pixels_and_fills_with_zeros():
     x = torch.zeros(64, 1, 16, 16)
     x[:, :, 8, 8] = 1.0
     torch.manual_seed(0)
-    out = DiffAugment("translation")(x)
+    out = DiffAugment(["translation"])(x)
     assert out.shape == x.shape and set(out.unique().tolist()) <= {0.0, 1.0}
     where = (out[:, 0] == 1).nonzero()[:, 1:]  # (row, col) of the pixel in each sample
     assert len(where) == 64 and (where - 8).abs().max() <= 2  # at most 1/8 of 16 pixels each way
@@ -24,7 +24,7 @@ def test_translation_shifts_by_whole_pixels_and_fills_with_zeros():
 def test_cutout_zeroes_one_square_of_half_the_size():
     x = torch.ones(32, 3, 16, 16)
     torch.manual_seed(0)
-    out = DiffAugment("cutout")(x)
+    out = DiffAugment(["cutout"])(x)
     zeros = (out[:, 0] == 0).flatten(1).sum(1)
     assert (zeros <= 64).all() and (zeros > 0).all() and (zeros == 64).any()  # 8 x 8, clipped at borders
     assert torch.equal(out[:, 0], out[:, 2])  # every channel shares the square
@@ -34,9 +34,9 @@ def test_colour_factors_are_shared_by_the_parts_of_a_pair_and_gradients_flow():
     torch.manual_seed(1)
     a, b = torch.rand(4, 3, 8, 8) * 2 - 1, torch.rand(4, 2, 8, 8) * 2 - 1
     torch.manual_seed(0)
-    both = DiffAugment("color,translation,cutout", (3, 2))(torch.cat([a, b], 1))
+    both = DiffAugment(["color", "translation", "cutout"], (3, 2))(torch.cat([a, b], 1))
     torch.manual_seed(0)
-    alone = DiffAugment("color,translation,cutout")(a)  # the same draws: the same transform of part A
+    alone = DiffAugment(["color", "translation", "cutout"])(a)  # the same draws: the same transform of part A
     torch.testing.assert_close(both[:, :3], alone)
     fake = torch.rand(2, 3, 8, 8, requires_grad=True)
     DiffAugment()(fake).sum().backward()
@@ -45,6 +45,11 @@ def test_colour_factors_are_shared_by_the_parts_of_a_pair_and_gradients_flow():
 
 def test_bad_policies_and_methods_without_a_discriminator_are_refused(tmp_path):
     from conftest import tiny_overrides
+    from gen.config import DIFFAUGMENT_POLICIES
+    from gen.losses.diffaugment import TRANSFORMS
+    assert set(DIFFAUGMENT_POLICIES) == set(TRANSFORMS)  # what the config accepts is what exists
+    with pytest.raises(ValueError, match="unknown transform"):
+        DiffAugment(["blur"])
     with pytest.raises(ValueError, match="train.diffaugment='blur'"):
         config.load(None, tiny_overrides(tmp_path / "r", tmp_path, **{"train.diffaugment": "blur"}))
     with pytest.raises(ValueError, match="no discriminator"):

@@ -32,6 +32,7 @@ from gen.color import (
 )
 from gen.cache import Cache
 from gen.losses import GANLoss
+from gen.config import parse_diffaugment
 from gen.losses.diffaugment import DiffAugment
 from gen.methods import validation
 from gen.pipelines import export_copy
@@ -101,7 +102,8 @@ class ColorizationTrainer(Trainer):
             self.models["discriminator"], self.optimizers["discriminator"] = d, adam(self.cfg, d)
             self.gan_loss = GANLoss(c.gan_mode)
         # DiffAugment of the (L, ab) pairs D judges: one transform for both parts
-        self.augment = DiffAugment(self.cfg.train.diffaugment, (1, 2)) if self.cfg.train.diffaugment else None
+        policy = self.cfg.train.diffaugment
+        self.augment = DiffAugment(parse_diffaugment(policy), (1, 2)) if policy else None
         if self.cfg.model.init_from:  # a colorization export of the same head (fine-tuning)
             load_translation(self.cfg.model.init_from, {"generator": net, "discriminator": self.models.get(
                 "discriminator")}, {"generator": "network", "discriminator": "discriminator"},

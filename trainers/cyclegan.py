@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.losses import GANLoss
+from gen.config import parse_diffaugment
 from gen.losses.diffaugment import DiffAugment
 from gen.losses.image_pool import ImagePool
 from gen.pipelines import CycleGANPipeline, TranslationPipeline, export_copy
@@ -39,7 +40,8 @@ class CycleGANTrainer(Trainer):
             "generators": adam(self.cfg, g_a, g_b), "discriminators": adam(self.cfg, d_a, d_b)}
         self.schedulers = {k: self.lr_schedule(o) for k, o in self.optimizers.items()}
         self.gan_loss = GANLoss(c.gan_mode)
-        self.augment = DiffAugment(self.cfg.train.diffaugment) if self.cfg.train.diffaugment else None
+        policy = self.cfg.train.diffaugment
+        self.augment = DiffAugment(parse_diffaugment(policy)) if policy else None
         if self.cfg.model.init_from:
             self.init_from(self.cfg.model.init_from)
         seed = self.cfg.run.seed * 1000 + self.accelerator.process_index

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from gen.data import channels
 from gen.losses import GANLoss
+from gen.config import parse_diffaugment
 from gen.losses.diffaugment import DiffAugment
 from gen.pipelines import TranslationPipeline, export_copy
 
@@ -39,8 +40,8 @@ class Pix2PixTrainer(Trainer):
             self.optimizers["discriminator"] = adam(self.cfg, d)
             self.gan_loss = GANLoss(p.gan_mode)
         # DiffAugment of the (A, B) pairs D judges: one transform for both parts
-        self.augment = DiffAugment(self.cfg.train.diffaugment, (self.in_c, self.out_c)) \
-            if self.cfg.train.diffaugment else None
+        policy = self.cfg.train.diffaugment
+        self.augment = DiffAugment(parse_diffaugment(policy), (self.in_c, self.out_c)) if policy else None
         if self.cfg.model.init_from:
             load_translation(self.cfg.model.init_from, {"generator": g, "discriminator": self.models.get(
                 "discriminator")}, {"generator": "generator", "discriminator": "discriminator"},

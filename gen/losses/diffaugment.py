@@ -18,8 +18,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import parse_diffaugment as parse_policy
-
 def _color(x: torch.Tensor, groups: Sequence[int]) -> torch.Tensor:
     b = x.shape[0]
     shape = (b, 1, 1, 1)
@@ -61,21 +59,24 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 
 
 class DiffAugment:
-    """x (B, C, H, W) -> the same shape, augmented by `policy` ('color,translation,cutout');
-    groups: channel counts of the concatenated parts (default: one part)."""
+    """x (B, C, H, W) -> the same shape, augmented by the transforms `parts` in order (names of
+    TRANSFORMS; the config key train.diffaugment lists them); groups: channel counts of the
+    concatenated parts of a conditional pair (default: one part)."""
 
-    def __init__(self, policy: str = "color,translation,cutout", groups: Sequence[int] | None = None):
-        self.parts, self.groups = parse_policy(policy), tuple(groups) if groups else None
+    def __init__(self, parts: Sequence[str] = ("color", "translation", "cutout"),
+                 groups: Sequence[int] | None = None):
+        bad = [p for p in parts if p not in TRANSFORMS]
+        if bad or not parts:
+            raise ValueError(f"DiffAugment: unknown transform(s) {bad}; choose from {list(TRANSFORMS)}")
+        self.parts, self.groups = tuple(parts), tuple(groups) if groups else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         groups = self.groups or (x.shape[1],)
         if sum(groups) != x.shape[1]:
             raise ValueError(f"DiffAugment: parts of {groups} channels, but the input has {x.shape[1]}")
         for part in self.parts:
-            if part == "color":
-                x = _color(x, groups)
-            elif part == "translation":
-                x = _translation(x)
-            else:
-                x = _cutout(x)
+            x = _color(x, groups) if part == "color" else TRANSFORMS[part](x)
         return x
+
+
+TRANSFORMS = {"color": _color, "translation": _translation, "cutout": _cutout}
