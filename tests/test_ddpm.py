@@ -147,8 +147,9 @@ def test_export_round_trip_holds_the_ema_weights(toy_run):
     tmp, trainer = toy_run
     pipe = pipelines.load(tmp / "run")
     assert isinstance(pipe, DiffusionSamplingPipeline) and pipe.sample_size == 8
-    with trainer.ema_weights() as net:
-        ema = {k: v.clone() for k, v in net.state_dict().items()}
+    ema = {k: v.clone() for k, v in trainer.pipeline().unet.state_dict().items()}
+    for (name, p), avg in zip(pipe.unet.named_parameters(), trainer.ema.shadow_params):
+        assert torch.equal(p.detach(), avg.cpu()), name  # the EMA's own shadow weights
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, ema[k]), k
     live = trainer.unwrap("unet").state_dict()

@@ -7,10 +7,8 @@ the weights (diffusers' EMAModel) makes the sample grids and the export.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from diffusers import DDPMScheduler
@@ -120,27 +118,13 @@ class DDPMTrainer(Trainer):
         self._reset_quartiles()
         return {f"MSE_t_q{i}": s / n for i, (s, n) in enumerate(zip(sums, counts)) if n}
 
-    @contextlib.contextmanager
-    def ema_weights(self) -> Iterator[torch.nn.Module]:
-        """The U-Net with the EMA weights in place and in eval mode, for sampling and export; the
-        training weights and mode come back afterwards, bit for bit (diffusers' store / copy_to /
-        restore, as in its training examples)."""
-        net = self.unwrap("unet")
-        was_training = net.training
-        self.ema.store(net.parameters())
-        self.ema.copy_to(net.parameters())
-        net.eval()
-        try:
-            yield net
-        finally:
-            net.train(was_training)
-            self.ema.restore(net.parameters())
-
     def pipeline(self) -> DiffusionSamplingPipeline:
-        """The sampling pipeline on a copy of the live U-Net (gen.pipelines.export_copy): inside
-        `with self.ema_weights():` it holds the EMA weights, as the export does."""
+        """The sampling pipeline on a copy of the U-Net (gen.pipelines.export_copy) holding the EMA
+        weights, what validation samples and the export saves; the live network is untouched."""
         scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
-        pipe = DiffusionSamplingPipeline(export_copy(self.unwrap("unet")), scheduler)
+        net = export_copy(self.unwrap("unet"))
+        self.ema.copy_to(net.parameters())
+        pipe = DiffusionSamplingPipeline(net, scheduler)
         pipe.sample_size = self.pipeline_sample_size()
         pipe.label_input = label_input(self.cfg.data)
         pipe.seed, pipe.max_16bit = self.cfg.run.seed, self.cfg.data.max_16bit
@@ -149,9 +133,7 @@ class DDPMTrainer(Trainer):
 
     @torch.no_grad()
     def validate(self, step: int) -> dict:
-        c = self.cfg.ddpm
-        with self.ema_weights():
-            pipe = self.pipeline()
+        c, pipe = self.cfg.ddpm, self.pipeline()
         if self.conditional:
             if self.val_set is None:
                 return {}
@@ -176,8 +158,7 @@ class DDPMTrainer(Trainer):
         return "--input DIR" if self.conditional else f"--num {self.cfg.ddpm.num_samples}"
 
     def export(self, path: Path) -> None:
-        with self.ema_weights():
-            self.pipeline().save_export(path, self.method)
+        self.pipeline().save_export(path, self.method)
 
     def pipeline_sample_size(self) -> int:
         d = self.cfg.data
