@@ -204,6 +204,24 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     return row
 
 
+def budget_fit(overrides: list[str], work: Path, device: str, minutes: float = 0.1) -> dict:
+    """train.time_budget_minutes with budget_schedule=fit on the device: a run whose max_steps the
+    budget cannot reach ends within the budget with its LR decayed (trainers/budget.py)."""
+    run_dir = work / "budget-fit"
+    cfg = config.load(None, overrides + [f"run.dir={run_dir}", f"train.device={device}",
+                                         "train.max_steps=1000000", "train.ckpt_every=1000000",
+                                         "train.validate_every=1000000", "train.log_every=5",
+                                         f"train.time_budget_minutes={minutes}"])
+    t = time.perf_counter()
+    trainer = TRAINERS[cfg.method](cfg)
+    trainer.fit()
+    seconds = time.perf_counter() - t
+    last_factor = trainer.lr_plan.factor(trainer.step - 1)  # the LR the last step ran with, / train.lr
+    return {"case": "budget-fit", "steps": trainer.step, "planned_steps": trainer.lr_plan.horizon,
+            "knots": trainer.lr_plan.knots, "last_lr_factor": last_factor, "seconds": seconds,
+            "ok": trainer.lr_plan.replanned and last_factor < 0.1}
+
+
 def bench_row(label: str, fn, steps: int, device: str, batch: int, precision: str, name: str,
               peak: float | None) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
@@ -350,6 +368,15 @@ def main() -> int:
                     failures.append(f"{case}/{precision}")
                 print(json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
                 save()
+        try:
+            row = budget_fit(all_cases["pix2pix"], work / "runs", device)
+        except Exception as err:
+            row = {"case": "budget-fit", "ok": False, "error": f"{type(err).__name__}: {err}",
+                   "traceback": traceback.format_exc()[-2000:]}
+        rows.append(row)
+        if not row["ok"]:
+            failures.append("budget-fit")
+        print(json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
     save()
     print(f"{len(rows) - len(failures)} of {len(rows)} checks ok; failures: {failures or 'none'}; "
           f"{json_path} ({report['seconds']:.0f} s)")

@@ -106,6 +106,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_batches: int = 4  # val batches scored at each sample step (L1, PSNR)
     time_budget_minutes: Optional[float] = None  # stop (checkpoint + export) after this much wall time
+    # With a time budget: fit = the LR schedule (decay included) is fitted to the steps the budget
+    # allows, re-estimated from the measured step time; cut = max_steps' schedule, cut where time runs out
+    budget_schedule: str = "fit"
     warmup_steps: int = 0  # linear LR warm-up from 0 (DDPM: 5000 in Ho et al.)
     max_grad_norm: Optional[float] = None  # clip the gradient norm (DDPM: 1.0)
     optimizer_impl: str = "auto"  # Adam kernel: auto (= fused) | for_loop | foreach | fused
@@ -226,6 +229,7 @@ CHOICES = {
     "train.mixed_precision": ("fp32", "bf16", "fp16", "auto"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.nonfinite": ("stop", "skip"),
+    "train.budget_schedule": ("fit", "cut"),
     "train.optimizer_impl": ("auto", "for_loop", "foreach", "fused"),
     "pix2pix.gan_mode": ("vanilla", "lsgan", "none"),
     "pix2pix.inference": ("paper", "eval"),

@@ -104,6 +104,8 @@ CASES = {
     "pix2pix-augment-ema": lambda t: _pix2pix(t, **{"train.diffaugment": "color,translation,cutout",
                                                      "train.ema_decay": 0.999}),
     "cyclegan-ema": lambda t: _cyclegan(t, **{"train.ema_decay": 0.999}),
+    # a time budget follows the clock outside the step: nothing of it may reach the device in a step
+    "pix2pix-budget-fit": lambda t: _pix2pix(t, **{"train.time_budget_minutes": 60}),
     # One process: the batch-norm path of the layer; on a GPU (test_gpu.py) torch's SyncBatchNorm.
     "pix2pix-sync_batch": lambda t: _pix2pix(t, **{"model.norm": "sync_batch", "model.d_norm": "sync_batch"}),
     "cyclegan-resnet": lambda t: _cyclegan(

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from gen import config
 from gen.curves import METRICS_FILE, read_metrics
 from trainers import Pix2PixTrainer, checkpoint
-from trainers.base import linear_decay
+from trainers.budget import LRPlan
 from conftest import run_sample, tiny_overrides
 from test_runs import train_cli
 
@@ -161,7 +161,7 @@ def test_a_resumed_run_has_the_lrs_of_an_uninterrupted_one(tmp_path, aligned_roo
 def test_schedules_rebuilt_at_a_step_continue_as_the_stepped_ones():
     """schedules_at(step) on a fresh LambdaLR whose optimizer holds a checkpoint's state: the same LRs,
     now and at every later step, as the schedule stepped there; a new base LR applies from that step."""
-    factor = linear_decay(12, 0.25, warmup_steps=3)
+    factor = LRPlan(12, 0.25, warmup_steps=3).factor
 
     def schedule(lr):
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)

@@ -9,10 +9,10 @@ summary). A method subclass owns its networks and its optimizer steps: `build()`
 from __future__ import annotations
 
 import copy
-import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -34,6 +34,7 @@ from gen.models.layers import pad_to_multiple
 from gen.models.sync_batchnorm import use_torch_kernels
 
 from . import checkpoint, devices, faults, nonfinite, runlog
+from .budget import LRPlan, TimeBudget, worth_replanning
 from .builders import adam
 from .nonfinite import LossMonitor, SkipGuard
 from .runlock import RunDirLocked, RunLock
@@ -49,20 +50,6 @@ def probe_writable(run_dir: Path) -> None:
     except OSError as err:
         raise PermissionError(f"run directory {run_dir} is not writable ({err}); set run.dir to a "
                               "writable folder") from None
-
-
-def linear_decay(max_steps: int, decay_start: float, warmup_steps: int = 0):
-    """LR factor: linear from 0 over warmup_steps, 1 until decay_start * max_steps, then linear to 0
-    at max_steps (Isola et al.)."""
-    start = int(max_steps * decay_start)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if step < start:
-            return 1.0
-        return max(0.0, (max_steps - step) / max(1, max_steps - start))
-    return factor
 
 
 class Trainer:
@@ -106,8 +93,12 @@ class Trainer:
         # Distinct per-rank noise (dropout, pools); weights are identical because DDP broadcasts rank 0's.
         set_seed(cfg.run.seed + self.accelerator.process_index)
         self.step = self.start_step = 0
-        self.end = cfg.train.max_steps  # lowered when train.time_budget_minutes runs out
-        self.deadline = math.inf  # time.monotonic() at which the time budget runs out
+        self.end = cfg.train.max_steps  # lowered by the time budget or its fitted LR plan
+        t = cfg.train
+        self.lr_plan = LRPlan(t.max_steps, t.lr_decay_start, t.warmup_steps)  # every optimizer's schedule
+        self.clock = time.monotonic  # what the time budget reads (tests give it a clock of their own)
+        self.budget = TimeBudget(None, 0)  # train.time_budget_minutes, from setup() on
+        self.budget_warned = False
         self.started = time.monotonic()
         self.samples_seen = 0  # training samples drawn over all processes (the sampler's position)
         self.run_lock: Optional[RunLock] = None
@@ -123,7 +114,7 @@ class Trainer:
         self.skips = SkipGuard(cfg.train.nonfinite == "skip", self.ckpt_root, cfg.train.lr)
         self.amp_skipped = 0  # fp16 steps the GradScaler skipped (overflow), over every optimizer
         self.config_changes: dict[str, tuple[Any, Any]] = {}  # what a resume changed: {key: (old, new)}
-        self.tracked: dict[str, tuple[Any, bool]] = {}
+        self.tracked: dict[str, tuple[Any, bool]] = {"lr_plan": (self.lr_plan, False)}
         self.last_validation: tuple[int, dict[str, float]] | None = None  # (step, metrics) for the summary
         self.tracking = runlog.Tracking(self.accelerator, self.run_dir, self.wandb_mode)
 
@@ -190,10 +181,8 @@ class Trainer:
 
     # ---- helpers -----------------------------------------------------------------------------
     def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-        t = self.cfg.train
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, linear_decay(t.max_steps, t.lr_decay_start, t.warmup_steps)
-        )
+        """train.lr x the run's LR plan (trainers/budget.py), one plan for every optimizer."""
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_plan.factor)
 
     def use_single_model(self, name: str, net: nn.Module) -> None:
         """One network, one Adam, one schedule: the single-loss methods."""
@@ -304,14 +293,80 @@ class Trainer:
         self.config_changes = checkpoint.check_resume_config(self.cfg, self.run_dir, loaded, acc.print)
         nets = {name: self.unwrap(name) for name in self.models}
         checkpoint.restore(loaded, nets, self.optimizers, acc.process_index)
+        self.load_extra_state(loaded.state.get("extra", {}))  # the LR plan first: the schedules read it
+        self.resume_plan(loaded.step)
         self.schedulers = checkpoint.schedules_at(self.schedulers, self.cfg.train.lr, loaded.step)
-        self.load_extra_state(loaded.state.get("extra", {}))
         self.load_rank_state(loaded.rng.get("rank_state", {}) if loaded.rng is not None else {})
         # Checkpoints written before the count was saved: the batch size they ran with is the best guess.
         self.samples_seen = loaded.state.get("samples", loaded.step * self.samples_per_step())
         acc.print(f"resumed from {loaded.path} (step {loaded.step}, {self.samples_seen} training samples "
                   "drawn)")
         return loaded.step
+
+    def resume_plan(self, step: int) -> None:
+        """A plan never re-planned is the current config's (a changed train.max_steps applies); one
+        fitted to a time budget keeps its knots, and without a budget now it runs on to max_steps."""
+        t = self.cfg.train
+        if not self.lr_plan.replanned:
+            self.lr_plan.knots = [(0, t.max_steps)]
+        elif not t.time_budget_minutes and step < self.lr_plan.horizon != t.max_steps and step < t.max_steps:
+            self.lr_plan.replan(step, t.max_steps)
+            self.accelerator.print(f"no train.time_budget_minutes now: the LR decays from here to 0 at "
+                                   f"train.max_steps={t.max_steps}")
+
+    def plan_complete(self) -> bool:
+        """A schedule fitted to a time budget reached its end: LR 0, nothing left to train."""
+        return self.lr_plan.replanned and self.step >= self.lr_plan.horizon
+
+    def follow_budget(self) -> None:
+        """After a step: stop when the budget is spent; with budget_schedule=fit, re-plan the LR
+        schedule to end at the step the rest of the budget reaches (several processes agree on the
+        smallest estimate, at log cadence)."""
+        budget, t = self.budget, self.cfg.train
+        if not budget.active:
+            return
+        budget.observe(self.step)
+        if self.out_of_time():
+            self.end = self.step  # the budget is spent: finish this step like the last one
+            return
+        many = self.accelerator.num_processes > 1
+        if many and self.step % t.log_every:
+            return
+        estimate = budget.last_step(self.step)
+        if many:
+            flag = torch.tensor([-float(estimate if estimate is not None else -1)], device=self.device)
+            reduced = -int(self.accelerator.reduce(flag, reduction="max").item())
+            estimate = None if estimate is None or reduced < 0 else reduced
+        if estimate is None:
+            return
+        estimate = max(self.step + 1, min(t.max_steps, estimate))
+        if t.budget_schedule == "cut":
+            if estimate < t.max_steps and not self.budget_warned:
+                self.budget_warned = True
+                self.accelerator.print(
+                    f"train.time_budget_minutes={t.time_budget_minutes} will stop this run near step "
+                    f"{estimate} of train.max_steps={t.max_steps}, so its LR decay (from step "
+                    f"{self.lr_plan.decay_from()}) will not run; train.budget_schedule=fit fits the "
+                    "schedule to the budget")
+            return
+        if not worth_replanning(self.lr_plan.horizon, estimate):
+            return
+        first = not self.lr_plan.replanned
+        self.lr_plan.replan(self.step, estimate)
+        self.end = self.lr_plan.horizon
+        self.bar.total = self.end
+        self.log_scalars({"train/planned_steps": self.end}, self.step)
+        if first or not self.budget_warned:
+            self.budget_warned = True
+            rate, decay = budget.seconds_per_step(self.step), self.lr_plan.decay_from()
+            shape = f"decaying from step {decay}" if decay < self.end else "train.lr_decay_start=1: no decay"
+            self.accelerator.print(
+                f"train.time_budget_minutes={t.time_budget_minutes}: {rate:.3g} s/step, so the LR schedule "
+                f"is fitted to {self.end} steps (of train.max_steps={t.max_steps}), {shape}; re-estimated "
+                "as the run goes (train.budget_schedule=cut keeps max_steps' schedule)")
+            if t.warmup_steps >= self.end:
+                warnings.warn(f"train.warmup_steps={t.warmup_steps} is longer than the {self.end} steps "
+                              "the time budget allows: the LR never reaches train.lr")
 
     # ---- logging (runlog.py) -----------------------------------------------------------------
     def log_scalars(self, values: dict[str, Any], step: int) -> None:
@@ -430,10 +485,12 @@ class Trainer:
         self.loader = iter(self.train_loader(self.train_set, self.samples_seen))
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.method,
                         disable=not acc.is_local_main_process, dynamic_ncols=True)
-        self.deadline = (
-            time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else math.inf
-        )
-        self.end = cfg.max_steps
+        self.budget = TimeBudget(cfg.time_budget_minutes, self.step, self.clock)
+        self.end = min(cfg.max_steps, self.lr_plan.horizon)
+        self.bar.total = self.end
+        if self.plan_complete():
+            acc.print(f"this run's LR schedule, fitted to a time budget, ended at step {self.step}: it is "
+                      "complete (to train on, start a new run.dir with model.init_from=" f"{self.run_dir})")
         self.started = time.monotonic()
 
     def fit(self) -> Path:
@@ -465,8 +522,7 @@ class Trainer:
             sched.step()
         faults.maybe_kill("after_step", self.step)
         self.bar.update(1)
-        if self.out_of_time():
-            self.end = self.step  # the budget is spent: finish this step like the last one
+        self.follow_budget()
 
     def after_step(self) -> None:
         """The cadences: check + log, validate, checkpoint (the last step does all three)."""
@@ -497,11 +553,17 @@ class Trainer:
         wandb_dir = self.tracking.close()  # the whole history is on disk when fit() returns
         if acc.is_main_process:
             acc.print(self.summary(export_dir, wandb_dir))
-        if self.end < self.cfg.train.max_steps:
+        t = self.cfg.train
+        if self.plan_complete():
+            acc.print(f"the LR schedule was fitted to train.time_budget_minutes={t.time_budget_minutes}: "
+                      f"decay from step {self.lr_plan.decay_from()} to 0 at step {self.step} (of "
+                      f"train.max_steps={t.max_steps}); the run is complete")
+        elif self.end < t.max_steps:
+            lr = self.lr_plan.factor(self.step)
             acc.print(
-                f"stopped by train.time_budget_minutes={self.cfg.train.time_budget_minutes} at step "
-                f"{self.step} of {self.cfg.train.max_steps} (checkpoint and export written); run the same "
-                "command again to continue from there"
+                f"stopped by train.time_budget_minutes={t.time_budget_minutes} at step "
+                f"{self.step} of {min(t.max_steps, self.lr_plan.horizon)} with the LR at {lr:.0%} of "
+                "train.lr (checkpoint and export written); run the same command again to continue from there"
             )
         return export_dir
 
@@ -517,13 +579,13 @@ class Trainer:
         """Every process must stop at the same step: the first one out of time stops them all. One
         process needs no collective; several agree at log cadence only, so no step waits on a
         host-device sync for it (the budget may overrun by up to train.log_every steps)."""
-        if self.deadline == math.inf:
+        if not self.budget.active:
             return False
         if self.accelerator.num_processes == 1:
-            return time.monotonic() > self.deadline
+            return self.budget.spent()
         if self.step % self.cfg.train.log_every:
             return False
-        flag = torch.tensor([float(time.monotonic() > self.deadline)], device=self.device)
+        flag = torch.tensor([float(self.budget.spent())], device=self.device)
         return bool(self.accelerator.reduce(flag, reduction="max").item())
 
     def write_export(self, export_dir: Path) -> None:
