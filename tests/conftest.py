@@ -74,26 +74,40 @@ def grid_size(columns: int, rows: int, tile: int, labelled: bool = True) -> tupl
     return columns * side, rows * side + (HEADER if labelled else 0)
 
 
-def run_sample(*args, timeout: int = 240) -> subprocess.CompletedProcess:
-    """`python sample.py ARGS` run in this process (a subprocess spends seconds importing torch),
-    as a CompletedProcess: argparse's exits and uncaught errors become return codes as they would
-    (2, 1 with the traceback on stderr); stdout and stderr captured."""
+def run_main(script: str, main, args) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` run in this process through its `main(argv)` (a subprocess spends
+    seconds importing torch), as a CompletedProcess: argparse's exits and uncaught errors become
+    return codes as they would (2, 1 with the traceback on stderr); stdout and stderr captured."""
     import contextlib
     import io
     import traceback
 
-    import sample
     out, err = io.StringIO(), io.StringIO()
     argv = [str(a) for a in args]
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = sample.main(argv)
+            code = main(argv)
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         except Exception:
             traceback.print_exc()
             code = 1
-    return subprocess.CompletedProcess(["sample.py", *argv], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
+
+
+def run_sample(*args, timeout: int = 240) -> subprocess.CompletedProcess:
+    """`python sample.py ARGS`, in this process (run_main)."""
+    import sample
+    return run_main("sample.py", sample.main, args)
+
+
+def run_train(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """`python train.py ARGS`, in this process (run_main); check: a non-zero exit fails the test."""
+    import train
+    proc = run_main("train.py", train.main, args)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def run_sample_process(*args, timeout: int = 240) -> subprocess.CompletedProcess:

@@ -12,8 +12,7 @@ from gen import config
 from gen.curves import METRICS_FILE, read_metrics
 from trainers import Pix2PixTrainer, checkpoint
 from trainers.budget import LRPlan
-from conftest import run_sample, tiny_overrides
-from test_runs import train_cli
+from conftest import run_sample, run_train, tiny_overrides
 
 
 def generator(run_dir):
@@ -22,10 +21,10 @@ def generator(run_dir):
 
 
 def test_other_architecture_is_refused_naming_the_keys(tmp_path, aligned_root):
-    train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 2}))
+    run_train(*tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 2}))
     for key, value in (("model.ngf", 16), ("model.norm", "instance"), ("data.channels_b", 1),
                        ("model.upsample", "bilinear")):
-        proc = train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 4, key: value}),
+        proc = run_train(*tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 4, key: value}),
                          check=False)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
         assert key in proc.stderr and "new run.dir" in proc.stderr and "size mismatch" not in proc.stderr
@@ -55,7 +54,7 @@ def test_extending_a_finished_run_trains_at_the_new_schedule(tmp_path, aligned_r
     assert config.load(tmp_path / "run" / "config.yaml").train.max_steps == 8
     longer.release_run_dir()  # a live trainer holds run.dir: a second writer would be refused
 
-    proc = train_cli(tiny_overrides(tmp_path / "run", aligned_root, **dict(extra, **{"train.max_steps": 2})),
+    proc = run_train(*tiny_overrides(tmp_path / "run", aligned_root, **dict(extra, **{"train.max_steps": 2})),
                      check=False)
     assert proc.returncode == 1 and "train.max_steps=2 is below the step" in proc.stderr
     assert (
@@ -64,7 +63,7 @@ def test_extending_a_finished_run_trains_at_the_new_schedule(tmp_path, aligned_r
 
 
 def test_evaluate_takes_overrides_after_flags(tmp_path, aligned_root):
-    train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 1, "data.test": "val"}))
+    run_train(*tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 1, "data.test": "val"}))
     proc = run_sample(
         "evaluate", tmp_path / "run", "--split", "test", "data.preprocess=none", "--grid-rows", 1
     )
@@ -78,7 +77,7 @@ def test_evaluate_takes_overrides_after_flags(tmp_path, aligned_root):
 
 
 def test_evaluate_saves_every_output_by_input_stem(tmp_path, aligned_root):
-    train_cli(tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 1, "data.test": "val"}))
+    run_train(*tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 1, "data.test": "val"}))
     proc = run_sample("evaluate", tmp_path / "run", "--save-outputs", "--max-images", 1)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "run" / "eval_test" / "outputs"
