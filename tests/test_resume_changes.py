@@ -24,8 +24,8 @@ def test_other_architecture_is_refused_naming_the_keys(tmp_path, aligned_root):
     run_train(*tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 2}))
     for key, value in (("model.ngf", 16), ("model.norm", "instance"), ("data.channels_b", 1),
                        ("model.upsample", "bilinear")):
-        proc = run_train(*tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 4, key: value}),
-                         check=False)
+        overrides = tiny_overrides(tmp_path / "run", aligned_root, **{"train.max_steps": 4, key: value})
+        proc = run_train(*overrides, check=False)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
         assert key in proc.stderr and "new run.dir" in proc.stderr and "size mismatch" not in proc.stderr
 

@@ -4,7 +4,6 @@ advances one second per step, so the steps a budget allows are known exactly."""
 import json
 
 import pytest
-import torch
 
 from gen import config
 from trainers import TRAINERS, Pix2PixTrainer
