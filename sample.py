@@ -2,6 +2,7 @@
 
 python sample.py RUN_DIR --input DIR --output DIR      translate every image of a folder (any size)
 python sample.py DDPM_RUN --num N --steps K --scheduler ddpm|ddim|dpm --seed S --output DIR
+                                                      (EDM runs: --scheduler euler|heun|dpm)
                                                       diffusion samples as PNGs + grid.png; a conditional
                                                       DDPM takes --input DIR [--samples-per-input k]
 python sample.py compare RUN_DIR [RUN_DIR ...] --data CONFIG_OR_RUN --output DIR [--segmenter RUN]
@@ -29,7 +30,13 @@ from typing import Callable
 DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
 PRECISION_HELP = ("fp32 (default: what training's validation logs) or bf16 autocast (faster where the device "
                   "has bf16 units; outputs differ from fp32 by rounding)")
-SCHEDULERS = ["ddpm", "ddim", "dpm"]
+CIFAR10_HELP = ("unconditional DDPM runs: a CIFAR-10 folder (train/<class>/*.png, test/<class>/*.png) to "
+                "train the classifier of FD_cifarnet / KID_cifarnet on, once (cached in $GEN_CACHE or "
+                "~/.cache/gen); default ../shared/data/cifar10 beside the checkout, else the cached "
+                "classifier")
+SCHEDULERS = ["ddpm", "ddim", "dpm", "euler", "heun"]  # DDPM exports: ddpm, ddim, dpm; EDM: euler, heun, dpm
+SCHEDULER_HELP = ("DDPM: sampler (default ddim); an EDM export (ddpm.formulation=edm) takes euler, heun or "
+                  "dpm (default: the one its training grids used)")
 # The command words; any other first item is a run directory, of the default command "run" (whose
 # word is never typed: a run directory may be named "run")
 NAMED = ("compare", "evaluate", "metrics", "serve")
@@ -46,11 +53,13 @@ READS = {
 }
 
 
-EVAL_DEFAULTS = {"steps": 50, "scheduler": "ddim", "seed": None, "segmenter": None, "inference": None}
+EVAL_DEFAULTS = {"steps": 50, "scheduler": "ddim", "seed": None, "segmenter": None, "inference": None,
+                 "cifar10": None}
 # by the export's kind (pipeline.json): the model scored, whatever config --data names
-EVAL_READS = {"translation": {"segmenter", "inference"}, "cyclegan": {"inference"}, "segmentation": set(),
-              "colorization": set(), "diffusion": {"steps", "scheduler", "seed", "segmenter"}}
-EVAL_METHODS = ("pix2pix", "cyclegan", "segmentation", "colorization", "ddpm")
+EVAL_READS = {"translation": {"segmenter", "inference"}, "cyclegan": {"inference"},
+              "unpaired_translation": {"inference"}, "segmentation": set(),
+              "colorization": set(), "diffusion": {"steps", "scheduler", "seed", "segmenter", "cifar10"}}
+EVAL_METHODS = ("pix2pix", "cyclegan", "cut", "segmentation", "colorization", "ddpm")
 
 
 def refuse_unread_flags(args, kind: str) -> None:
@@ -80,7 +89,8 @@ def run(args) -> int:
 
     pipe = pipelines.load(args.run_dir, direction=args.direction, inference=args.inference,
                           device=pipelines.resolve_device(args.device), precision=args.precision)
-    if args.bit_depth == 16 and not (pipe.kind == "translation" and pipe.net.config.out_channels == 1):
+    one_channel = pipe.kind in pipelines.TRANSLATOR_KINDS and pipe.net.config.out_channels == 1
+    if args.bit_depth == 16 and not one_channel:
         raise ValueError("--bit-depth 16 is for translators with single-channel outputs (e.g. depth maps)")
     if getattr(pipe, "kind", None) != "diffusion":
         refuse_unread_flags(args, "translator")
@@ -89,6 +99,7 @@ def run(args) -> int:
         folder_run.translate_folder(pipe, args.input, args.output, args.bit_depth, args.overwrite)
     elif pipe.condition_channels:
         refuse_unread_flags(args, "image-conditioned DDPM")
+        args.scheduler = pipe.check_scheduler(args.scheduler if "scheduler" in args.given else None)
         check_counts(args, pipe.scheduler.config.num_train_timesteps)
         if not args.input:
             raise ValueError(
@@ -98,6 +109,7 @@ def run(args) -> int:
                                       args.scheduler, args.seed, args.full_size, args.overwrite)
     else:
         refuse_unread_flags(args, "unconditional DDPM")
+        args.scheduler = pipe.check_scheduler(args.scheduler if "scheduler" in args.given else None)
         check_counts(args, pipe.scheduler.config.num_train_timesteps)
         if args.input:
             raise ValueError(f"{args.run_dir} is an unconditional DDPM: it takes no --input (use --num)")
@@ -127,6 +139,9 @@ def evaluate(args) -> int:
     if unread and kind is not None:
         flags = ", ".join("--" + k.replace("_", "-") for k in unread)
         raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
+    if kind == "diffusion":
+        args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler if "scheduler" in args.given
+                                             else None, run_dir)
     device = resolve_device(args.device)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     check_outputs([out_dir / "metrics.json", out_dir / "grid.png"], overwrite=args.overwrite)
@@ -138,7 +153,7 @@ def evaluate(args) -> int:
     print(data.report)  # what the split found and skipped
     result, grid = score(run_dir, data, args.inference, args.grid_rows, args.segmenter, device,
                          args.max_images, saved, sampling=Sampling(1, args.steps, args.scheduler, args.seed),
-                         precision=args.precision)
+                         precision=args.precision, cifar10=args.cifar10)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     grid.save(out_dir / "grid.png")
@@ -148,6 +163,21 @@ def evaluate(args) -> int:
         + (f"; {saved.count} outputs in {saved.folder}" if saved.folder else "")
     )
     return 0
+
+
+def diffusion_scheduler(meta: dict, name, run_dir) -> str:
+    """The sampler of a diffusion export (pipeline.json `meta`): `name`, or None for the export's default;
+    ValueError where the export's formulation (DDPM or EDM) does not take it."""
+    from gen.pipelines.diffusion import SCHEDULERS as DDPM_SCHEDULERS
+    from gen.pipelines.edm import EDM_SCHEDULERS
+
+    edm = meta.get("formulation", "ddpm") == "edm"
+    name = name or meta.get("default_scheduler") or ("heun" if edm else "ddim")
+    allowed = EDM_SCHEDULERS if edm else DDPM_SCHEDULERS
+    if name not in allowed:
+        raise ValueError(f"--scheduler {name}: {run_dir} is a {'EDM' if edm else 'DDPM'} model, sampled with "
+                         f"{', '.join(allowed)}")
+    return name
 
 
 def data_config(data: str) -> Path:
@@ -186,7 +216,7 @@ def compare(args) -> int:
     print(data.report)  # what the split found and skipped
     result = compare_runs(data, [Path(r) for r in args.run_dirs], args.segmenter,
                           args.grid_rows, args.max_images, sampling, device=resolve_device(args.device),
-                          precision=args.precision)
+                          precision=args.precision, cifar10=args.cifar10)
     paths = write_report(result, out_dir)
     print(paths["markdown"].read_text())
     mode = args.wandb or config.wandb_mode(cfg)
@@ -254,7 +284,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--num", type=int, help="unconditional DDPM: number of samples (default 64)")
     p.add_argument("--steps", type=int,
                    help="DDPM: sampling steps (default 50; 1000 for the full DDPM chain)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, help="DDPM: sampler (default ddim)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, help=SCHEDULER_HELP)
     p.add_argument("--seed", type=int, help="DDPM: seed of the sampling noise (default: the run's run.seed, "
                    "as its training grid); sample i, or an "
                    "input's k-th sample, is the same image whatever --batch-size or the folder's other files")
@@ -278,11 +308,13 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--samples-per-input", type=int, default=1,
                    help="DDPM runs: k samples per input; k > 1 adds the diversity columns")
     p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="DDPM runs: sampler")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
+                   help="DDPM runs: sampler (EDM runs: euler, heun or dpm)")
     p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (default: each run's run.seed; an "
                    "input's noise is named by the seed and its file name)")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="default: offline without an API key")
+    p.add_argument("--cifar10", type=Path, help=CIFAR10_HELP)
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides for --data")
 
     p = sub.add_parser("evaluate", parents=[shared], description="score a run on a split of its data")
@@ -296,12 +328,13 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--segmenter", help="a segmentation run: adds the FCN-score of labels -> photo outputs")
     p.add_argument("--max-images", type=int, help="score only the first N images of the split (each domain)")
     p.add_argument("--steps", type=int, help="DDPM runs: sampling steps (default 50)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, help="DDPM runs: sampler (default ddim)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, help=SCHEDULER_HELP)
     p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (an input's noise is named by the "
                    "seed and its file name; default: the run's run.seed)")
     p.add_argument("--save-outputs", action="store_true",
                    help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
                         "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")
+    p.add_argument("--cifar10", type=Path, help=CIFAR10_HELP)
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
 
     p = sub.add_parser("metrics", description="summarize and plot the metrics.jsonl of runs")

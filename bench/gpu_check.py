@@ -98,6 +98,14 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
                                                "train.ema_decay=0.999"],
         "cyclegan": common + gan + ["method=cyclegan", "data.kind=unpaired", f"data.root={data / 'unpaired'}",
                                     "model.norm=instance", "model.d_norm=instance"],
+        # CUT (identity PatchNCE term) and FastCUT (flip equivariance) on the anti-aliased ResNet
+        "cut": common + gan + ["method=cut", "data.kind=unpaired", f"data.root={data / 'unpaired'}",
+                               "model.norm=instance", "model.d_norm=instance", "train.ema_decay=0.999"],
+        "fastcut": common + gan + ["method=cut", "cut.mode=fastcut", "data.kind=unpaired",
+                                   f"data.root={data / 'unpaired'}", "model.norm=instance",
+                                   "model.d_norm=instance",
+                                   "model.generator=resnet_6blocks_antialias", "model.num_downs=null",
+                                   "train.diffaugment=color,translation,cutout"],
         "colorization": common + gan + ["method=colorization", "data.kind=images",
                                         f"data.root={data / 'photos'}", "colorization.prior=imagenet"],
         # the shared GAN step (trainers/gan_step.py) with colorization's own GAN mode and weight
@@ -112,6 +120,9 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
                             "ddpm.zero_terminal_snr=true"],
         "ddpm-conditional": ddpm + ["method=ddpm", "data.kind=paired", "data.layout=folders",
                                     f"data.root={data / 'folders'}"],
+        # EDM (Karras et al. 2022): log-normal sigmas, the preconditioned U-Net, Heun on Karras sigmas
+        "ddpm-edm": ddpm + ["method=ddpm", "data.kind=images", f"data.root={data / 'photos'}",
+                            "ddpm.formulation=edm", "ddpm.sample_scheduler=heun"],
         "segmentation": common + ["method=segmentation", "data.kind=segmentation",
                                   f"data.root={data / 'seg'}", "data.num_classes=3", "data.first_label=1",
                                   "data.direction=BtoA"],
@@ -132,7 +143,7 @@ def sample_cli(run_dir: Path, case: str, inputs: Path, out: Path, device: str,
                precision: str = "fp32") -> dict:
     args = [sys.executable, str(ROOT / "sample.py"), str(run_dir), "--output", str(out), "--device", device,
             "--precision", precision]
-    unconditional = case in ("ddpm", "ddpm-snr")
+    unconditional = case in ("ddpm", "ddpm-snr", "ddpm-edm")
     args += ["--num", "4", "--steps", "5"] if unconditional else ["--input", str(inputs)]
     if case == "ddpm-conditional":
         args += ["--steps", "5"]
@@ -154,7 +165,7 @@ def one_inference_path(trainer, cfg, steps: int, device: str) -> dict:
     logged = {k: v for k, v in trainer.validate(steps).items() if isinstance(v, float)}
     per_batch = 4 if cfg.method == "colorization" else 1
     n = len(trainer.validation_items(per_batch=per_batch))
-    sampling = Sampling(1, cfg.ddpm.sample_steps, cfg.ddpm.sample_scheduler, cfg.run.seed)
+    sampling = Sampling(1, cfg.ddpm.sample_steps, cfg.ddpm.sampler, cfg.run.seed)
     scored, _ = evaluate(trainer.run_dir, eval_data(cfg, "val"), max_images=n, sampling=sampling,
                          device="cuda" if device == "cuda" else "cpu")
     diffs = {k: abs(v - scored[k]) for k, v in logged.items() if isinstance(scored.get(k), float)}

@@ -7,7 +7,8 @@ LPIPS / FID / KID against the target and, with a segmenter on labelled data, by 
 photos' FCN-score first, as the ground-truth row); colorization by AuC and colourfulness (colouring the
 target photo's L channel, beside the grayscale baseline row); segmentation by pixel accuracy, mean
 accuracy and mean IU; a diffusion sampler with k > 1 also by diversity (mean pairwise L1, and LPIPS
-when available, between the k samples of one input).
+when available, between the k samples of one input); an unconditional DDPM by FID / KID and, for 32x32
+RGB samples, FD_cifarnet / KID_cifarnet of its samples against the split's real images.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from . import pipelines
 from .data.evaluation import EvalData
 from .methods import Context, Sampling, scoring_for
 from .metrics.inception import try_inception_distances
+from .metrics.offline_score import try_cifar_distances, unavailable_for
 from .metrics.perceptual import try_lpips
 from .visualize import image_grid
 
@@ -110,10 +112,14 @@ def compare_runs(
     device: Optional[str] = None,
     distances=None,
     precision: Optional[str] = None,
+    cifar10: Optional[Path] = None,
+    cifar=None,
 ) -> Comparison:
     """Every run on the same inputs, each scored by its method's scoring (gen/methods, the code of
     training's validation and sample.py evaluate): one table row per run and one grid. `distances`:
-    an InceptionDistances to use (default: torchmetrics' Inception when cached, else reported missing)."""
+    an InceptionDistances to use (default: torchmetrics' Inception when cached, else reported missing).
+    Unconditional DDPM runs also get FD_cifarnet / KID_cifarnet: in `cifar` (a CifarDistances), else a
+    classifier trained on (or cached from) the CIFAR-10 folder `cifar10`, as sample.py evaluate."""
     sampling = sampling or Sampling()
     if sampling.samples_per_input < 1:
         raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
@@ -132,11 +138,23 @@ def compare_runs(
         raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
     lpips_metric, lpips_missing = try_lpips()
     distances, fid_missing = try_inception_distances(device, distances)
+    unconditional = [p for p in pipes.values() if p.kind == "diffusion" and not p.condition_channels]
+    cifar_missing = ""
+    if cifar10 is not None and not unconditional:
+        raise ValueError("--cifar10 is read for unconditional DDPM runs only, and none is compared")
+    if cifar is None and any(not unavailable_for(p.unet.config.out_channels, (p.sample_size,) * 2)
+                             for p in unconditional):
+        cifar, cifar_missing = try_cifar_distances(cifar10, device)
     scorings = {}
     for name, pipe in pipes.items():
         # the image-making extras (LPIPS, FID / KID, FCN-score): only scorings that make images read them
         ctx = Context(grid_rows=0, lpips=lpips_metric, lpips_missing="" if lpips_metric else "unavailable",
                       distances=distances, segmenter=seg, bins=evaluation.bins, sampling=sampling)
+        if any(p is pipe for p in unconditional):
+            ctx.lpips_missing = ""  # its samples have no target to be compared with
+            ctx.cifar_missing = (unavailable_for(pipe.unet.config.out_channels, (pipe.sample_size,) * 2)
+                                 or cifar_missing)
+            ctx.cifar = cifar if not ctx.cifar_missing else None
         scorings[name] = scoring = scoring_for(pipe, ctx)
         reason = scoring.refuse(evaluation.kind, name)
         if reason:

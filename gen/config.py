@@ -18,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("pix2pix", "cyclegan", "segmentation", "rotation", "ddpm", "colorization")
+METHODS = ("pix2pix", "cyclegan", "cut", "segmentation", "rotation", "ddpm", "colorization")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,47 @@ class CycleGANConfig:
     inference: str = "eval"  # eval | paper
 
 
+# CUT's two recipes (the reference's --CUT_mode): the values of the keys a cut.* section leaves unset
+CUT_MODES = {"cut": {"lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False},
+             "fastcut": {"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}}
+
+
+@dataclass(frozen=True)
+class CUTConfig:
+    mode: str = "cut"  # cut | fastcut (Park et al. 2020): sets the three keys below that are left unset
+    lambda_nce: Optional[float] = None  # PatchNCE weight; None: the mode's (cut 1, fastcut 10)
+    # the identity PatchNCE term NCE(y, G(y)) on domain-B images, averaged with the main one; None: mode's
+    nce_idt: Optional[bool] = None
+    # FastCUT: translate a randomly flipped input and flip its features back; None: the mode's
+    flip_equivariance: Optional[bool] = None
+    lambda_gan: float = 1.0
+    gan_mode: str = "lsgan"  # lsgan | vanilla
+    # generator layers tapped for PatchNCE, e.g. "0,4,8,12,16"; None: the generator's default (ResNet:
+    # the reference's 0,4,8,12,16; U-Net: the input and encoder levels 1-4)
+    nce_layers: Optional[str] = None
+    num_patches: int = 256  # locations sampled per layer and image
+    nce_t: float = 0.07  # temperature
+    head_width: int = 256  # units of each 2-layer MLP projection head (the reference's netF_nc)
+    inference: str = "eval"  # eval | paper
+
+    def resolved(self, key: str):
+        """A mode-dependent key's value: as set, else the mode's (CUT_MODES)."""
+        value = getattr(self, key)
+        return CUT_MODES[self.mode][key] if value is None else value
+
+
+def parse_nce_layers(text: str) -> tuple[int, ...]:
+    """'0,4,8,12,16' -> (0, 4, 8, 12, 16); ValueError naming cut.nce_layers unless increasing ints >= 0."""
+    try:
+        layers = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        layers = ()
+    if not layers or list(layers) != sorted(set(layers)) or layers[0] < 0:
+        raise ValueError(f"config key cut.nce_layers={text!r}: comma-separated increasing layer indices "
+                         ">= 0, e.g. 0,4,8,12,16")
+    return layers
+
+
 @dataclass(frozen=True)
 class DDPMConfig:
     prediction_type: str = "epsilon"  # epsilon | v_prediction
@@ -151,12 +192,21 @@ class DDPMConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     ema_decay: float = 0.9999  # diffusers' EMAModel; its decay warms up as (1 + step) / (10 + step)
-    sample_scheduler: str = "ddim"  # ddpm | ddim | dpm: the scheduler of the sample grids during training
+    # the sampler of the sample grids during training and the export's default: ddpm | ddim | dpm (DDPM),
+    # euler | heun | dpm (EDM); None: ddim for DDPM, heun for EDM
+    sample_scheduler: Optional[str] = None
     # Which timesteps a K-step sampler visits (saved with the export, used by every sampler):
     # trailing starts at T-1 (works for DDPM, DDIM and DPM-Solver at every K); leading | linspace.
     timestep_spacing: str = "trailing"
     sample_steps: int = 50
     num_samples: int = 16  # images in an unconditional sample grid
+
+    @property
+    def sampler(self) -> str:
+        """ddpm.sample_scheduler, or the formulation's default when unset (ddim; EDM: heun)."""
+        if self.sample_scheduler is not None:
+            return self.sample_scheduler
+        return "heun" if self.formulation == "edm" else "ddim"
     dropout: float = 0.1  # in every residual block (Ho et al.: 0.1 on CIFAR-10)
     ngf: Optional[int] = None  # base width; None keeps the preset's (ddpm_small 32, ddpm_cifar10 128)
     # min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); None: uniform (Ho et al.)
@@ -164,6 +214,15 @@ class DDPMConfig:
     # Lin et al. 2024: rescale the betas so the last timestep has SNR 0 (pure noise, as sampling starts);
     # needs v-prediction and trailing timesteps; saved with the export's scheduler for every sampler
     zero_terminal_snr: bool = False
+    # ddpm (Ho et al.) | edm (Karras et al. 2022: preconditioned denoiser, log-normal sigmas, samplers
+    # euler | heun | dpm on Karras sigmas; docs/ddpm.md). The edm_* keys are EDM's, with its defaults.
+    formulation: str = "ddpm"
+    edm_sigma_data: float = 0.5
+    edm_p_mean: float = -1.2  # ln(sigma) ~ N(p_mean, p_std^2) in training
+    edm_p_std: float = 1.2
+    edm_sigma_min: float = 0.002  # the sampling schedule (eq. 5), saved with the export
+    edm_sigma_max: float = 80.0
+    edm_rho: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +266,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
     cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+    cut: CUTConfig = field(default_factory=CUTConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     colorization: ColorizationConfig = field(default_factory=ColorizationConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -235,9 +295,13 @@ CHOICES = {
     "pix2pix.inference": ("paper", "eval"),
     "cyclegan.gan_mode": ("vanilla", "lsgan"),
     "cyclegan.inference": ("paper", "eval"),
+    "cut.mode": tuple(CUT_MODES),
+    "cut.gan_mode": ("vanilla", "lsgan"),
+    "cut.inference": ("paper", "eval"),
     "ddpm.prediction_type": ("epsilon", "v_prediction"),
     "ddpm.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
-    "ddpm.sample_scheduler": ("ddpm", "ddim", "dpm"),
+    "ddpm.sample_scheduler": (None, "ddpm", "ddim", "dpm", "euler", "heun"),
+    "ddpm.formulation": ("ddpm", "edm"),
     "ddpm.timestep_spacing": ("trailing", "leading", "linspace"),
     "colorization.loss": ("classification", "l2", "l1", "gan"),
     "colorization.gan_mode": ("vanilla", "lsgan"),
@@ -250,9 +314,10 @@ POSITIVE = ("data.load_size", "data.crop_size", "data.builtin_size", "data.built
             "model.ngf", "model.ndf", "model.d_layers", "train.max_steps", "train.batch_size",
             "train.lr", "train.grad_accum", "train.log_every", "train.validate_every",
             "train.ckpt_every", "train.keep_checkpoints", "ddpm.num_train_timesteps", "ddpm.beta_start",
-            "ddpm.beta_end", "ddpm.sample_steps", "ddpm.num_samples", "colorization.bin_grid",
+            "ddpm.beta_end", "ddpm.sample_steps", "ddpm.num_samples", "ddpm.edm_sigma_data", "ddpm.edm_p_std",
+            "ddpm.edm_sigma_min", "ddpm.edm_sigma_max", "ddpm.edm_rho", "colorization.bin_grid",
             "colorization.neighbours", "colorization.sigma", "colorization.prior_images",
-            "colorization.temperature")
+            "colorization.temperature", "cut.num_patches", "cut.nce_t", "cut.head_width")
 NON_NEGATIVE = (
     "data.num_workers",
     "data.num_classes",
@@ -267,8 +332,10 @@ NON_NEGATIVE = (
     "train.warmup_steps",
     "colorization.lambda_l1",
     "colorization.lambda_gan",
+    "cut.lambda_gan",
 )
 OPTIONAL = ("data.num_workers",)  # None means "choose for the device"
+NON_NEGATIVE_OR_NONE = ("cut.lambda_nce",)
 POSITIVE_OR_NONE = ("data.max_16bit", "train.time_budget_minutes", "train.max_grad_norm", "ddpm.ngf",
                     "ddpm.snr_gamma")
 UNIT_INTERVAL = ("model.dropout", "train.lr_decay_start", "train.beta1", "train.beta2", "ddpm.ema_decay",
@@ -293,6 +360,44 @@ def parse_diffaugment(policy: str) -> tuple[str, ...]:
     return parts
 
 
+EDM_SAMPLERS = ("euler", "heun", "dpm")
+EDM_KEYS = ("edm_sigma_data", "edm_p_mean", "edm_p_std", "edm_sigma_min", "edm_sigma_max", "edm_rho")
+NOT_EDM_KEYS = {  # DDPM's noise-schedule keys, which an EDM run has no use for (Karras sigmas instead)
+    "prediction_type": "EDM's network output is fixed by its preconditioning (F, Karras et al. Table 1)",
+    "zero_terminal_snr": "EDM samples from sigma_max (ddpm.edm_sigma_max), not from a beta schedule",
+    "snr_gamma": "EDM weights its loss by lambda(sigma) = 1 / c_out^2 (Karras et al. eq. 8)",
+    "beta_schedule": "EDM has no betas: its noise levels are ddpm.edm_p_mean / edm_p_std (training) "
+                     "and edm_sigma_min / edm_sigma_max / edm_rho (sampling)",
+    "beta_start": "EDM has no betas", "beta_end": "EDM has no betas",
+    "timestep_spacing": "EDM samples on Karras sigmas (ddpm.edm_rho), not on discrete timesteps",
+    "num_train_timesteps": "EDM's noise levels are continuous",
+}
+
+
+def check_formulation(d: DDPMConfig) -> None:
+    """ddpm.formulation against the keys only one formulation reads; ValueError naming the key."""
+    default = DDPMConfig()
+    if d.formulation == "ddpm":
+        for key in EDM_KEYS:
+            if getattr(d, key) != getattr(default, key):
+                raise ValueError(f"config key ddpm.{key}={getattr(d, key)} is EDM's: set "
+                                 "ddpm.formulation=edm or leave it at its default")
+        if d.sample_scheduler in ("euler", "heun"):
+            raise ValueError(f"config key ddpm.sample_scheduler={d.sample_scheduler!r} samples EDM models; "
+                             "with ddpm.formulation=ddpm choose ddpm, ddim or dpm")
+        return
+    for key, why in NOT_EDM_KEYS.items():
+        if getattr(d, key) != getattr(default, key):
+            raise ValueError(f"config key ddpm.{key}={getattr(d, key)!r} does not apply with "
+                             f"ddpm.formulation=edm ({why}); leave it at its default")
+    if d.sample_scheduler is not None and d.sample_scheduler not in EDM_SAMPLERS:
+        raise ValueError(f"config key ddpm.sample_scheduler={d.sample_scheduler!r} samples DDPM models; with "
+                         f"ddpm.formulation=edm choose one of {list(EDM_SAMPLERS)} (heun: Karras et al.'s)")
+    if d.edm_sigma_min >= d.edm_sigma_max:
+        raise ValueError(f"config key ddpm.edm_sigma_min={d.edm_sigma_min} must be below "
+                         f"ddpm.edm_sigma_max={d.edm_sigma_max}")
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Raise ValueError naming the first key whose value is out of range."""
     for key, allowed in CHOICES.items():
@@ -312,6 +417,10 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ValueError(f"config key {key}={value} must be >= 0")
         if key in UNIT_INTERVAL and not 0 <= value <= 1:
             raise ValueError(f"config key {key}={value} must be in [0, 1]")
+    for key in NON_NEGATIVE_OR_NONE:
+        value = _get(cfg, key)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"config key {key}={value} must be a number >= 0 or null")
     for key in POSITIVE_OR_NONE:
         value = _get(cfg, key)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -335,10 +444,10 @@ def validate(cfg: ExperimentConfig) -> None:
             f"{cfg.ddpm.num_train_timesteps}: a sampler takes 1..{cfg.ddpm.num_train_timesteps} steps"
         )
     gan = {"pix2pix": cfg.pix2pix.gan_mode != "none" and cfg.pix2pix.lambda_gan > 0, "cyclegan": True,
-           "colorization": cfg.colorization.loss == "gan"}.get(cfg.method, False)
+           "cut": True, "colorization": cfg.colorization.loss == "gan"}.get(cfg.method, False)
     if cfg.train.ema_decay is not None and not (0 < cfg.train.ema_decay < 1):
         raise ValueError(f"config key train.ema_decay={cfg.train.ema_decay} must be in (0, 1), e.g. 0.999")
-    if cfg.train.ema_decay is not None and cfg.method not in ("pix2pix", "cyclegan", "colorization"):
+    if cfg.train.ema_decay is not None and cfg.method not in ("pix2pix", "cyclegan", "cut", "colorization"):
         hint = " (DDPM: ddpm.ema_decay)" if cfg.method == "ddpm" else ""
         raise ValueError(f"config key train.ema_decay averages a GAN method's generator; for method="
                          f"{cfg.method} it does nothing{hint}")
@@ -347,6 +456,8 @@ def validate(cfg: ExperimentConfig) -> None:
         if not gan:
             raise ValueError(f"config key train.diffaugment={cfg.train.diffaugment!r} augments a "
                              f"discriminator's inputs; this method={cfg.method} run has no discriminator")
+    if cfg.method == "ddpm":
+        check_formulation(cfg.ddpm)
     if cfg.method == "ddpm" and cfg.ddpm.zero_terminal_snr and cfg.ddpm.prediction_type == "epsilon":
         raise ValueError(
             "config key ddpm.zero_terminal_snr=true needs ddpm.prediction_type=v_prediction: at the last "
@@ -361,9 +472,12 @@ def validate(cfg: ExperimentConfig) -> None:
             f"config key ddpm.beta_start={cfg.ddpm.beta_start} must be below "
             f"ddpm.beta_end={cfg.ddpm.beta_end}"
         )
-    if (cfg.method == "cyclegan") != (cfg.data.kind == "unpaired"):
-        raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}; CycleGAN reads "
-                         "data.kind=unpaired and the paired methods read paired, segmentation or builtin")
+    if (cfg.method in ("cyclegan", "cut")) != (cfg.data.kind == "unpaired"):
+        raise ValueError(f"method={cfg.method!r} does not read data.kind={cfg.data.kind!r}; CycleGAN and CUT "
+                         "read data.kind=unpaired and the paired methods read paired, segmentation or "
+                         "builtin")
+    if cfg.method == "cut":
+        check_cut(cfg)
     if cfg.method == "segmentation" and (cfg.data.kind != "segmentation" or cfg.data.direction != "BtoA"):
         raise ValueError(
             "method=segmentation reads photo -> labels: set data.kind=segmentation and "
@@ -381,13 +495,32 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ValueError(f"config key data.root is required for data.kind={cfg.data.kind!r}")
 
 
+def check_cut(cfg: ExperimentConfig) -> None:
+    """CUT keys that cannot work together, named (the layers' range is checked against the generator
+    when the trainer builds it)."""
+    c = cfg.cut
+    if c.nce_layers is not None:
+        parse_nce_layers(c.nce_layers)
+    if c.resolved("lambda_nce") == 0 and c.lambda_gan == 0:
+        raise ValueError("config keys cut.lambda_nce=0 and cut.lambda_gan=0: the generator would learn "
+                         "nothing")
+    if c.resolved("nce_idt") and c.resolved("lambda_nce") == 0:
+        raise ValueError("config key cut.nce_idt=true needs cut.lambda_nce > 0 (the identity term is a "
+                         "PatchNCE term)")
+    if c.resolved("nce_idt") and cfg.data.channels_a != cfg.data.channels_b:
+        raise ValueError(f"config key cut.nce_idt=true translates domain-B images with G, which reads "
+                         f"data.channels_a={cfg.data.channels_a} channels, not data.channels_b="
+                         f"{cfg.data.channels_b}; set cut.nce_idt=false (or cut.mode=fastcut)")
+
+
 # Keys a method never reads; a value other than the default would be silently ignored, so it is an error.
 _D_KEYS = ("model.discriminator", "model.ndf", "model.d_layers", "model.d_norm")
 IGNORED_BY = {
     "ddpm": ("model.ngf", "model.norm", "model.dropout", "model.num_downs", "model.upsample",
              "model.freeze") + _D_KEYS,
     "segmentation": _D_KEYS, "rotation": _D_KEYS + ("model.init_from", "model.freeze"),
-    "pix2pix": ("model.freeze",), "cyclegan": ("model.freeze",), "colorization": ("model.freeze",),
+    "pix2pix": ("model.freeze",), "cyclegan": ("model.freeze",), "cut": ("model.freeze",),
+    "colorization": ("model.freeze",),
 }
 HINTS = {"model.ngf": "ddpm.ngf", "model.dropout": "ddpm.dropout"}
 
@@ -396,7 +529,7 @@ def check_ignored_keys(cfg: ExperimentConfig) -> None:
     """Refuse settings the configured method would not read (method sections of other methods,
     model keys outside its networks), naming the key."""
     defaults, values = flatten(ExperimentConfig()), flatten(cfg)
-    sections = {"pix2pix", "cyclegan", "ddpm", "colorization"} - {cfg.method}
+    sections = {"pix2pix", "cyclegan", "cut", "ddpm", "colorization"} - {cfg.method}
     # (A GAN variant's discriminator keys stay allowed when the variant is off: configs carry them for it.)
     ignored = [k for k in values if k.split(".")[0] in sections] + list(IGNORED_BY.get(cfg.method, ()))
     for key in ignored:
@@ -613,6 +746,9 @@ ARCHITECTURE_KEYS = (
     "colorization.bin_grid",
     "colorization.output_stride",
     "ddpm.ngf",
+    "ddpm.formulation",
+    "cut.nce_layers",
+    "cut.head_width",
 )
 NOT_ARCHITECTURE = ("model.init_from", "model.init_gain")
 SCHEDULE_KEYS = ("train.max_steps", "train.lr", "train.lr_decay_start", "train.warmup_steps")

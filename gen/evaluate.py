@@ -1,7 +1,7 @@
 """Score an exported run on a split of its data (`sample.py evaluate`), with its method's scoring
 (gen/methods): the metrics and grid that training's validation logs for the same weights and items,
-plus what only a whole split gives (FID / KID, LPIPS, the FCN-score, CycleGAN's domain classifier),
-and optionally every output as a PNG."""
+plus what only a whole split gives (FID / KID, LPIPS, the FCN-score, CycleGAN's domain classifier,
+an unconditional DDPM's FD_cifarnet / KID_cifarnet), and optionally every output as a PNG."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +18,7 @@ from .data.evaluation import EvalData
 from .methods import Context, DomainImages, Sampling, SavedOutputs, score_items, scoring_for
 from .metrics.domain import ClassifierSettings, DomainClassifier, train_domain_classifier
 from .metrics.inception import InceptionDistances, try_inception_distances
+from .metrics.offline_score import CifarDistances, try_cifar_distances, unavailable_for
 from .metrics.perceptual import try_lpips
 
 CLASSIFIER_FILE = "domain_classifier.safetensors"
@@ -50,10 +51,11 @@ def domain_classifier(run_dir: Path, train_a: list[Path], train_b: list[Path], d
 def check_fit(pipe, data: EvalData, segmenter=None) -> None:
     """ValueError when the split cannot score this export (named by kind and flag)."""
     kind = pipe.kind
-    if kind == "cyclegan" and data.kind != "unpaired":
-        raise ValueError(f"a CycleGAN export is scored on unpaired data (trainA/testA ...), got data.kind="
-                         f"{data.kind!r}")
-    if kind != "cyclegan" and data.kind == "unpaired":
+    unpaired = ("cyclegan", "unpaired_translation")
+    if kind in unpaired and data.kind != "unpaired":
+        raise ValueError(f"a {pipe.method} export ({kind}) is scored on unpaired data (trainA/testA ...), "
+                         f"got data.kind={data.kind!r}")
+    if kind not in unpaired and data.kind == "unpaired":
         raise ValueError(f"a {kind} export is not scored on unpaired data; use the run's own config")
     if kind == "segmentation" and data.kind != "segmentation":
         raise ValueError(f"a segmentation export is scored on labelled data (data.kind=segmentation), got "
@@ -90,10 +92,13 @@ def evaluate(run_dir: Path, data: EvalData, inference: Optional[str] = None, gri
              segmenter: Optional[Path] = None, device: Optional[str] = None, max_images: Optional[int] = None,
              saved: Optional[SavedOutputs] = None, distances: Optional[InceptionDistances] = None,
              sampling: Optional[Sampling] = None, classifier: ClassifierSettings = ClassifierSettings(),
-             precision: Optional[str] = None) -> tuple[dict[str, Any], Image.Image]:
+             precision: Optional[str] = None, cifar10: Optional[Path] = None,
+             cifar: Optional[CifarDistances] = None) -> tuple[dict[str, Any], Image.Image]:
     """(metrics, grid) of the export in `run_dir` on `data`, in `precision` (default fp32). Streamed:
     each item is read, run and scored, then dropped (Inception features and the grid's first rows
-    are all that is kept), so memory does not grow with the split."""
+    are all that is kept), so memory does not grow with the split. An unconditional DDPM also gets
+    FD_cifarnet / KID_cifarnet: in `cifar`'s classifier, else one trained on (or cached from) the
+    CIFAR-10 folder `cifar10` (default gen.metrics.offline_score.DEFAULT_CIFAR10)."""
     pipe = pipelines.load_export(run_dir, inference, precision, device)
     seg = pipelines.load(segmenter, device=device, precision=precision) if segmenter else None
     check_fit(pipe, data, seg)
@@ -101,13 +106,21 @@ def evaluate(run_dir: Path, data: EvalData, inference: Optional[str] = None, gri
                   saved=saved or SavedOutputs(None))
     if pipe.kind != "segmentation":
         ctx.lpips, ctx.lpips_missing = try_lpips()
-        if pipe.kind in ("cyclegan", "diffusion") and ctx.lpips is None:
+        if pipe.kind in ("cyclegan", "unpaired_translation", "diffusion") and ctx.lpips is None:
             ctx.lpips_missing = ""  # neither reports LPIPS against a target
         ctx.distances, ctx.fid_missing = try_inception_distances(device, distances)
         out_channels = data.channels[1] if data.kind != "images" else 3
         if ctx.distances is not None and out_channels not in (1, 3):
             ctx.distances, ctx.fid_missing = None, f"FID/KID need 1- or 3-channel images (got {out_channels})"
-    if pipe.kind == "cyclegan" and data.channels == (3, 3):
+    if cifar10 is not None and not (pipe.kind == "diffusion" and not pipe.condition_channels):
+        raise ValueError(f"--cifar10 is read for unconditional DDPM runs only; {run_dir} holds a "
+                         f"{pipe.kind} export" + (" (image-conditioned)" if pipe.kind == "diffusion" else ""))
+    if pipe.kind == "diffusion" and not pipe.condition_channels:
+        ctx.cifar_missing = unavailable_for(pipe.unet.config.out_channels, (pipe.sample_size,) * 2)
+        if not ctx.cifar_missing:
+            ctx.cifar, ctx.cifar_missing = ((cifar, "") if cifar is not None
+                                            else try_cifar_distances(cifar10, device))
+    if pipe.kind in ("cyclegan", "unpaired_translation") and data.channels == (3, 3):
         ctx.classifier = domain_classifier(run_dir, data.files["trainA"], data.files["trainB"], device,
                                            classifier)
     items, n = split_items(pipe, data, max_images)

@@ -55,9 +55,18 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
         from test_cyclegan import cyclegan_overrides, write_unpaired
         write_unpaired(data)
         return cyclegan_overrides(run_dir, data, **common)
+    if method in ("cut", "fastcut"):  # fastcut: the flip draws; cut: the identity term beside the main one
+        from test_cut import cut_overrides
+        from test_cyclegan import write_unpaired
+        write_unpaired(data)
+        return cut_overrides(run_dir, data, **common, **{"cut.mode": method})
     if method == "ddpm-snr":  # v-prediction with zero terminal SNR and the min-SNR-gamma weighting
         common.update({"ddpm.snr_gamma": 5.0, "ddpm.prediction_type": "v_prediction",
                        "ddpm.zero_terminal_snr": True})
+        method = "ddpm"
+    if method == "ddpm-edm":  # EDM's log-normal sigma and noise draws (checkpointed RNG), in bf16
+        common.update({"ddpm.formulation": "edm", "ddpm.sample_scheduler": "heun",
+                       "train.mixed_precision": "bf16"})
         method = "ddpm"
     if method == "ddpm":
         from test_ddpm import ddpm_overrides, write_toy
@@ -74,7 +83,8 @@ def method_setup(method: str, data: Path, run_dir: Path) -> list[str]:
     raise ValueError(f"no kill campaign for method {method!r}")
 
 
-METHODS = ("pix2pix", "pix2pix-augment-ema", "cyclegan", "ddpm", "ddpm-snr", "colorization",
+METHODS = ("pix2pix", "pix2pix-augment-ema", "cyclegan", "cut", "fastcut", "ddpm", "ddpm-snr", "ddpm-edm",
+           "colorization",
            "colorization-gan", "pix2pix-sync_batch")
 PROCESSES = {"pix2pix-sync_batch": 2}  # campaigns run under torchrun with this many processes
 

@@ -27,6 +27,7 @@ from gen import config
 from trainers import TRAINERS
 from conftest import tiny_overrides, write_aligned
 from test_colorization import colorization_overrides, write_banded
+from test_cut import cut_overrides
 from test_cyclegan import cyclegan_overrides, write_unpaired
 from test_ddpm import ddpm_overrides, write_conditional, write_toy
 from test_segmentation import overrides as segmentation_overrides, write_colour_classes
@@ -86,9 +87,9 @@ def _ddpm(tmp, **extra):
     )
 
 
-def _ddpm_conditional(tmp):
+def _ddpm_conditional(tmp, **extra):
     root = write_conditional(tmp / "data", n=8)
-    return ddpm_overrides(tmp / "run", root, **{"data.kind": "paired", "data.layout": "folders",
+    return ddpm_overrides(tmp / "run", root, **{**extra, "data.kind": "paired", "data.layout": "folders",
                                                 "train.batch_size": 4})
 
 
@@ -104,6 +105,12 @@ CASES = {
     "pix2pix-augment-ema": lambda t: _pix2pix(t, **{"train.diffaugment": "color,translation,cutout",
                                                      "train.ema_decay": 0.999}),
     "cyclegan-ema": lambda t: _cyclegan(t, **{"train.ema_decay": 0.999}),
+    # CUT with DiffAugment and the EMA; FastCUT's flips on the anti-aliased ResNet (blur layers)
+    "cut-augment-ema": lambda t: cut_overrides(t / "run", write_unpaired(t / "data", n=4), **{
+        "data.val": "null", "train.diffaugment": "color,translation,cutout", "train.ema_decay": 0.999}),
+    "fastcut-resnet-antialias": lambda t: cut_overrides(t / "run", write_unpaired(t / "data", n=4), **{
+        "data.val": "null", "cut.mode": "fastcut", "model.generator": "resnet_6blocks_antialias",
+        "model.num_downs": "null"}),
     # a time budget follows the clock outside the step: nothing of it may reach the device in a step
     "pix2pix-budget-fit": lambda t: _pix2pix(t, **{"train.time_budget_minutes": 60}),
     # One process: the batch-norm path of the layer; on a GPU (test_gpu.py) torch's SyncBatchNorm.
@@ -121,6 +128,10 @@ CASES = {
     "ddpm-snr": lambda t: _ddpm(t, **{"ddpm.snr_gamma": 5.0, "ddpm.prediction_type": "v_prediction",
                                       "ddpm.zero_terminal_snr": True}),
     "ddpm-conditional": _ddpm_conditional,
+    # EDM (Karras et al. 2022): log-normal sigmas, preconditioned U-Net, heun / euler samplers
+    "ddpm-edm": lambda t: _ddpm(t, **{"ddpm.formulation": "edm", "ddpm.sample_scheduler": "heun"}),
+    "ddpm-edm-conditional": lambda t: _ddpm_conditional(t, **{"ddpm.formulation": "edm",
+                                                              "ddpm.sample_scheduler": "euler"}),
     "segmentation": lambda t: _segmentation(t),
     "segmentation-fcn8s-bilinear": lambda t: _segmentation(
         t, **{"model.generator": "fcn8s", "model.num_downs": "null", "model.upsample": "bilinear"}

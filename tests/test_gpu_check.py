@@ -68,9 +68,9 @@ def test_every_case_config_loads(tmp_path):
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     all_cases = gpu_check.cases(tmp_path, 64, 32)
-    expected = {"pix2pix", "pix2pix-sync_batch", "pix2pix-augment-ema", "cyclegan", "colorization",
-                "colorization-gan", "ddpm",
-                "ddpm-snr", "ddpm-conditional", "segmentation"}
+    expected = {"pix2pix", "pix2pix-sync_batch", "pix2pix-augment-ema", "cyclegan", "cut", "fastcut",
+                "colorization", "colorization-gan", "ddpm",
+                "ddpm-snr", "ddpm-conditional", "ddpm-edm", "segmentation"}
     assert set(all_cases) == expected
     for name, overrides in all_cases.items():
         for precision in ("fp32", "bf16", "fp16"):

@@ -21,8 +21,9 @@ def test_short_kill_campaign_two_processes_sync_batch(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["pix2pix", "pix2pix-augment-ema", "cyclegan", "ddpm", "ddpm-snr",
-                                    "colorization", "colorization-gan", "pix2pix-sync_batch"])
+@pytest.mark.parametrize("method", ["pix2pix", "pix2pix-augment-ema", "cyclegan", "cut", "fastcut", "ddpm",
+                                    "ddpm-snr", "ddpm-edm", "colorization", "colorization-gan",
+                                    "pix2pix-sync_batch"])
 def test_twenty_kills(tmp_path, method):
     result = run_campaign(method, kills=20, workdir=tmp_path, seed=0)
     assert result["kills"] == 20 and result["identical"] and result["export_whole"]

@@ -4,6 +4,10 @@ data.kind=images: unconditional, x0 is the image. Any paired kind (paired, segme
 x0 is the target and the input image is concatenated to x_t as the condition. diffusers'
 DDPMScheduler adds the noise; the network predicts epsilon (or v); the loss is the MSE. An EMA of
 the weights (diffusers' EMAModel) makes the sample grids and the export.
+
+ddpm.formulation=edm: Karras et al. 2022 on the same U-Net (gen.losses.edm): log-normal noise levels,
+the preconditioned denoiser, the loss on the network's own output (EDM's lambda-weighted one), and an
+EDMEulerScheduler holding the Karras sigmas for sampling (euler, heun, dpm: gen.pipelines.edm).
 """
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ import math
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, EDMEulerScheduler
 from diffusers.training_utils import EMAModel
 
 from gen.data.build import channels
 from gen.losses.diffusion import min_snr_weights, snr_table
+from gen.losses.edm import f_target, log_sigma_quartile, precondition, sample_sigmas, unet_timestep
 from gen.methods import Sampling, validation
 from gen.models import create_model
 from gen.pipelines import export_copy
@@ -36,17 +41,26 @@ class DDPMTrainer(Trainer):
     def conditional(self) -> bool:
         return self.cfg.data.kind != "images"
 
+    @property
+    def edm(self) -> bool:
+        return self.cfg.ddpm.formulation == "edm"
+
     def build(self) -> None:
         c = self.cfg.ddpm
-        self.noise_scheduler = DDPMScheduler(
-            num_train_timesteps=c.num_train_timesteps,
-            beta_schedule=c.beta_schedule,
-            beta_start=c.beta_start,
-            beta_end=c.beta_end,
-            prediction_type=c.prediction_type,
-            timestep_spacing=c.timestep_spacing,
-            rescale_betas_zero_snr=c.zero_terminal_snr,
-        )
+        if self.edm:  # the Karras schedule the samplers read (training draws its own sigmas)
+            self.noise_scheduler = EDMEulerScheduler(
+                sigma_min=c.edm_sigma_min, sigma_max=c.edm_sigma_max, sigma_data=c.edm_sigma_data,
+                rho=c.edm_rho, num_train_timesteps=c.num_train_timesteps)
+        else:
+            self.noise_scheduler = DDPMScheduler(
+                num_train_timesteps=c.num_train_timesteps,
+                beta_schedule=c.beta_schedule,
+                beta_start=c.beta_start,
+                beta_end=c.beta_end,
+                prediction_type=c.prediction_type,
+                timestep_spacing=c.timestep_spacing,
+                rescale_betas_zero_snr=c.zero_terminal_snr,
+            )
         if self.conditional:
             self.cond_c, self.out_c = channels(self.cfg.data)
         else:
@@ -73,14 +87,33 @@ class DDPMTrainer(Trainer):
         self.track("ema", self.ema)
         self._reset_quartiles()
         # SNR(t) of every timestep, on the device (looked up per sample, no host copy per step)
-        self.snr = snr_table(self.noise_scheduler.alphas_cumprod).to(self.device)
+        self.snr = None if self.edm else snr_table(self.noise_scheduler.alphas_cumprod).to(self.device)
 
     def _reset_quartiles(self) -> None:
         self.q_sum = torch.zeros(QUARTILES, device=self.device)
         self.q_count = torch.zeros(QUARTILES, device=self.device)
 
+    def edm_losses(self, y: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Karras et al. 2022 eq. 8 on clean images y (B, C, H, W): per-sample mean squared error of F
+        against its target (= lambda(sigma) ||D - y||^2 / pixels), (B,), and each sigma's quartile (B,)."""
+        c, net = self.cfg.ddpm, self.models["unet"]
+        sigma = sample_sigmas(y.shape[0], c.edm_p_mean, c.edm_p_std, y.device)  # (B,)
+        noise = torch.randn_like(y)
+        s = sigma.view(-1, 1, 1, 1)
+        _, _, c_in, _ = precondition(s, c.edm_sigma_data)
+        model_in = c_in * (y + s * noise)
+        if cond is not None:  # concatenated unscaled, as the DDPM concatenates it to x_t
+            model_in = torch.cat([model_in, cond], dim=1)
+        out = net(model_in, unet_timestep(sigma)).float()
+        per_sample = (out - f_target(y, noise, sigma, c.edm_sigma_data)).pow(2).mean(dim=(1, 2, 3))
+        return per_sample, log_sigma_quartile(sigma, c.edm_p_mean, c.edm_p_std)
+
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["target"] if self.conditional else batch["image"]  # (B, C, H, W) in [-1, 1]
+        if self.edm:
+            per_sample, q = self.edm_losses(x0, batch["input"] if self.conditional else None)
+            losses = {"MSE": per_sample.mean()}
+            return self._update(losses["MSE"], losses, per_sample, q)
         noise = torch.randn_like(x0)
         t = torch.randint(
             0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device
@@ -98,6 +131,11 @@ class DDPMTrainer(Trainer):
         if self.cfg.ddpm.snr_gamma is not None:
             weights = min_snr_weights(self.snr[t], self.cfg.ddpm.snr_gamma, self.cfg.ddpm.prediction_type)
             loss = losses["loss"] = (weights * per_sample).mean()
+        q = (t * QUARTILES // self.noise_scheduler.config.num_train_timesteps).long()
+        return self._update(loss, losses, per_sample, q)
+
+    def _update(self, loss: torch.Tensor, losses: dict, per_sample: torch.Tensor, q: torch.Tensor) -> dict:
+        """Backward, optimizer and EMA step; the per-sample losses (B,) into their quartiles q (B,)."""
         self.backward(loss, "unet")
         skipped = self.skipped_updates
         self.step_optimizer("unet")
@@ -105,7 +143,6 @@ class DDPMTrainer(Trainer):
             self.accelerator.sync_gradients and self.skipped_updates == skipped
         ):  # a skipped update moves no EMA
             self.ema.step(self.unwrap("unet").parameters())
-        q = (t * QUARTILES // self.noise_scheduler.config.num_train_timesteps).long()
         self.q_sum.index_add_(0, q, per_sample.detach())
         self.q_count.index_add_(0, q, torch.ones_like(per_sample))
         return losses
@@ -116,18 +153,21 @@ class DDPMTrainer(Trainer):
         )  # all processes
         sums, counts = totals.tolist()
         self._reset_quartiles()
-        return {f"MSE_t_q{i}": s / n for i, (s, n) in enumerate(zip(sums, counts)) if n}
+        key = "MSE_sigma_q" if self.edm else "MSE_t_q"  # q0: the least noise
+        return {f"{key}{i}": s / n for i, (s, n) in enumerate(zip(sums, counts)) if n}
 
     def pipeline(self) -> DiffusionSamplingPipeline:
         """The sampling pipeline on a copy of the U-Net (gen.pipelines.export_copy) holding the EMA
         weights, what validation samples and the export saves; the live network is untouched."""
-        scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
+        scheduler = type(self.noise_scheduler).from_config(self.noise_scheduler.config)
         net = export_copy(self.unwrap("unet"))
         self.ema.copy_to(net.parameters())
         pipe = DiffusionSamplingPipeline(net, scheduler)
         pipe.sample_size = self.pipeline_sample_size()
         pipe.label_input = label_input(self.cfg.data)
         pipe.seed, pipe.max_16bit = self.cfg.run.seed, self.cfg.data.max_16bit
+        if self.edm:  # sample.py and evaluate default to the sampler the grids used
+            pipe.default_scheduler = self.cfg.ddpm.sampler
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -138,9 +178,9 @@ class DDPMTrainer(Trainer):
             if self.val_set is None:
                 return {}
             return validation(pipe, self.val_set, self.validation_items(),
-                              sampling=Sampling(1, c.sample_steps, c.sample_scheduler))  # the run's seed
+                              sampling=Sampling(1, c.sample_steps, c.sampler))  # the run's seed
         # sample.py RUN --num num_samples --seed run.seed draws the same images
-        x = pipe.sample_numbers(range(c.num_samples), c.sample_steps, c.sample_scheduler, None)  # run.seed
+        x = pipe.sample_numbers(range(c.num_samples), c.sample_steps, c.sampler, None)  # run.seed
         side = max(1, int(math.sqrt(c.num_samples)))
         out = {"grid": image_grid([list(x[i:i + side]) for i in range(0, len(x), side)])}
         for i, (mu, sd) in enumerate(zip(x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist())):
@@ -152,7 +192,8 @@ class DDPMTrainer(Trainer):
         # network), and load_state_dict puts them on the CPU: both must follow the network.
         self.ema.to(self.device)
         self.q_sum, self.q_count = self.q_sum.to(self.device), self.q_count.to(self.device)
-        self.snr = self.snr.to(self.device)
+        if self.snr is not None:
+            self.snr = self.snr.to(self.device)
 
     def sample_flags(self) -> str:
         return "--input DIR" if self.conditional else f"--num {self.cfg.ddpm.num_samples}"

@@ -1,4 +1,4 @@
-"""python -m gen.convert reference PATH --out DIR       reference pix2pix/CycleGAN .pth (or checkpoints/NAME/)
+"""python -m gen.convert reference PATH --out DIR       pix2pix/CycleGAN/CUT reference .pth (or its folder)
 python -m gen.convert diffusers SOURCE --out DIR      UNet2DModel folder or cached hub id -> gen DDPM
 python -m gen.convert to-diffusers RUN --out DIR      gen DDPM export -> diffusers DDPMPipeline folder
 python -m gen.convert onnx RUN --out DIR              gen export -> DIR/NAME.onnx + onnx.json (docs/onnx.md)
@@ -22,6 +22,11 @@ def reference(args) -> int:
     opts = read_train_opt(path) if path.is_dir() else {}
     files = reference_files(path, args.epoch) if path.is_dir() else {"G": path}
     cyclegan_folder = "G_A" in files or "G_B" in files
+    notes = []
+    if opts.get("model") == "cut" and "D" in files:
+        files.pop("D")  # its PatchGAN blurs after each strided conv: no gen counterpart
+        notes.append("CUT's anti-aliased discriminator is not converted (gen has no such PatchGAN); "
+                     "model.init_from starts a fresh one")
     if args.discriminator:
         if cyclegan_folder:
             raise ValueError(f"{path} holds CycleGAN networks (G_A, G_B): their discriminators are read from "
@@ -37,7 +42,6 @@ def reference(args) -> int:
         if "D" in files:
             files["D_A"] = files.pop("D")
     cyclegan = "G_A" in files or "G_B" in files
-    notes = []
     dropout = args.dropout
     if dropout is None and "no_dropout" in opts:
         dropout = 0.0 if opts["no_dropout"] == "True" else 0.5
@@ -53,7 +57,11 @@ def reference(args) -> int:
     nets = convert_reference_files(files, dropout)
     both = "G_A" in nets
     g = nets["G_A" if both else "G"]
-    method = args.method or {"cycle_gan": "cyclegan", "pix2pix": "pix2pix"}.get(opts.get("model", ""))
+    cut_mode = "fastcut" if opts.get("CUT_mode", "").lower() == "fastcut" else "cut"
+    methods = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix", "cut": cut_mode}
+    method = args.method or methods.get(opts.get("model", ""))
+    if method is None and g.preset.endswith("_antialias"):
+        method = "cut"  # the weights' hint: only CUT's ResNet blurs its resampling
     if method is None:  # the weights' hint: CycleGAN's ResNet has instance norm and no dropout
         resnet_cyclegan = g.preset.startswith("resnet") and g.options["norm"] == "instance" and not g.options[
             "dropout"]
@@ -147,7 +155,8 @@ def main(argv: list[str]) -> int:
     r.add_argument("--discriminator-b", help="CycleGAN: *_net_D_B.pth")
     r.add_argument("--epoch", default="latest", help="folder PATH: which epoch's files (default latest)")
     r.add_argument(
-        "--method", choices=["pix2pix", "cyclegan"], help="the label reports show (default: inferred)"
+        "--method", choices=["pix2pix", "cyclegan", "cut", "fastcut"],
+        help="the label reports show (default: inferred); cut / fastcut write a CUT export (unpaired scoring)"
     )
     r.add_argument(
         "--direction", choices=["AtoB", "BtoA"],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ..pipelines.diffusion import DiffusionSamplingPipeline
-from ..pipelines.translation import CycleGANPipeline, TranslationPipeline
+from ..pipelines.translation import CycleGANPipeline, TranslationPipeline, UnpairedTranslationPipeline
 from .reference import Converted, convert_reference
 from .torch_file import read_state_dict
 
@@ -105,7 +105,9 @@ def write_translation_export(
 def _write_translation(tmp: Path, nets: dict[str, Converted], method: str, inference: str, direction: str,
                        notes: Optional[dict]) -> None:
     if "G" in nets:
-        TranslationPipeline(nets["G"].net, method, inference, direction).save_pretrained(tmp)
+        # CUT / FastCUT: a one-direction translator scored on unpaired data
+        cls = UnpairedTranslationPipeline if method in ("cut", "fastcut") else TranslationPipeline
+        cls(nets["G"].net, method, inference, direction).save_pretrained(tmp)
         if "D" in nets:
             nets["D"].net.save_pretrained(tmp / DISCRIMINATOR_DIR)
     else:
@@ -154,6 +156,13 @@ def write_diffusers_pipeline(export: Path, out: Path, overwrite: bool = False) -
         raise ValueError(
             f"{export}: a {getattr(pipe, 'kind', '?')} export; only DDPM exports have a diffusers "
             "pipeline counterpart"
+        )
+    if pipe.formulation == "edm":
+        raise ValueError(
+            f"{export}: an EDM model (Karras et al. 2022: a preconditioned denoiser, its U-Net fed "
+            "c_in-scaled inputs at c_noise timesteps); diffusers' DDPMPipeline feeds the U-Net x_t and "
+            "integer timesteps and has no EDM counterpart, so there is no diffusers equivalent to write "
+            "(sample it with sample.py)"
         )
     if pipe.condition_channels:
         raise ValueError(

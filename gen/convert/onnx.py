@@ -217,14 +217,14 @@ def graphs_for(run: Path, inference: Optional[str]) -> tuple[str, list[Graph]]:
     kind = json.loads((export / PIPELINE_FILE).read_text()).get("kind")
     if inference not in (None, *INFERENCE_MODES):
         raise ValueError(f"--inference {inference!r}: choose one of {list(INFERENCE_MODES)}")
-    if kind not in ("translation", "cyclegan") and inference == "paper":
+    if kind not in (*pipelines.TRANSLATOR_KINDS, "cyclegan") and inference == "paper":
         raise ValueError(f"{run} is a {kind} export: it runs in eval mode only; --inference paper is for "
                          "translators (pix2pix, CycleGAN)")
     if kind == "cyclegan":
         pipes = {d: pipelines.load(run, direction=d, inference=inference) for d in ("AtoB", "BtoA")}
         return kind, [translator_graph(d, p, p.inference) for d, p in pipes.items()]
     pipe = pipelines.load(run, inference=inference)
-    if kind == "translation":
+    if kind in pipelines.TRANSLATOR_KINDS:
         return kind, [translator_graph("generator", pipe, pipe.inference)]
     if kind == "colorization":
         info = {"head": pipe.head, "temperature": pipe.temperature,
@@ -239,6 +239,10 @@ def graphs_for(run: Path, inference: Optional[str]) -> tuple[str, list[Graph]]:
         return kind, [Graph("segmenter", SegmenterGraph(pipe), ["image"], ["logits", "labels"],
                             pipe.net.config.in_channels, pipe.net.multiple,
                             lambda x: (pipe.logits(x), pipe(x) + pipe.first_label), info=info)]
+    if pipe.formulation == "edm":
+        raise ValueError(f"{run} is an EDM model (ddpm.formulation=edm): its U-Net takes float noise-level "
+                         "timesteps and a preconditioned input, which this graph's int64 timestep and "
+                         "DDPMScheduler recipe do not describe; ONNX export covers DDPM models")
     unet = pipe.unet
     info = {"sample_size": pipe.sample_size, "condition_channels": pipe.condition_channels,
             "out_channels": unet.config.out_channels, "label_input": pipe.label_input,

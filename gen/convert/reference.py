@@ -5,7 +5,9 @@ The reference saves `net.state_dict()` of four networks; each maps key for key o
 (no tensor is changed):
 - UnetGenerator: nested UnetSkipConnectionBlocks, `model.model.1.model.3.model. ...`; the nesting
   depth is gen's level, module indices inside a block map onto `downs.i` / `ups.i` (pix2pix_unet.py).
-- ResnetGenerator: `model.N` -> `body.N`, `model.N.conv_block.M` -> `body.N.body.M`.
+- ResnetGenerator: `model.N` -> `body.N`, `model.N.conv_block.M` -> `body.N.body.M`; CUT's
+  anti-aliased one (taesungp/contrastive-unpaired-translation, `latest_net_G.pth`) the same way onto
+  the `*_antialias` presets, its blur filters (`model.N.filt`, constants) checked and dropped.
 - NLayerDiscriminator (PatchGAN): `model.N` -> `body.N`; PixelDiscriminator: `net.N` -> `body.N`.
 Width, depth, norm and channels are read from the tensor shapes. Layers the reference built
 without a bias (norm 'none', PixelGAN's last conv) get a zero bias in gen: the same function.
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from ..models import create_model
+from ..models.antialias import binomial_filter
 from ..models.resnet_generator import ResnetGenerator
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -157,9 +160,11 @@ def _infer(layout: str, state: dict[str, torch.Tensor], dropout: Optional[float]
             norm=_norm(state, "model.1.weight"),
             dropout=0.5 if has_dropout else 0.0,
         )
-        preset = {9: "resnet_9blocks", 6: "resnet_6blocks"}.get(len(blocks), "resnet")
+        antialias = any(k.endswith(".filt") for k in state)
+        suffix = "_antialias" if antialias else ""
+        preset = {9: f"resnet_9blocks{suffix}", 6: f"resnet_6blocks{suffix}"}.get(len(blocks), "resnet")
         if preset == "resnet":
-            kw["n_blocks"] = len(blocks)
+            kw.update(n_blocks=len(blocks), antialias=antialias)
         return preset, kw, notes
     if layout == "patchgan":
         convs = sorted(int(k.split(".")[1]) for k in state if k.endswith("weight") and state[k].ndim == 4)
@@ -201,6 +206,16 @@ def _clean(state: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.
     return {k: v for k, v in state.items() if k not in stale}
 
 
+def _check_filters(filters: dict[str, torch.Tensor], name: str) -> None:
+    """The reference's Downsample / Upsample filters are fixed binomials: ValueError if one is not
+    the one gen's BlurDownsample (3x3) / BlurUpsample (4x4, gain 4) computes."""
+    for key, f in filters.items():
+        size = f.shape[-1]
+        want = binomial_filter(size) * (4 if size == 4 else 1)
+        if f.ndim != 4 or size not in (3, 4) or not torch.allclose(f.float(), want.expand_as(f), atol=1e-6):
+            raise ValueError(f"{name}: {key} is not the reference's 3x3 [1,2,1] or 4x4 [1,3,3,1] blur filter")
+
+
 def convert_reference(
     state: dict[str, torch.Tensor], name: str = "checkpoint", dropout: Optional[float] = None
 ) -> Converted:
@@ -213,6 +228,13 @@ def convert_reference(
     notes: list[str] = []
     state = _clean(dict(state), notes)
     layout = detect_layout(state)
+    filters = {k: v for k, v in state.items() if k.endswith(".filt")}
+    if filters and layout != "resnet":
+        raise ValueError(f"{name}: an anti-aliased {layout} (blur filters {sorted(filters)[:2]}), CUT's "
+                         "default discriminator: gen has no such network; convert the generator alone")
+    if filters:  # they show the anti-aliased layout (_infer), then go: gen's are constants
+        _check_filters(filters, name)
+        notes.append(f"{len(filters)} blur filters (anti-aliased resampling constants) checked and dropped")
     if layout is None:
         raise ValueError(
             f"{name}: not a reference pix2pix/CycleGAN network (UnetGenerator keys model.model.*, "
@@ -222,6 +244,7 @@ def convert_reference(
     try:
         preset, kw, more = _infer(layout, state, dropout)
         net = _build(preset, kw)
+        state = {k: v for k, v in state.items() if k not in filters}
     except (KeyError, IndexError, ValueError) as err:
         raise ValueError(f"{name}: a {layout} checkpoint whose layout gen cannot read ({err})") from None
     notes += more
@@ -300,4 +323,9 @@ def to_reference(net: nn.Module) -> dict[str, torch.Tensor]:
                                  f"(norm {norm!r}): it cannot hold this network")
             continue
         state[reference_key(layout, k, levels)] = v.detach().clone()
+    if layout == "resnet":  # the reference keeps its blur filters in the state dict
+        from ..models.antialias import BlurDownsample, BlurUpsample
+        for module_name, m in net.named_modules():
+            if isinstance(m, (BlurDownsample, BlurUpsample)):
+                state[reference_key(layout, f"{module_name}.filt")] = m.filt.detach().clone()
     return state

@@ -10,6 +10,7 @@ from .cyclegan import CycleGANScoring, DomainImages
 from .ddpm import ConditionalScoring, UnconditionalScoring
 from .segmentation import SegmentationScoring
 from .translation import PairedScoring
+from .unpaired import UnpairedScoring
 
 
 def _diffusion(pipe, ctx):
@@ -19,6 +20,7 @@ def _diffusion(pipe, ctx):
 SCORINGS = {
     "translation": PairedScoring,
     "cyclegan": CycleGANScoring,
+    "unpaired_translation": UnpairedScoring,
     "colorization": ColorizationScoring,
     "segmentation": SegmentationScoring,
     "diffusion": _diffusion,
@@ -43,7 +45,7 @@ def validation(pipe, dataset, indices: list[int], grid_rows: int | None = None,
     reports for the same weights."""
     # CycleGAN: the first len(indices) files of each domain (its dataset pairs A[g % |A|] with
     # B[g % |B|], which would repeat the smaller domain)
-    if pipe.kind == "cyclegan":
+    if pipe.kind in ("cyclegan", "unpaired_translation"):
         items = DomainImages.first(dataset, len(indices))
     else:
         items = [dataset[i] for i in indices]

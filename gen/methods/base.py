@@ -67,12 +67,15 @@ class Context:
     lpips / distances: an LPIPS metric and an InceptionDistances (None: left out; with a reason in
     lpips_missing / fid_missing, reported as unavailable). segmenter: a SegmentationPipeline for the
     FCN-score on labelled data. classifier: CycleGAN's domain classifier. bins: the data's ab bins
-    for colorization exports that carry none."""
+    for colorization exports that carry none. cifar: a CifarDistances (FD_cifarnet / KID_cifarnet of
+    unconditional DDPM samples; None: left out, with the reason in cifar_missing when asked for)."""
     grid_rows: int = 8
     lpips: Any = None
     lpips_missing: str = ""
     distances: Any = None
     fid_missing: str = ""
+    cifar: Any = None
+    cifar_missing: str = ""
     segmenter: Any = None
     classifier: Any = None
     bins: Optional[np.ndarray] = None

@@ -1,7 +1,9 @@
 """DDPM (Ho et al. 2020) scored by its samples. Image-conditioned (Palette-style): k samples per
 condition, each scored like a translation (L1 / PSNR / SSIM / LPIPS, FID / KID, FCN-score) against the
 target, plus the diversity between one condition's samples (mean pairwise L1 and LPIPS) when k > 1.
-Unconditional: as many samples as real images, FID / KID against them.
+Unconditional: as many samples as real images, FID / KID against them, and FD_cifarnet / KID_cifarnet
+(gen.metrics.offline_score: the same distances in a CIFAR-10 classifier's features, where Inception's
+weights are not cached) for 32x32 RGB samples.
 
 Sample j of the input named `name` is seeded by (seed, name, j), unconditional sample i by
 (seed, i) (gen.seeding): the same image in training's grid, sample.py, evaluate and compare."""
@@ -14,6 +16,7 @@ import torch
 
 from ..data.transforms import to_pil
 from ..metrics import l1
+from ..metrics.offline_score import unavailable_for
 from .base import Scoring
 from .translation import ImageOutputs
 
@@ -75,19 +78,38 @@ class ConditionalScoring(Scoring):
 
 class UnconditionalScoring(Scoring):
     """An unconditional DDPM export against real items ({"image"} of an image folder, or a pair's
-    "target"): one sample per real image, sample i for the i-th item added."""
+    "target"): one sample per real image, sample i for the i-th item added. In a comparison the input
+    is unused: the run is scored by its samples' distances to the split's real images."""
 
     batch_size = 16
 
     def refuse(self, data_kind: str, name: str) -> str:
-        return (f"run {name} is an unconditional DDPM: it has no input to compare on; sample it with "
-                f"sample.py {name} --num N")
+        return ""  # any split with real images (an image folder's, a pair's target)
 
     def __init__(self, pipe, ctx=None):
         super().__init__(pipe, ctx)
         s = self.ctx.sampling
         self.columns = ["real", f"sample ({s.scheduler} {s.steps})"]
         self.distances = self.ctx.distances.fresh() if self.ctx.distances is not None else None
+        self.cifar = self.ctx.cifar.fresh() if self.ctx.cifar is not None else None
+        self.cifar_missing = self.ctx.cifar_missing
+
+    def notes(self, name: str, data_kind: str, size: tuple[int, int]) -> list[str]:
+        s = self.ctx.sampling
+        out = [f"{name}: unconditional, sample i (seed {s.seed_of(self.pipe)}, {s.scheduler} {s.steps} "
+               "steps) scored beside the i-th real image, its input unused"]
+        return out + ([f"{name}: {self.cifar.describe()}"] if self.cifar is not None else [])
+
+    def _add_cifar(self, samples: torch.Tensor, real: torch.Tensor) -> None:
+        """Both sets into the CIFAR-classifier distances, or the reason they cannot go (size, channels)."""
+        real_reason = unavailable_for(real.shape[1], tuple(real.shape[-2:]))
+        reason = (unavailable_for(samples.shape[1], tuple(samples.shape[-2:]))
+                  or real_reason.replace("these are", "the real images are"))
+        if reason:
+            self.cifar, self.cifar_missing = None, reason
+            return
+        self.cifar.add_fake("run", samples)
+        self.cifar.add_real(real)
 
     def add(self, items: list[dict]) -> list[torch.Tensor]:
         s = self.ctx.sampling
@@ -99,6 +121,8 @@ class UnconditionalScoring(Scoring):
         if self.distances is not None:
             self.distances.add_fake("run", samples)
             self.distances.add_real(torch.stack(real))
+        if self.cifar is not None:
+            self._add_cifar(samples, torch.stack(real))
         for r, img in zip(real, samples):
             self.keep_row([r, img])
         self.count += len(items)
@@ -110,4 +134,8 @@ class UnconditionalScoring(Scoring):
                **self.ctx.unavailable()}
         if self.distances is not None:
             out.update(self.distances.report("run"))
+        if self.cifar is not None:
+            out.update(self.cifar.report("run"))
+        elif self.cifar_missing:
+            out["FD_cifarnet"] = out["KID_cifarnet"] = self.cifar_missing
         return out

@@ -87,7 +87,11 @@ class Pix2PixUNet(UNet, block_style="pix2pix"):
     norm: batch | sync_batch | instance | group | none. dropout: its rate on `dropout_levels`' up
     convs (the noise of pix2pix). upsample: the decoder's x2 step (transposed | bilinear | unpool).
     output_stride 2^k: the last k decoder levels are replaced by a 1x1 conv head on the skip-
-    concatenated features of level k (Zhang et al. 2016 predict at 1/4 resolution)."""
+    concatenated features of level k (Zhang et al. 2016 predict at 1/4 resolution).
+
+    Feature taps (PatchNCE): layer 0 is the input, layer i the output of encoder level i (1..levels)."""
+
+    default_feature_layers = (0, 1, 2, 3, 4)
 
     @register_to_config
     def __init__(
@@ -133,7 +137,36 @@ class Pix2PixUNet(UNet, block_style="pix2pix"):
             self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * c, out_channels, 1))
         self.out_act = self.activation(out_activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_feature_layers(self, layers: Sequence[int]) -> list[int]:
+        """`layers` as a sorted list, or ValueError naming the encoder's taps."""
+        layers = list(layers)
+        if not layers or layers != sorted(set(layers)) or not all(0 <= i <= self.levels for i in layers):
+            raise ValueError(f"feature layers {layers}: this U-Net's encoder taps are 0 (the input) .. "
+                             f"{self.levels} (its levels; increasing, no repeats)")
+        return layers
+
+    def encode_features(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """The input (layer 0) and encoder level outputs (layer i: (B, channels[i-1], H / 2^i, W / 2^i))
+        at `layers`; the levels below the last are not run."""
+        layers = self.check_feature_layers(layers)
+        self.check_input_size(x)
+        feats = [x] if layers[0] == 0 else []
+        for i, down in enumerate(self.downs[:layers[-1]], start=1):
+            x = down(x)[0]
+            if i in layers:  # a copy: the next level's in-place LeakyReLU would change this one
+                feats.append(x.clone() if i < layers[-1] else x)
+        return feats
+
+    def feature_channels(self, layers: Sequence[int]) -> list[int]:
+        """C_i of each tapped layer (to build PatchNCE heads before any forward)."""
+        c = [self.config.in_channels, *self.config.channels]
+        return [c[i] for i in self.check_feature_layers(layers)]
+
+    def forward(self, x: torch.Tensor, feature_layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """The translation; with `feature_layers`, encode_features(x, feature_layers) instead (a pass
+        through forward, so training's DDP and autocast wrappers see it)."""
+        if feature_layers is not None:
+            return self.encode_features(x, feature_layers)
         self.check_input_size(x)
         skips, switches = [], []
         for down in self.downs:

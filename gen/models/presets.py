@@ -146,3 +146,20 @@ def ddpm_tiny(**kw) -> DiffusionUNet:
     """For tests and toy data: ch 16, mult 1,2, one block per level, attention at level 1."""
     return ddpm_unet(**{"ngf": 16, "channel_mult": (1, 2), "layers_per_level": 1, "attention_levels": (1,),
                         "norm_groups": 8, **kw})
+
+
+@register_model
+def resnet_9blocks_antialias(in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
+                             norm: str = "instance", dropout: float = 0.0) -> ResnetGenerator:
+    """CUT's generator (Park et al. 2020): resnet_9blocks with blurred down- and upsampling; the same
+    11,378,179 parameters at ngf 64 (the blur filters are constants)."""
+    return ResnetGenerator(in_channels=in_channels, out_channels=out_channels, ngf=ngf, n_blocks=9, norm=norm,
+                           dropout=dropout, antialias=True)
+
+
+@register_model
+def resnet_6blocks_antialias(in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
+                             norm: str = "instance", dropout: float = 0.0) -> ResnetGenerator:
+    """resnet_6blocks with CUT's blurred down- and upsampling: 7,837,699 parameters at ngf 64."""
+    return ResnetGenerator(in_channels=in_channels, out_channels=out_channels, ngf=ngf, n_blocks=6, norm=norm,
+                           dropout=dropout, antialias=True)

@@ -10,10 +10,11 @@ from .base import PIPELINE_FILE, PRECISIONS, export_copy, read_meta
 from .colorization import ColorizationPipeline
 from .diffusion import DiffusionSamplingPipeline
 from .segmentation import SegmentationPipeline
-from .translation import CycleGANPipeline, TranslationPipeline
+from .translation import TRANSLATOR_KINDS, CycleGANPipeline, TranslationPipeline, UnpairedTranslationPipeline
 
 PIPELINES = {
     "translation": TranslationPipeline,
+    "unpaired_translation": UnpairedTranslationPipeline,
     "cyclegan": CycleGANPipeline,
     "segmentation": SegmentationPipeline,
     "diffusion": DiffusionSamplingPipeline,
@@ -75,13 +76,13 @@ def _load(path: str | Path, inference: Optional[str]):
     if kind not in PIPELINES:
         raise ValueError(f"{meta_file}: unknown pipeline kind {kind!r}; known: {sorted(PIPELINES)}")
     cls = PIPELINES[kind]
-    if inference is not None and kind not in ("translation", "cyclegan"):
-        raise ValueError(f"{path} is a {kind} export: --inference {inference} applies to pix2pix and "
-                         "CycleGAN exports only")
+    if inference is not None and kind not in (*TRANSLATOR_KINDS, "cyclegan"):
+        raise ValueError(f"{path} is a {kind} export: --inference {inference} applies to pix2pix, "
+                         "CycleGAN and CUT exports only")
     try:
         if kind == "diffusion":
             return cls.from_export(path)
-        if kind in ("translation", "cyclegan"):
+        if kind in (*TRANSLATOR_KINDS, "cyclegan"):
             return cls.from_pretrained(path, inference)
         return cls.from_pretrained(path)
     except KeyError as err:  # a hand-made or truncated pipeline.json
@@ -110,6 +111,8 @@ __all__ = [
     "ColorizationPipeline",
     "DiffusionSamplingPipeline",
     "TranslationPipeline",
+    "UnpairedTranslationPipeline",
+    "TRANSLATOR_KINDS",
     "CycleGANPipeline",
     "SegmentationPipeline",
     "load",

@@ -3,7 +3,8 @@
 Export layout (`run_dir/export/`): diffusers' `model_index.json`, `unet/` and `scheduler/` (the
 training noise schedule), plus gen's `pipeline.json` (kind diffusion, sample size, condition
 channels). Any step count with DDPM, DDIM or DPM-Solver++; image-conditioned models (Palette-style,
-condition concatenated to x_t) take `condition`.
+condition concatenated to x_t) take `condition`. EDM exports (Karras et al. 2022) hold an
+EDMEulerScheduler (their Karras sigma schedule) and sample with euler, heun or dpm (gen.pipelines.edm).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import (DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler,
+                       EDMEulerScheduler)
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
@@ -23,8 +25,10 @@ from ..models.unet import UNet
 from ..seeding import generators
 from .base import (check_precision, inference_precision, local_folder, read_meta,
                    require_finite, write_meta)
+from ..losses.edm import TIME_SCALE
+from .edm import EDM_SCHEDULERS, heun_step, is_edm_config, make_edm_scheduler
 
-SCHEDULERS = ("ddpm", "ddim", "dpm")
+SCHEDULERS = ("ddpm", "ddim", "dpm")  # of DDPM exports; EDM exports take EDM_SCHEDULERS
 
 
 def make_scheduler(name: str, config, steps: Optional[int] = None):
@@ -34,6 +38,14 @@ def make_scheduler(name: str, config, steps: Optional[int] = None):
     from the export would visit different timesteps)."""
     # Every key explicit, as in a config read back from the export's JSON (in memory, diffusers marks
     # defaults in `_use_default_values`, and from_config then hands them the target class's defaults).
+    if is_edm_config(config):
+        if name not in EDM_SCHEDULERS:
+            raise ValueError(f"scheduler {name!r} samples DDPM models; this is an EDM model (Karras et al. "
+                             f"2022): choose one of {list(EDM_SCHEDULERS)}")
+        return make_edm_scheduler(name, config)
+    if name in EDM_SCHEDULERS and name not in SCHEDULERS:
+        raise ValueError(f"scheduler {name!r} samples EDM models; this is a DDPM model: choose one of "
+                         f"{list(SCHEDULERS)}")
     config = {k: v for k, v in dict(config).items() if k != "_use_default_values"}
     spacing = config.get("timestep_spacing", "leading")
     if steps is not None and steps == config["num_train_timesteps"]:
@@ -70,6 +82,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
     precision = "fp32"  # or bf16: see gen/pipelines/base.py
     seed = 0  # the run's seed (pipeline.json): what sampling uses when no seed is given
     max_16bit: Optional[float] = None  # 16-bit conditions on the training data's 0..max_16bit scale
+    _default_scheduler: Optional[str] = None  # pipeline.json's; None: ddim (DDPM), heun (EDM)
 
     def __init__(self, unet: UNet, scheduler: DDPMScheduler, sample_size: int = 32, label_classes: int = 0,
                  first_label: int = 0, ignore_label: int = -1):
@@ -111,15 +124,51 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
     def condition_channels(self) -> int:
         return self.unet.config.in_channels - self.unet.config.out_channels
 
+    @property
+    def formulation(self) -> str:
+        """ddpm (a DDPMScheduler's betas) or edm (Karras et al. 2022: an EDMEulerScheduler's sigmas)."""
+        return "edm" if is_edm_config(self.scheduler.config) else "ddpm"
+
+    @property
+    def time_scale(self) -> float:
+        """U-Net timestep = time_scale * the sampler's: 1 (DDPM), gen.losses.edm.TIME_SCALE (EDM's
+        c_noise, scaled to the span of DDPM's timesteps)."""
+        return TIME_SCALE if self.formulation == "edm" else 1.0
+
+    @property
+    def default_scheduler(self) -> str:
+        """The sampler when none is named: the one training's validation used (EDM exports save it),
+        else ddim (DDPM) or heun (EDM)."""
+        return self._default_scheduler or ("heun" if self.formulation == "edm" else "ddim")
+
+    @default_scheduler.setter
+    def default_scheduler(self, name: Optional[str]) -> None:
+        self._default_scheduler = name
+
+    @property
+    def schedulers(self) -> tuple[str, ...]:
+        """The samplers this export takes."""
+        return EDM_SCHEDULERS if self.formulation == "edm" else SCHEDULERS
+
+    def check_scheduler(self, name: Optional[str]) -> str:
+        """name (None: default_scheduler) if this export samples with it, else ValueError naming both."""
+        name = self.default_scheduler if name is None else name
+        if name not in self.schedulers:
+            raise ValueError(f"scheduler {name!r} does not sample this {self.formulation.upper()} model; "
+                             f"choose one of {list(self.schedulers)}")
+        return name
+
     @torch.no_grad()
-    def __call__(self, batch_size: int = 1, num_inference_steps: int = 50, scheduler: str = "ddim",
+    def __call__(self, batch_size: int = 1, num_inference_steps: int = 50, scheduler: Optional[str] = None,
                  generator: Optional[torch.Generator | list[torch.Generator]] = None,
                  condition: Optional[torch.Tensor] = None, size: Optional[tuple[int, int]] = None,
                  progress: bool = True) -> torch.Tensor:
         """-> (B, out_channels, H, W) in [-1, 1]. condition: (B, Cc, H, W) in [-1, 1], any H, W (the
-        batch size then follows the condition); otherwise `size` (default sample_size square)."""
+        batch size then follows the condition); otherwise `size` (default sample_size square).
+        scheduler None: the export's default_scheduler."""
         check_sampling(num_inference_steps, self.scheduler.config.num_train_timesteps,
                        batch_size if condition is None else condition.shape[0])
+        scheduler = self.check_scheduler(scheduler)
         sampler = make_scheduler(scheduler, self.scheduler.config, num_inference_steps)
         device, dtype = self.unet.device, self.unet.dtype
         fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
@@ -139,17 +188,34 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         if condition is not None:
             condition = pad_to_multiple(condition.to(device, dtype), m)[0]
         shape = (batch_size, self.unet.config.out_channels, h + ph, w + pw)
-        x = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * sampler.init_noise_sigma
         sampler.set_timesteps(num_inference_steps, device=device)
-        for t in self.progress_bar(sampler.timesteps) if progress else sampler.timesteps:
-            model_in = sampler.scale_model_input(x, t)
+        edm = self.formulation == "edm"
+        # EDM: x ~ N(0, sigma_max^2 I), Karras Algorithm 1 line 1 (gen.pipelines.edm)
+        scale = float(sampler.sigmas[0]) if edm else sampler.init_noise_sigma
+        x = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * scale
+
+        def model(model_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            """The U-Net's output for the sampler's scaled input and timestep (EDM: F, at c_noise)."""
             if condition is not None:
                 model_in = torch.cat([model_in, condition], dim=1)
             model_in = model_in.contiguous(memory_format=fmt)
             with inference_precision(device, self.precision):
-                eps = self.unet(model_in, t).float()
-            x = sampler.step(eps, t, x, generator=generator).prev_sample
-        return require_finite(x[..., :h, :w], "DDPM samples").clamp(-1, 1)
+                return self.unet(model_in, t * self.time_scale if edm else t).float()
+
+        if scheduler == "heun":
+            def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # EDM's D(x; sigma)
+                out = model(sampler.precondition_inputs(x, sigma), sampler.precondition_noise(sigma))
+                return sampler.precondition_outputs(x, out, sigma)
+
+            steps = range(len(sampler.sigmas) - 1)
+            for i in self.progress_bar(steps) if progress else steps:
+                x = heun_step(denoise, x, sampler.sigmas[i], sampler.sigmas[i + 1])
+        else:
+            for t in self.progress_bar(sampler.timesteps) if progress else sampler.timesteps:
+                out = model(sampler.scale_model_input(x, t), t)
+                x = sampler.step(out, t, x, generator=generator).prev_sample
+        what = "EDM samples" if edm else "DDPM samples"
+        return require_finite(x[..., :h, :w], what).clamp(-1, 1)
 
     def with_precision(self, precision: Optional[str]) -> "DiffusionSamplingPipeline":
         """Run the U-Net in `precision` from now on (None: unchanged); returns self."""
@@ -157,8 +223,8 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
             self.precision = check_precision(precision)
         return self
 
-    def sample_numbers(self, numbers: range, num_inference_steps: int, scheduler: str, seed: Optional[int],
-                       progress: bool = False) -> torch.Tensor:
+    def sample_numbers(self, numbers: range, num_inference_steps: int, scheduler: Optional[str],
+                       seed: Optional[int], progress: bool = False) -> torch.Tensor:
         """Unconditional samples `numbers` (sample i is `sample_{i:05d}.png`) of the run sampled with
         `seed` -> (len(numbers), C, H, W) on the CPU. Sample i draws all its noise from its own
         generator (gen.seeding), so it is the same image whatever the batch it is drawn in. seed None:
@@ -166,7 +232,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         gens = generators(self.seed if seed is None else seed, list(numbers), 1, self.unet.device)
         return self(len(gens), num_inference_steps, scheduler, gens, progress=progress).cpu()
 
-    def sample_for(self, condition: torch.Tensor, k: int, num_inference_steps: int, scheduler: str,
+    def sample_for(self, condition: torch.Tensor, k: int, num_inference_steps: int, scheduler: Optional[str],
                    seed: Optional[int], name: str, full_size: bool = False) -> torch.Tensor:
         """k samples for one condition (1, Cc, H, W) -> (k, C_out, H, W) on the CPU, in [-1, 1]. Sample
         j of the input named `name` (its path without extension, see gen.seeding) draws its noise
@@ -200,15 +266,23 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         self.save_pretrained(path)
         write_meta(path, self.kind, method, sample_size=self.sample_size,
                    condition_channels=self.condition_channels, seed=seed, label_input=self.label_input,
-                   max_16bit=self.max_16bit)
+                   max_16bit=self.max_16bit, formulation=self.formulation,
+                   default_scheduler=self.default_scheduler, time_scale=self.time_scale)
 
     @classmethod
     def from_export(cls, path: str | Path) -> "DiffusionSamplingPipeline":
         path = Path(path)
         meta = read_meta(path)
-        scheduler = DDPMScheduler.from_pretrained(local_folder(path / "scheduler", "scheduler_config.json"))
+        folder = local_folder(path / "scheduler", "scheduler_config.json")
+        edm = meta.get("formulation", "ddpm") == "edm"
+        scheduler = (EDMEulerScheduler if edm else DDPMScheduler).from_pretrained(folder)
         pipe = cls(UNet.from_pretrained(local_folder(path / "unet")), scheduler)
         pipe.sample_size, pipe.method = meta.get("sample_size", 32), meta.get("method", "ddpm")
         pipe.label_input = meta.get("label_input")
         pipe.seed, pipe.max_16bit = meta.get("seed", 0), meta.get("max_16bit")
+        pipe.default_scheduler = meta.get("default_scheduler")
+        if meta.get("time_scale", pipe.time_scale) != pipe.time_scale:
+            raise ValueError(f"{path / 'pipeline.json'}: time_scale {meta['time_scale']} is not this gen's "
+                             f"{pipe.time_scale} for a {pipe.formulation} model; sample it with the gen "
+                             "version that wrote it")
         return pipe

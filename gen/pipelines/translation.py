@@ -82,6 +82,18 @@ class TranslationPipeline(NetworkPipeline):
                    meta.get("seed", 0), meta.get("max_16bit"), meta.get("label_input"))
 
 
+class UnpairedTranslationPipeline(TranslationPipeline):
+    """A one-direction translator trained on unpaired data (CUT, FastCUT): the same network, files and
+    inference as TranslationPipeline, its own kind, so evaluation scores it on unpaired splits
+    (gen.methods.unpaired)."""
+
+    kind = "unpaired_translation"
+
+
+# The export kinds whose pipeline is a TranslationPipeline (one generator, image in, image out)
+TRANSLATOR_KINDS = ("translation", "unpaired_translation")
+
+
 class CycleGANPipeline:
     """Both CycleGAN directions: `export/AtoB/` (G_A) and `export/BtoA/` (G_B), each a TranslationPipeline."""
 

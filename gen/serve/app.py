@@ -197,7 +197,8 @@ def sampling_controls(run: ServedRun, limits: Limits, count_label: str, count: i
     with gr.Row():
         seed = Number(0, label="seed", precision=0, minimum=0)
         steps = Slider(1, run.train_timesteps, value=min(50, run.train_timesteps), step=1, label="steps")
-        scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="scheduler")
+        scheduler = gr.Dropdown(list(run.pipe.schedulers), value=run.pipe.default_scheduler,
+                                label="scheduler")
         num = Slider(1, limits.max_samples, value=count, step=1, label=count_label)
     return seed, steps, scheduler, num
 

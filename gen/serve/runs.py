@@ -29,7 +29,6 @@ from ..data.image_io import convert_image
 from ..data.transforms import from_pil, to_pil
 from ..models.inference import INFERENCE_MODES
 from ..pipelines.colorization import GrayBaseline
-from ..pipelines.diffusion import SCHEDULERS
 from ..pipelines.base import PIPELINE_FILE
 from .inputs import DEFAULT_MAX_PIXELS, image_notes, label_notes, read_upload
 
@@ -118,7 +117,8 @@ class ServedRun:
             self.kind = "conditional ddpm" if pipe.condition_channels else "ddpm"
             self.train_timesteps = pipe.scheduler.config.num_train_timesteps
         else:
-            self.kind = pipe.kind  # translation, colorization, segmentation
+            # translation (pix2pix, CycleGAN's directions, CUT), colorization, segmentation
+            self.kind = "translation" if pipe.kind in pipelines.TRANSLATOR_KINDS else pipe.kind
         self.method = getattr(pipe, "method", self.kind)
 
     @property
@@ -214,8 +214,8 @@ class ServedRun:
         """(count, steps, seed) as integers in range; ValueError naming the field otherwise."""
         count = _int(count, what, 1, limits.max_samples)
         steps = _int(steps, "steps", 1, self.train_timesteps)
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler {scheduler!r}: choose one of {list(SCHEDULERS)}")
+        if scheduler not in self.pipe.schedulers:  # DDPM's, or an EDM export's (euler, heun, dpm)
+            raise ValueError(f"scheduler {scheduler!r}: choose one of {list(self.pipe.schedulers)}")
         return count, steps, _int(seed, "seed", 0, 2 ** 63 - 1)
 
     def sample(self, out: Path, limits: Limits, num=4, steps=50, scheduler: str = "ddim", seed=0,
