@@ -308,8 +308,9 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--samples-per-input", type=int, default=1,
                    help="DDPM runs: k samples per input; k > 1 adds the diversity columns")
     p.add_argument("--steps", type=int, default=50, help="DDPM runs: sampling steps")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
-                   help="DDPM runs: sampler (EDM runs: euler, heun or dpm)")
+    p.add_argument("--scheduler", choices=SCHEDULERS,
+                   help="DDPM runs: sampler (default: each run's own, DDIM or EDM's Heun; EDM runs: "
+                        "euler, heun or dpm)")
     p.add_argument("--seed", type=int, help="DDPM runs: sampling seed (default: each run's run.seed; an "
                    "input's noise is named by the seed and its file name)")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"],

@@ -89,11 +89,22 @@ def _evaluation_items(data: EvalData):
     return GrayToColour()
 
 
+UNPAIRED_KINDS = ("cyclegan", "unpaired_translation")  # exports scored on unpaired data (testA / testB)
+
+
+def _domain_classifier(run_dir: Path, evaluation: EvalData, device):
+    """The domain classifier of unpaired scoring, trained on (or cached from) the training files as
+    sample.py evaluate trains it, in the first compared run's directory."""
+    from .evaluate import domain_classifier
+    return domain_classifier(Path(run_dir), evaluation.files["trainA"], evaluation.files["trainB"], device)
+
+
 def _table_row(name: str, method: str, result: dict) -> dict:
     """A scoring's result as one table row: scalars as columns, the FCN-score as "FCN <metric>"."""
     row = {"run": name, "method": method}
     for key, value in result.items():
-        if key in ("inference", "sampler", "split", "images", "fcn_score_ground_truth"):
+        if key in ("inference", "sampler", "split", "images", "images_A", "images_B",
+                   "fcn_score_ground_truth"):
             continue
         if key == "fcn_score":
             row.update({f"FCN {m}": v for m, v in value.items()})
@@ -123,16 +134,22 @@ def compare_runs(
     sampling = sampling or Sampling()
     if sampling.samples_per_input < 1:
         raise ValueError(f"samples per input must be >= 1, got {sampling.samples_per_input}")
-    if evaluation.kind == "unpaired":
-        raise ValueError("compare needs paired inputs (or an image folder for colorization); CycleGAN runs "
-                         "are scored on their unpaired test split by sample.py evaluate")
-    data, split = _evaluation_items(evaluation), evaluation.split
-    n = len(data) if max_images is None else min(max_images, len(data))
+    unpaired = evaluation.kind == "unpaired"
+    if unpaired:  # CycleGAN and CUT runs: every A test file (the grid's rows), then every B file
+        from .evaluate import split_items
+        data, _ = split_items(None, evaluation, max_images)
+        n = len(data)
+    else:
+        data = _evaluation_items(evaluation)
+        n = len(data) if max_images is None else min(max_images, len(data))
+    split = evaluation.split
     names = [Path(r).name for r in run_dirs]
     if len(set(names)) < len(names):
         raise ValueError(f"runs share a folder name ({names}); the report names runs by folder, so give each "
                          "run a distinct folder name")
-    pipes = {Path(r).name: pipelines.load(r, device=device, precision=precision) for r in run_dirs}
+    # unpaired data scores CycleGAN both ways; on pairs a CycleGAN run is its A -> B translator
+    load = pipelines.load_export if unpaired else pipelines.load
+    pipes = {Path(r).name: load(r, device=device, precision=precision) for r in run_dirs}
     seg = pipelines.load(segmenter, device=device, precision=precision) if segmenter else None
     if seg is not None and evaluation.kind != "segmentation":
         raise ValueError("--segmenter needs labelled data (data.kind=segmentation) for the FCN-score")
@@ -145,7 +162,7 @@ def compare_runs(
     if cifar is None and any(not unavailable_for(p.unet.config.out_channels, (p.sample_size,) * 2)
                              for p in unconditional):
         cifar, cifar_missing = try_cifar_distances(cifar10, device)
-    scorings = {}
+    scorings, classifier = {}, None
     for name, pipe in pipes.items():
         # the image-making extras (LPIPS, FID / KID, FCN-score): only scorings that make images read them
         ctx = Context(grid_rows=0, lpips=lpips_metric, lpips_missing="" if lpips_metric else "unavailable",
@@ -155,21 +172,26 @@ def compare_runs(
             ctx.cifar_missing = (unavailable_for(pipe.unet.config.out_channels, (pipe.sample_size,) * 2)
                                  or cifar_missing)
             ctx.cifar = cifar if not ctx.cifar_missing else None
-        scorings[name] = scoring = scoring_for(pipe, ctx)
+        if unpaired and pipe.kind not in UNPAIRED_KINDS:
+            raise ValueError(f"run {name} ({pipe.method}) needs paired data; unpaired data (testA / testB) "
+                             "has no targets")
+        if unpaired and evaluation.channels == (3, 3):
+            ctx.classifier = classifier = classifier or _domain_classifier(run_dirs[0], evaluation, device)
+        scorings[name] = scoring = scoring_for(pipe, ctx, evaluation.kind)
         reason = scoring.refuse(evaluation.kind, name)
         if reason:
             raise ValueError(reason)
     makers = [name for name, scoring in scorings.items() if scoring.makes_images]
-    columns = ["input", "ground truth"]
+    columns = ["input (A)"] if unpaired else ["input", "ground truth"]
     for name, scoring in scorings.items():
         columns += [name] + [f"{name} ({j + 1})" for j in range(1, scoring.outputs_per_item)]
     rows = []
     for i in tqdm(range(n), desc=f"compare {split}", dynamic_ncols=True):
         item = data[i]
-        row = [item["input"], item["target"]]
+        row = [item["image"]] if unpaired else [item["input"], item["target"]]
         for scoring in scorings.values():
             row += list(scoring.add([item])[0])
-        if len(rows) < grid_rows:
+        if len(rows) < grid_rows and (not unpaired or item["domain"] == "A"):  # unpaired: the A -> B rows
             rows.append(row)
     result = Comparison(columns, rows)
     results = {name: scoring.result() for name, scoring in scorings.items()}
@@ -187,13 +209,21 @@ def compare_runs(
         result.table.append(_table_row(name.replace("_", " "), "baseline", scores))
     if lpips_metric is None and makers:
         result.notes.append(lpips_missing)
+    if unpaired:
+        count = {dom: sum(1 for d, _ in data.entries if d == dom) for dom in "AB"}
+        fid = "" if distances is None else "; FID / KID against the real test images of the target domain"
+        result.notes.append(
+            f"unpaired: every run translates the same {count['A']} A and {count['B']} B test images; the "
+            "grid shows A -> B; translated_A_judged_B is the share of translations a domain classifier "
+            f"(trained on the real training images, cached in {run_dirs[0]}) calls B, with its accuracy on "
+            f"the real test images beside it{fid}")
     if distances is None and makers:  # only image-making runs have FID / KID
         result.notes.append(fid_missing)
-    elif makers:
+    elif makers and not unpaired:
         result.notes.append(f"FID / KID: against the {n} real target images of the split (torchmetrics' "
                             "Inception features); with fewer than 2048 images FID is biased upward: compare "
                             "runs at equal counts")
-    size = tuple(data[0]["input"].shape[-2:]) if n else (0, 0)
+    size = tuple(data[0]["image" if unpaired else "input"].shape[-2:]) if n else (0, 0)
     for name, scoring in scorings.items():
         result.notes += scoring.notes(name, evaluation.kind, size)
     return result

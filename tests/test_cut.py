@@ -17,6 +17,7 @@ from gen.models import create_model
 from gen.models.antialias import BlurDownsample, BlurUpsample
 from trainers import CUTTrainer, checkpoint
 from test_cyclegan import cyclegan_overrides, write_unpaired
+from conftest import tiny_overrides, write_aligned
 
 
 def cut_overrides(run_dir, root, **extra):
@@ -287,3 +288,37 @@ def test_reference_cut_checkpoint_converts_and_samples(tmp_path, capsys):
     bad = dict(state, **{"model.7.filt": state["model.7.filt"] * 2})
     with pytest.raises(ValueError, match="blur filter"):
         convert_reference(bad)
+
+
+def test_compare_puts_cut_beside_cyclegan_with_the_figures_of_evaluate(tmp_path):
+    """sample.py compare on unpaired data: one row per run, A -> B in the grid, and each run's
+    figures equal to what sample.py evaluate reports for it (the same scoring, the same classifier)."""
+    from gen.compare import compare_runs
+    from gen.evaluate import evaluate
+    from trainers import CycleGANTrainer, Pix2PixTrainer
+
+    root = write_unpaired(tmp_path / "data")
+    fast = {"train.max_steps": 2, "train.validate_every": 100, "train.ckpt_every": 100}
+    CUTTrainer(config.load(None, cut_overrides(tmp_path / "cut", root, **fast))).fit()
+    cfg = config.load(None, cyclegan_overrides(tmp_path / "cyclegan", root, **fast))
+    CycleGANTrainer(cfg).fit()
+    data = eval_data(cfg, "test")
+    result = compare_runs(data, [tmp_path / "cyclegan", tmp_path / "cut"], grid_rows=2)
+    assert result.columns == ["input (A)", "cyclegan", "cut"] and len(result.grid_rows) == 2
+    rows = {r["run"]: r for r in result.table}
+    for name in ("cyclegan", "cut"):
+        alone, _ = evaluate(tmp_path / name, data, grid_rows=1)
+        for key in ("translated_A_judged_B", "classifier_acc_real_A", "classifier_acc_real_B"):
+            assert rows[name][key] == alone[key], (name, key)
+    assert "cycle_PSNR_A" in rows["cyclegan"] and "identity_PSNR_B" in rows["cut"]
+    assert any("2 A and 2 B test images" in note for note in result.notes)
+    # on pairs, CUT is scored as any A -> B translator (as CycleGAN's A -> B generator is)
+    paired = tmp_path / "paired"
+    write_aligned(paired / "train", 2)
+    paired_cfg = config.load(None, tiny_overrides(tmp_path / "p", paired, **{"data.test": "train"}))
+    on_pairs = compare_runs(eval_data(paired_cfg, "test"), [tmp_path / "cyclegan", tmp_path / "cut"])
+    assert all(0 < r["PSNR"] < 100 for r in on_pairs.table)
+    p2p = tmp_path / "pix2pix"
+    Pix2PixTrainer(config.load(None, tiny_overrides(p2p, paired, **fast, **{"data.val": "null"}))).fit()
+    with pytest.raises(ValueError, match="run pix2pix .* needs paired data"):
+        compare_runs(data, [tmp_path / "cut", p2p])

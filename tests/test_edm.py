@@ -280,3 +280,24 @@ def test_unset_sampler_is_the_formulations_own():
     assert config.load(None, base + ["ddpm.formulation=edm"]).ddpm.sampler == "heun"
     euler = config.load(None, base + ["ddpm.formulation=edm", "ddpm.sample_scheduler=euler"])
     assert euler.ddpm.sampler == "euler"
+
+
+def test_compare_samples_each_run_with_its_own_sampler(edm_run, tmp_path):
+    """sample.py compare without --scheduler: a DDPM run samples with DDIM and an EDM run with Heun
+    (each export's default), in one table; a sampler given for both is refused for the one it cannot
+    drive, naming it."""
+    from gen.compare import compare_runs
+    from gen.data.build import eval_data
+    from gen.methods import Sampling
+
+    tmp, _ = edm_run
+    ddpm_dir = tmp_path / "ddpm"
+    cfg = config.load(None, ddpm_overrides(ddpm_dir, tmp / "data", **{"data.test": "train"}))
+    DDPMTrainer(cfg).fit()
+    data = eval_data(cfg, "test")
+    runs = [ddpm_dir, tmp / "run"]
+    result = compare_runs(data, runs, grid_rows=1, max_images=2, sampling=Sampling(steps=2))
+    assert any("ddpm: unconditional" in n and "ddim 2 steps" in n for n in result.notes), result.notes
+    assert any("run: unconditional" in n and "heun 2 steps" in n for n in result.notes), result.notes
+    with pytest.raises(ValueError, match="scheduler 'ddim' does not sample this EDM model"):
+        compare_runs(data, runs, max_images=2, sampling=Sampling(steps=2, scheduler="ddim"))

@@ -27,11 +27,15 @@ SCORINGS = {
 }
 
 
-def scoring_for(pipe, ctx: Context | None = None) -> Scoring:
-    """The scoring of `pipe`'s method (by its export kind)."""
-    if pipe.kind not in SCORINGS:
-        raise ValueError(f"no scoring for {pipe.kind!r} exports; known: {sorted(SCORINGS)}")
-    return SCORINGS[pipe.kind](pipe, ctx or Context())
+def scoring_for(pipe, ctx: Context | None = None, data_kind: str | None = None) -> Scoring:
+    """The scoring of `pipe`'s method (by its export kind); on paired data (`data_kind` paired or
+    segmentation) a one-direction unpaired translator (CUT) is scored as any A -> B translator."""
+    kind = pipe.kind
+    if kind == "unpaired_translation" and data_kind in ("paired", "segmentation"):
+        kind = "translation"
+    if kind not in SCORINGS:
+        raise ValueError(f"no scoring for {kind!r} exports; known: {sorted(SCORINGS)}")
+    return SCORINGS[kind](pipe, ctx or Context())
 
 
 __all__ = ["Context", "Sampling", "SavedOutputs", "Scoring", "score_items", "scoring_for", "SCORINGS",

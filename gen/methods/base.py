@@ -53,11 +53,16 @@ class Sampling:
     j: gen.seeding)."""
     samples_per_input: int = 1
     steps: int = 50
-    scheduler: str = "ddim"
+    scheduler: Optional[str] = None  # None: each run's own (its export's default: DDIM, EDM's Heun)
     seed: Optional[int] = None
 
     def seed_of(self, pipe) -> int:
         return pipe.seed if self.seed is None else self.seed
+
+    def scheduler_of(self, pipe) -> str:
+        """The sampler `pipe` runs: the one asked for, else its export's default; ValueError when the
+        export cannot sample with it (a DDPM sampler for an EDM model, or back)."""
+        return pipe.check_scheduler(self.scheduler)
 
 
 @dataclass

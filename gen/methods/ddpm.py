@@ -27,7 +27,7 @@ class ConditionalScoring(Scoring):
     def __init__(self, pipe, ctx=None):
         super().__init__(pipe, ctx)
         s = self.ctx.sampling
-        samples = [f"sample ({s.scheduler} {s.steps})"]
+        samples = [f"sample ({s.scheduler_of(self.pipe)} {s.steps})"]
         samples += [f"sample {j + 1}" for j in range(1, s.samples_per_input)]
         self.columns = ["condition"] + samples + ["target"]
         self.images = ImageOutputs(self.ctx)
@@ -44,15 +44,16 @@ class ConditionalScoring(Scoring):
         s, side = self.ctx.sampling, self.pipe.sample_size
         how = "" if tuple(size) == (side, side) else (
             f", at its training size {side}x{side} and resized to {size[0]}x{size[1]}")
-        return [f"{name}: {s.samples_per_input} sample(s) per input, {s.scheduler} {s.steps} steps, seed "
+        sampler = s.scheduler_of(self.pipe)
+        return [f"{name}: {s.samples_per_input} sample(s) per input, {sampler} {s.steps} steps, seed "
                 f"{s.seed_of(self.pipe)}, each input's noise named by its file name{how}"]
 
     def add(self, items: list[dict]) -> list[torch.Tensor]:
         s, outs = self.ctx.sampling, []
         for item in items:
             x = item["input"][None]
-            out = self.pipe.sample_for(x, s.samples_per_input, s.steps, s.scheduler, s.seed_of(self.pipe),
-                                       item["name"])
+            out = self.pipe.sample_for(x, s.samples_per_input, s.steps, s.scheduler_of(self.pipe),
+                                       s.seed_of(self.pipe), item["name"])
             for j, img in enumerate(out):
                 self.ctx.saved.save(to_pil(img), item["name"], f"_{j}" if len(out) > 1 else "")
             self.images.add(out, item)
@@ -68,7 +69,7 @@ class ConditionalScoring(Scoring):
     def result(self) -> dict[str, Any]:
         s = self.ctx.sampling
         out = {**self.images.result(), **self.ctx.unavailable(),
-               "sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed_of(self.pipe)}"}
+               "sampler": f"{s.scheduler_of(self.pipe)} {s.steps} steps, seed {s.seed_of(self.pipe)}"}
         if self.diversity["L1"]:
             out["diversity_L1"] = sum(self.diversity["L1"]) / len(self.diversity["L1"])
             if self.diversity["LPIPS"]:
@@ -89,14 +90,15 @@ class UnconditionalScoring(Scoring):
     def __init__(self, pipe, ctx=None):
         super().__init__(pipe, ctx)
         s = self.ctx.sampling
-        self.columns = ["real", f"sample ({s.scheduler} {s.steps})"]
+        self.columns = ["real", f"sample ({s.scheduler_of(self.pipe)} {s.steps})"]
         self.distances = self.ctx.distances.fresh() if self.ctx.distances is not None else None
         self.cifar = self.ctx.cifar.fresh() if self.ctx.cifar is not None else None
         self.cifar_missing = self.ctx.cifar_missing
 
     def notes(self, name: str, data_kind: str, size: tuple[int, int]) -> list[str]:
         s = self.ctx.sampling
-        out = [f"{name}: unconditional, sample i (seed {s.seed_of(self.pipe)}, {s.scheduler} {s.steps} "
+        sampler = s.scheduler_of(self.pipe)
+        out = [f"{name}: unconditional, sample i (seed {s.seed_of(self.pipe)}, {sampler} {s.steps} "
                "steps) scored beside the i-th real image, its input unused"]
         return out + ([f"{name}: {self.cifar.describe()}"] if self.cifar is not None else [])
 
@@ -114,7 +116,7 @@ class UnconditionalScoring(Scoring):
     def add(self, items: list[dict]) -> list[torch.Tensor]:
         s = self.ctx.sampling
         numbers = range(self.count, self.count + len(items))
-        samples = self.pipe.sample_numbers(numbers, s.steps, s.scheduler, s.seed_of(self.pipe))
+        samples = self.pipe.sample_numbers(numbers, s.steps, s.scheduler_of(self.pipe), s.seed_of(self.pipe))
         real = [it["image"] if "image" in it else it["target"] for it in items]
         for i, img in zip(numbers, samples):
             self.ctx.saved.save(to_pil(img), f"sample_{i:05d}")
@@ -130,7 +132,7 @@ class UnconditionalScoring(Scoring):
 
     def result(self) -> dict[str, Any]:
         s = self.ctx.sampling
-        out = {"sampler": f"{s.scheduler} {s.steps} steps, seed {s.seed_of(self.pipe)}",
+        out = {"sampler": f"{s.scheduler_of(self.pipe)} {s.steps} steps, seed {s.seed_of(self.pipe)}",
                **self.ctx.unavailable()}
         if self.distances is not None:
             out.update(self.distances.report("run"))

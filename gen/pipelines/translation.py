@@ -98,6 +98,7 @@ class CycleGANPipeline:
     """Both CycleGAN directions: `export/AtoB/` (G_A) and `export/BtoA/` (G_B), each a TranslationPipeline."""
 
     kind = "cyclegan"
+    method = "cyclegan"
 
     def __init__(self, a_to_b: TranslationPipeline, b_to_a: TranslationPipeline):
         self.directions = {"AtoB": a_to_b, "BtoA": b_to_a}
