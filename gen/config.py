@@ -79,6 +79,9 @@ class ModelConfig:
     d_layers: int = 3
     d_norm: str = "batch"
     init_gain: float = 0.02
+    # normal: N(0, init_gain) (pix2pix / CycleGAN's reference) | xavier: Glorot normal x init_gain
+    # (CUT's reference); None: the method's reference (xavier for cut, else normal)
+    init_type: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,7 @@ CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.nonfinite": ("stop", "skip"),
     "train.budget_schedule": ("fit", "cut"),
+    "model.init_type": (None, "normal", "xavier"),
     "train.optimizer_impl": ("auto", "for_loop", "foreach", "fused"),
     "pix2pix.gan_mode": ("vanilla", "lsgan", "none"),
     "pix2pix.inference": ("paper", "eval"),
@@ -507,17 +511,18 @@ def check_cut(cfg: ExperimentConfig) -> None:
     if c.resolved("nce_idt") and c.resolved("lambda_nce") == 0:
         raise ValueError("config key cut.nce_idt=true needs cut.lambda_nce > 0 (the identity term is a "
                          "PatchNCE term)")
-    if c.resolved("nce_idt") and cfg.data.channels_a != cfg.data.channels_b:
-        raise ValueError(f"config key cut.nce_idt=true translates domain-B images with G, which reads "
-                         f"data.channels_a={cfg.data.channels_a} channels, not data.channels_b="
-                         f"{cfg.data.channels_b}; set cut.nce_idt=false (or cut.mode=fastcut)")
+    if c.resolved("lambda_nce") > 0 and cfg.data.channels_a != cfg.data.channels_b:
+        raise ValueError(f"config keys data.channels_a={cfg.data.channels_a} and data.channels_b="
+                         f"{cfg.data.channels_b}: PatchNCE encodes the translation (domain B) with the "
+                         "generator's encoder, which reads domain A's channels, so CUT and FastCUT need "
+                         "equal channels (or cut.lambda_nce=0 with cut.nce_idt=false: a GAN-only translator)")
 
 
 # Keys a method never reads; a value other than the default would be silently ignored, so it is an error.
 _D_KEYS = ("model.discriminator", "model.ndf", "model.d_layers", "model.d_norm")
 IGNORED_BY = {
     "ddpm": ("model.ngf", "model.norm", "model.dropout", "model.num_downs", "model.upsample",
-             "model.freeze") + _D_KEYS,
+             "model.freeze", "model.init_type") + _D_KEYS,
     "segmentation": _D_KEYS, "rotation": _D_KEYS + ("model.init_from", "model.freeze"),
     "pix2pix": ("model.freeze",), "cyclegan": ("model.freeze",), "cut": ("model.freeze",),
     "colorization": ("model.freeze",),
@@ -750,7 +755,7 @@ ARCHITECTURE_KEYS = (
     "cut.nce_layers",
     "cut.head_width",
 )
-NOT_ARCHITECTURE = ("model.init_from", "model.init_gain")
+NOT_ARCHITECTURE = ("model.init_from", "model.init_gain", "model.init_type")
 SCHEDULE_KEYS = ("train.max_steps", "train.lr", "train.lr_decay_start", "train.warmup_steps")
 
 

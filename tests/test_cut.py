@@ -130,6 +130,52 @@ def test_flip_equivariance_compares_flipped_back_features(tmp_path):
     assert perfect < scores[1]
 
 
+def test_flip_equivariance_at_any_size_pads_the_flipped_side(tmp_path):
+    """data.preprocess=none, a 30 px image on a 32-multiple U-Net: the taps of flip(y) flipped back
+    put the padding where the taps of y have it, so the flipped step scores as the unflipped one."""
+    t = make(tmp_path, **{"cut.nce_layers": "0", "data.preprocess": "none", "train.batch_size": 1})
+    x, y = torch.rand(1, 3, 30, 30) * 2 - 1, torch.rand(1, 3, 30, 30) * 2 - 1
+    g = t.models["generator"]
+    plain = t.forward_features(g, y)[0]
+    assert plain.shape[-1] == 32 and torch.equal(t.forward_features(g, y.flip(-1), True)[0].flip(-1), plain)
+    torch.manual_seed(3)
+    flipped = t.nce(x, y.flip(-1), True)
+    torch.manual_seed(3)
+    assert torch.equal(flipped, t.nce(x, y, False))
+
+
+def test_unequal_channels_need_a_gan_only_run_whose_identity_check_is_unavailable(tmp_path):
+    """Gray A -> colour B: PatchNCE would feed the colour translation to G's gray encoder, so CUT and
+    FastCUT are refused naming the keys; a GAN-only run trains, validates and evaluates, with the
+    identity check of B images (which G cannot read) reported unavailable with the reason."""
+    from gen.evaluate import evaluate
+    root = write_unpaired(tmp_path / "data")
+    for mode in ("cut", "fastcut"):
+        with pytest.raises(ValueError, match="data.channels_a=1 and data.channels_b=3: PatchNCE"):
+            config.load(None, cut_overrides(tmp_path / "r", root, **{"cut.mode": mode, "data.channels_a": 1}))
+    cfg = config.load(None, cut_overrides(tmp_path / "run", root, **{
+        "cut.mode": "fastcut", "cut.lambda_nce": 0, "data.channels_a": 1, "train.max_steps": 2,
+        "train.validate_every": 2}))
+    CUTTrainer(cfg).fit()
+    result, _ = evaluate(tmp_path / "run", eval_data(cfg, "test"), grid_rows=1)
+    assert result["identity_PSNR_B"] == "unavailable: B images have 3 channel(s), the generator reads 1"
+    assert result["images_A"] == 2 and result["images_B"] == 2
+
+
+def test_cut_starts_from_the_references_xavier_init(tmp_path):
+    """CUT's code initialises G, D and the heads with xavier_normal (gain 0.02); model.init_type=normal
+    gives pix2pix's N(0, 0.02)."""
+    for kind, expected in ((None, None), ("normal", 0.02)):
+        extra = {} if kind is None else {"model.init_type": kind}
+        t = make(tmp_path / str(kind), **extra)
+        head = t.models["nce_heads"].heads[0][0] if hasattr(t.models["nce_heads"], "heads") else None
+        linear = head if isinstance(head, nn.Linear) else next(
+            m for m in t.models["nce_heads"].modules() if isinstance(m, nn.Linear))
+        fan_out, fan_in = linear.weight.shape
+        std = expected if expected else 0.02 * math.sqrt(2 / (fan_in + fan_out))
+        assert linear.weight.std().item() == pytest.approx(std, rel=0.15), kind
+
+
 def test_tiny_run_trains_exports_samples_and_evaluates(tmp_path):
     from gen.evaluate import evaluate
     root = write_unpaired(tmp_path / "data")

@@ -32,7 +32,7 @@ def build_generator(cfg: ExperimentConfig, in_channels: int, out_channels: int, 
             )
         kw["num_downs"] = m.num_downs
     try:
-        net = init_weights(create_model(m.generator, **kw), m.init_gain)
+        net = init_weights(create_model(m.generator, **kw), m.init_gain, init_kind(cfg))
     except ValueError as err:
         keys = ", ".join(f"model.{k}={getattr(m, k)!r}" for k in ("generator", "ngf", "norm", "num_downs"))
         raise ValueError(f"config keys {keys}: {err}") from None
@@ -76,7 +76,13 @@ def build_discriminator(cfg: ExperimentConfig, in_channels: int) -> nn.Module:
                 f"config key model.d_layers={m.d_layers} is too deep for {size}x{size} crops (the "
                 f"PatchGAN would have no output left); use model.d_layers <= {most} at this size"
             )
-    return init_weights(create_model(m.discriminator, **kw), m.init_gain)
+    return init_weights(create_model(m.discriminator, **kw), m.init_gain, init_kind(cfg))
+
+
+def init_kind(cfg: ExperimentConfig) -> str:
+    """model.init_type, or the method's reference init when unset: CUT's code initialises G, D and
+    its projection heads with xavier_normal (gain 0.02), pix2pix / CycleGAN's with N(0, 0.02)."""
+    return cfg.model.init_type or ("xavier" if cfg.method == "cut" else "normal")
 
 
 def adam(cfg: ExperimentConfig, *nets: nn.Module) -> torch.optim.Optimizer:

@@ -21,10 +21,11 @@ from gen.losses import GANLoss
 from gen.losses.diffaugment import DiffAugment
 from gen.losses.patchnce import PatchNCEHeads, patchnce_loss
 from gen.models import init_weights
+from gen.models.layers import pad_to_multiple
 from gen.pipelines import UnpairedTranslationPipeline, export_copy
 
 from .base import Trainer
-from .builders import adam, build_discriminator, build_generator
+from .builders import adam, build_discriminator, build_generator, init_kind
 from .gan_step import discriminator_step, generator_gan_term
 from .generator_ema import GeneratorEMA
 from .init_from import export_meta, load_translation
@@ -44,7 +45,8 @@ class CUTTrainer(Trainer):
             given = (f"={c.nce_layers!r}" if c.nce_layers
                      else f" (unset: {self.cfg.model.generator}'s default)")
             raise ValueError(f"config key cut.nce_layers{given}: {err}") from None
-        heads = init_weights(PatchNCEHeads(channels, c.head_width), self.cfg.model.init_gain)
+        heads = PatchNCEHeads(channels, c.head_width)
+        heads = init_weights(heads, self.cfg.model.init_gain, init_kind(self.cfg))
         disc = build_discriminator(self.cfg, d.channels_b)
         self.models = {"generator": g, "nce_heads": heads, "discriminator": disc}
         # The reference steps the heads with an Adam of their own (optimizer_F) of the same lr and betas
@@ -86,19 +88,22 @@ class CUTTrainer(Trainer):
         pad = self.forward_features
         with torch.no_grad():  # the keys are detached in the loss: no graph needed for them
             keys, where = heads(pad(g, source), c.num_patches)
-        queries = pad(g, translated)
+        queries = pad(g, translated, flipped)
         if flipped:  # back to the source's orientation, so a location means the same pixel in both
             queries = [q.flip(-1) for q in queries]
         queries, _ = heads(queries, c.num_patches, where)
         losses = [patchnce_loss(q, k, c.nce_t).mean() for q, k in zip(queries, keys)]
         return self.lambda_nce * torch.stack(losses).mean()
 
-    def forward_features(self, g, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_features(self, g, x: torch.Tensor, flipped: bool = False) -> list[torch.Tensor]:
         """The generator's taps through its prepared module (DDP / autocast); with data.preprocess=none
-        padded to its multiple first (the taps then include the padding)."""
+        padded to its multiple first (the taps then include the padding): on the right and bottom,
+        or for a `flipped` image on the left, so that its taps flipped back have the padding where
+        the source's have it and a location names the same pixel in both."""
         if self.cfg.data.preprocess == "none":
-            from gen.models.layers import pad_to_multiple
-            x = pad_to_multiple(x, self.unwrap("generator").multiple)[0]
+            multiple = self.unwrap("generator").multiple
+            x = pad_to_multiple(x.flip(-1), multiple)[0].flip(-1) if flipped else (
+                pad_to_multiple(x, multiple)[0])
         return g(x, feature_layers=self.nce_layers)
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:

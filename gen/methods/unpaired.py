@@ -28,12 +28,19 @@ class UnpairedScoring(Scoring):
         self.real_right = {"A": 0, "B": 0}
         self.fake_judged_b = 0
         self.identity_psnr: list[float] = []
+        self.identity_skipped = ""  # why identity_PSNR_B is unavailable, if it is
 
     def add(self, items: list[dict]) -> list[torch.Tensor]:
         outs = []
         for item in items:
             dom, real = item["domain"], item["image"][None]
-            out = self.pipe(real).cpu()  # G(A): the translation; G(B): the identity check
+            if dom == "B" and real.shape[1] != self.pipe.in_channels:
+                # G reads A's channels only (a GAN-only run between unequal domains): no identity check
+                self.identity_skipped = (f"unavailable: B images have {real.shape[1]} channel(s), the "
+                                         f"generator reads {self.pipe.in_channels}")
+                out = real
+            else:
+                out = self.pipe(real).cpu()  # G(A): the translation; G(B): the identity check
             if dom == "A":
                 self.ctx.saved.save(to_pil(out[0]), item["name"], sub="AtoB")
                 self.keep_row([real[0], out[0]])
@@ -42,7 +49,8 @@ class UnpairedScoring(Scoring):
                 if self.ctx.classifier is not None:
                     self.fake_judged_b += int(predict_domain(self.ctx.classifier, out)[0] == 1)
             else:
-                self.identity_psnr += psnr(out, real)
+                if not self.identity_skipped:
+                    self.identity_psnr += psnr(out, real)
                 if self.judge is not None:
                     self.judge.add_real(real)
             if self.ctx.classifier is not None:
@@ -56,7 +64,8 @@ class UnpairedScoring(Scoring):
         n_a, n_b = self.counts["A"], self.counts["B"]
         if not n_a or not n_b:
             raise ValueError(f"unpaired scoring needs images of both domains (got {n_a} A, {n_b} B)")
-        out = {"identity_PSNR_B": sum(self.identity_psnr) / n_b, "images_A": n_a, "images_B": n_b,
+        identity = self.identity_skipped or sum(self.identity_psnr) / n_b
+        out = {"identity_PSNR_B": identity, "images_A": n_a, "images_B": n_b,
                "inference": self.pipe.inference}
         if self.judge is not None:
             out.update({f"{k}_to_B": v for k, v in self.judge.report("run").items()})

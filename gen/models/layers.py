@@ -34,14 +34,20 @@ def conv_bias(norm: str) -> bool:
     return norm in ("instance", "none")
 
 
-def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
-    """Isola et al.: conv weights ~ N(0, gain), norm scales ~ N(1, gain), biases 0. Layers marked
-    with `keep_init = True` (FCN's bilinear upsampling, its zero skip scores) keep their own init."""
+def init_weights(net: nn.Module, gain: float = 0.02, kind: str = "normal") -> nn.Module:
+    """Isola et al.: conv weights ~ N(0, gain) (kind normal) or Glorot's normal init scaled by gain
+    (kind xavier: CUT's reference default), norm scales ~ N(1, gain), biases 0. Layers marked with
+    `keep_init = True` (FCN's bilinear upsampling, its zero skip scores) keep their own init."""
+    if kind not in ("normal", "xavier"):
+        raise ValueError(f"init kind must be normal or xavier, got {kind!r}")
     for m in net.modules():
         if getattr(m, "keep_init", False):
             continue
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, gain)
+            if kind == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=gain)
+            else:
+                nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.weight is not None:
