@@ -168,16 +168,12 @@ def evaluate(args) -> int:
 def diffusion_scheduler(meta: dict, name, run_dir) -> str:
     """The sampler of a diffusion export (pipeline.json `meta`): `name`, or None for the export's default;
     ValueError where the export's formulation (DDPM or EDM) does not take it."""
-    from gen.pipelines.diffusion import SCHEDULERS as DDPM_SCHEDULERS
-    from gen.pipelines.edm import EDM_SCHEDULERS
+    from gen.pipelines.diffusion import sampler_of
 
-    edm = meta.get("formulation", "ddpm") == "edm"
-    name = name or meta.get("default_scheduler") or ("heun" if edm else "ddim")
-    allowed = EDM_SCHEDULERS if edm else DDPM_SCHEDULERS
-    if name not in allowed:
-        raise ValueError(f"--scheduler {name}: {run_dir} is a {'EDM' if edm else 'DDPM'} model, sampled with "
-                         f"{', '.join(allowed)}")
-    return name
+    try:
+        return sampler_of(meta.get("formulation", "ddpm"), meta.get("default_scheduler"), name)
+    except ValueError as err:
+        raise ValueError(f"--scheduler {name}: {run_dir}: {err}") from None
 
 
 def data_config(data: str) -> Path:

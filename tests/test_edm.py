@@ -301,3 +301,13 @@ def test_compare_samples_each_run_with_its_own_sampler(edm_run, tmp_path):
     assert any("run: unconditional" in n and "heun 2 steps" in n for n in result.notes), result.notes
     with pytest.raises(ValueError, match="scheduler 'ddim' does not sample this EDM model"):
         compare_runs(data, runs, max_images=2, sampling=Sampling(steps=2, scheduler="ddim"))
+
+
+def test_a_ddpm_export_samples_with_the_sampler_its_grids_used(tmp_path):
+    """ddpm.sample_scheduler=dpm: the export's default is dpm, what sample.py, evaluate and compare
+    use without --scheduler (one inference path), not DDIM."""
+    write_toy(tmp_path / "data" / "train")
+    cfg = config.load(None, ddpm_overrides(tmp_path / "run", tmp_path / "data", **{
+        "ddpm.sample_scheduler": "dpm", "train.max_steps": 1, "train.ckpt_every": 1}))
+    DDPMTrainer(cfg).fit()
+    assert pipelines.load(tmp_path / "run").default_scheduler == "dpm"

@@ -77,6 +77,19 @@ def test_time_budget_estimates_the_last_step_from_the_measured_pace():
     assert budget.last_step(7) == 7 + (60 - 14) // 2  # 46 s left at 2 s/step
 
 
+def test_time_budget_keeps_time_for_the_last_validation_checkpoint_and_export():
+    """12 s of the 46 s left go to the last step's validation (4 s), checkpoint (4 s) and export
+    (about a checkpoint, 4 s): 34 s at 2 s/step."""
+    now = [100.0]
+    budget = TimeBudget(1.0, 0, lambda: now[0])
+    for step in range(1, 8):
+        now[0] += 2.0
+        budget.observe(step)
+    budget.timed("validation", 4.0)
+    budget.timed("checkpoint", 4.0)
+    assert budget.last_step(7) == 7 + (60 - 14 - 12) // 2
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fit_decays_the_lr_to_zero_within_the_budget(tmp_path, aligned_root, capsys, precision):
     """30 s at 1 s/step: timed from step 2, planned at step 7 to 30 steps, decay from step 15. Step k
@@ -128,6 +141,29 @@ def test_a_resumed_fitted_run_keeps_its_plan_and_replans_from_its_lr(tmp_path, a
     assert again.lr_plan.knots[:2] == [(0, 1000), (7, 30)] and again.lr_plan.horizon == again.step
     later = [lrs[k] for k in range(21, again.step + 1)]
     assert all(a >= b for a, b in zip(later, later[1:])) and later[-1] < 2e-4 * 10 / 15 / 10
+
+
+def test_a_fitted_run_resumed_with_cut_runs_on_to_max_steps(tmp_path, aligned_root, capsys):
+    """budget_schedule=cut on resume: max_steps' schedule again, from the LR the plan had reached
+    (factor(20) = 10/15), so the run is not held to the fitted horizon; its budget then cuts it."""
+    first = budget_trainer(tmp_path, aligned_root)
+    step = first.train_step
+
+    def stop_after_20(batch):
+        if first.step == 20:
+            raise KeyboardInterrupt
+        return step(batch)
+    first.train_step = stop_after_20
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    again = budget_trainer(tmp_path, aligned_root, **{"train.budget_schedule": "cut"})
+    again.fit()
+    assert again.lr_plan.knots[-1] == (20, 1000) and again.step > 30
+    assert "train.budget_schedule=cut now: the LR decays from here to 0 at train.max_steps=1000" in (
+        capsys.readouterr().out)
+    lrs = logged(tmp_path / "run", "train/lr/generator")
+    assert lrs[21] == pytest.approx(2e-4 * 10 / 15)
+    assert lrs[22] == pytest.approx(2e-4 * 10 / 15 * (1000 - 21) / (1000 - 20))
 
 
 def test_every_method_schedules_its_optimizers_by_the_run_plan(tmp_path):

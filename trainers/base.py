@@ -305,13 +305,17 @@ class Trainer:
 
     def resume_plan(self, step: int) -> None:
         """A plan never re-planned is the current config's (a changed train.max_steps applies); one
-        fitted to a time budget keeps its knots, and without a budget now it runs on to max_steps."""
+        fitted to a time budget keeps its knots, and without a fitting budget now (none, or
+        budget_schedule=cut) it runs on from its current LR to 0 at max_steps."""
         t = self.cfg.train
         if not self.lr_plan.replanned:
             self.lr_plan.knots = [(0, t.max_steps)]
-        elif not t.time_budget_minutes and step < self.lr_plan.horizon != t.max_steps and step < t.max_steps:
+            return
+        fitting = t.time_budget_minutes and t.budget_schedule == "fit"
+        if not fitting and step < self.lr_plan.horizon != t.max_steps and step < t.max_steps:
             self.lr_plan.replan(step, t.max_steps)
-            self.accelerator.print(f"no train.time_budget_minutes now: the LR decays from here to 0 at "
+            why = "train.budget_schedule=cut" if t.time_budget_minutes else "no train.time_budget_minutes"
+            self.accelerator.print(f"{why} now: the LR decays from here to 0 at "
                                    f"train.max_steps={t.max_steps}")
 
     def plan_complete(self) -> bool:
@@ -334,8 +338,8 @@ class Trainer:
             return
         estimate = budget.last_step(self.step)
         if many:
-            flag = torch.tensor([-float(estimate if estimate is not None else -1)], device=self.device)
-            reduced = -int(self.accelerator.reduce(flag, reduction="max").item())
+            # the smallest estimate; one not made yet (None, as -1) makes none for all
+            reduced = -int(devices.largest(self.accelerator, -(estimate if estimate is not None else -1)))
             estimate = None if estimate is None or reduced < 0 else reduced
         if estimate is None:
             return
@@ -448,8 +452,7 @@ class Trainer:
             except RunDirLocked as err:
                 refused = str(err)
         if acc.num_processes > 1:
-            flag = torch.tensor([float(bool(refused))], device=self.device)
-            if acc.reduce(flag, reduction="max").item() and not refused:
+            if devices.largest(acc, bool(refused)) and not refused:
                 refused = f"run.dir {self.run_dir} is in use by another run (see the main process's message)"
         if refused:
             raise RunDirLocked(refused)
@@ -535,9 +538,13 @@ class Trainer:
         if due(cfg.log_every):
             self.log_losses()
         if due(cfg.validate_every):
+            start = time.monotonic()
             self.run_validation(self.step)
+            self.budget.timed("validation", time.monotonic() - start)
         if due(cfg.ckpt_every):
+            start = time.monotonic()
             self.save_checkpoint(self.step)
+            self.budget.timed("checkpoint", time.monotonic() - start)
 
     def finish(self) -> Path:
         """Export, close the trackers, say what ended the run; returns the export folder."""
@@ -585,8 +592,7 @@ class Trainer:
             return self.budget.spent()
         if self.step % self.cfg.train.log_every:
             return False
-        flag = torch.tensor([float(self.budget.spent())], device=self.device)
-        return bool(self.accelerator.reduce(flag, reduction="max").item())
+        return bool(devices.largest(self.accelerator, self.budget.spent()))
 
     def write_export(self, export_dir: Path) -> None:
         """Export atomically: write beside, then swap, so a crash never leaves a half export."""

@@ -99,6 +99,9 @@ class TimeBudget:
         self.deadline = now + 60 * minutes if minutes else math.inf
         self.first_step = step  # the step this invocation started from
         self.timed_from: Optional[tuple[int, float]] = None  # (step, clock) where timing starts
+        # seconds the last step's extra work takes (its validation, checkpoint), by name: the last
+        # step does them all and the export, so the plan keeps that much of the budget for them
+        self.reserve: dict[str, float] = {}
 
     @property
     def active(self) -> bool:
@@ -119,12 +122,19 @@ class TimeBudget:
         s0, t0 = self.timed_from
         return (self.clock() - t0) / (step - s0)
 
+    def timed(self, name: str, seconds: float) -> None:
+        """The last `name` cadence (validation, checkpoint) took `seconds`."""
+        self.reserve[name] = seconds
+
     def last_step(self, step: int) -> Optional[int]:
-        """The step the rest of the budget reaches at the measured pace (None: not measured yet)."""
+        """The step the rest of the budget, less the reserve for the last step's validation and
+        checkpoint (an export costs about a checkpoint), reaches at the measured pace (None: not
+        measured yet)."""
         rate = self.seconds_per_step(step)
         if rate is None:
             return None
-        return step + max(1, int(max(0.0, self.deadline - self.clock()) / max(rate, 1e-9)))
+        left = self.deadline - self.clock() - sum(self.reserve.values()) - self.reserve.get("checkpoint", 0.0)
+        return step + max(1, int(max(0.0, left) / max(rate, 1e-9)))
 
 
 def worth_replanning(horizon: int, estimate: int) -> bool:

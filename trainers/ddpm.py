@@ -166,8 +166,7 @@ class DDPMTrainer(Trainer):
         pipe.sample_size = self.pipeline_sample_size()
         pipe.label_input = label_input(self.cfg.data)
         pipe.seed, pipe.max_16bit = self.cfg.run.seed, self.cfg.data.max_16bit
-        if self.edm:  # sample.py and evaluate default to the sampler the grids used
-            pipe.default_scheduler = self.cfg.ddpm.sampler
+        pipe.default_scheduler = self.cfg.ddpm.sampler  # sample.py, evaluate, compare: the grids' sampler
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

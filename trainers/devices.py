@@ -19,6 +19,12 @@ UNSUPPORTED_DISTRIBUTED = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPE
                            DistributedType.MEGATRON_LM: "Megatron-LM"}
 
 
+def largest(acc: Accelerator, value: float) -> float:
+    """The largest `value` over the processes (every process calls it). A gather, not
+    Accelerate's reduce: its "max" is recent (huggingface/accelerate#4027) and older versions sum."""
+    return float(acc.gather(torch.tensor([float(value)], device=acc.device)).max())
+
+
 def gpu_usable() -> bool:
     return torch.cuda.is_available()
 

@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from . import devices
 from .checkpoint import checkpoint_dirs
 
 SKIP_WINDOW = 10  # steps; skip mode stops when more than half of the last ones were skipped
@@ -92,8 +93,7 @@ def check_finite(monitor: LossMonitor, acc: Accelerator, ckpt_root: Path) -> Non
     called before anything non-finite is logged as fine or checkpointed."""
     bad = monitor.first_bad()
     if acc.num_processes > 1:  # every process stops together, not one while the rest wait
-        flag = torch.tensor([float(bad is not None)], device=acc.device)
-        if bool(acc.reduce(flag, reduction="max").item()) and bad is None:
+        if devices.largest(acc, bad is not None) and bad is None:
             raise FloatingPointError(
                 "non-finite loss on another process; see its message. Lower train.lr, "
                 "try train.mixed_precision=fp32, or set train.nonfinite=skip"

@@ -127,9 +127,9 @@ def cifar10_files(root: Path) -> tuple[list[str], dict[str, list[Path]]]:
 def load_split(folder: Path, classes: list[str]) -> CifarImages:
     """Every image of `folder`/<class>/ in memory (CIFAR-10's 5,000 training images: 15 MB as uint8);
     ValueError naming a file that is not 32x32."""
-    images, labels = [], []
+    images, labels, files = [], [], class_files(folder)
     for k, name in enumerate(classes):
-        for f in class_files(folder)[name]:
+        for f in files[name]:
             a = np.asarray(load_image(f, 3))
             if a.shape != (SIZE, SIZE, 3):
                 raise ValueError(f"{f}: {a.shape[1]}x{a.shape[0]}, the CIFAR-10 classifier reads "

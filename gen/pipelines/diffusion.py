@@ -31,6 +31,18 @@ from .edm import EDM_SCHEDULERS, heun_step, is_edm_config, make_edm_scheduler
 SCHEDULERS = ("ddpm", "ddim", "dpm")  # of DDPM exports; EDM exports take EDM_SCHEDULERS
 
 
+def sampler_of(formulation: str, default: Optional[str], name: Optional[str]) -> str:
+    """The sampler an export of `formulation` (ddpm | edm) runs: `name`, else its saved `default`,
+    else ddim (DDPM) or heun (EDM); ValueError when the formulation cannot sample with it. The one
+    rule for the pipeline, sample.py (from pipeline.json, before loading) and compare."""
+    allowed = EDM_SCHEDULERS if formulation == "edm" else SCHEDULERS
+    name = name or default or ("heun" if formulation == "edm" else "ddim")
+    if name not in allowed:
+        raise ValueError(f"scheduler {name!r} does not sample this {formulation.upper()} model; choose one "
+                         f"of {list(allowed)}")
+    return name
+
+
 def make_scheduler(name: str, config, steps: Optional[int] = None):
     """The sampler `name` on the noise schedule `config` the model was trained with, with the
     timestep spacing that config states (passed explicitly: diffusers' from_config would otherwise
@@ -137,9 +149,9 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
 
     @property
     def default_scheduler(self) -> str:
-        """The sampler when none is named: the one training's validation used (EDM exports save it),
-        else ddim (DDPM) or heun (EDM)."""
-        return self._default_scheduler or ("heun" if self.formulation == "edm" else "ddim")
+        """The sampler when none is named: the one training's validation used (saved with the
+        export), else ddim (DDPM) or heun (EDM) for exports that saved none."""
+        return sampler_of(self.formulation, self._default_scheduler, None)
 
     @default_scheduler.setter
     def default_scheduler(self, name: Optional[str]) -> None:
@@ -152,11 +164,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
 
     def check_scheduler(self, name: Optional[str]) -> str:
         """name (None: default_scheduler) if this export samples with it, else ValueError naming both."""
-        name = self.default_scheduler if name is None else name
-        if name not in self.schedulers:
-            raise ValueError(f"scheduler {name!r} does not sample this {self.formulation.upper()} model; "
-                             f"choose one of {list(self.schedulers)}")
-        return name
+        return sampler_of(self.formulation, self._default_scheduler, name)
 
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, num_inference_steps: int = 50, scheduler: Optional[str] = None,

@@ -17,6 +17,7 @@ from typing import Optional
 
 from ..models.inference import INFERENCE_MODES
 from ..pipelines.diffusion import SCHEDULERS
+from ..pipelines.edm import EDM_SCHEDULERS
 from .runs import Limits, Result, Scratch, ServedRun, compare
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
@@ -246,7 +247,9 @@ def compare_tab(runs: list[ServedRun], scratch: Scratch, limits: Limits) -> None
         seed = Number(0, label="DDPM seed", precision=0, minimum=0)
         most = max([r.train_timesteps for r in runs if r.kind == "conditional ddpm"] or [1000])
         steps = Slider(1, most, value=min(50, most), step=1, label="DDPM steps")
-        scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="DDPM scheduler")
+        # "default": each run's own sampler (DDIM, EDM's Heun, or what its training grids used)
+        scheduler = gr.Dropdown(["default", *SCHEDULERS, *EDM_SCHEDULERS[:2]], value="default",
+                                label="DDPM scheduler")
     go = gr.Button("Compare", variant="primary")
     notes = gr.Markdown()
 

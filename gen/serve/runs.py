@@ -210,18 +210,20 @@ class ServedRun:
                       legend(labels, pipe.num_classes, pipe.first_label))
 
     # -- DDPM -------------------------------------------------------------------------------------
-    def check_sampling(self, count: int, what: str, steps, scheduler: str, seed, limits: Limits):
-        """(count, steps, seed) as integers in range; ValueError naming the field otherwise."""
+    def check_sampling(self, count: int, what: str, steps, scheduler: Optional[str], seed, limits: Limits):
+        """(count, steps, scheduler, seed) in range, scheduler None (or "default") resolved to the
+        export's own (DDIM, EDM's Heun, or the one its training grids used); ValueError naming the
+        field otherwise."""
         count = _int(count, what, 1, limits.max_samples)
         steps = _int(steps, "steps", 1, self.train_timesteps)
-        if scheduler not in self.pipe.schedulers:  # DDPM's, or an EDM export's (euler, heun, dpm)
-            raise ValueError(f"scheduler {scheduler!r}: choose one of {list(self.pipe.schedulers)}")
-        return count, steps, _int(seed, "seed", 0, 2 ** 63 - 1)
+        scheduler = self.pipe.check_scheduler(None if scheduler in (None, "default") else scheduler)
+        return count, steps, scheduler, _int(seed, "seed", 0, 2 ** 63 - 1)
 
-    def sample(self, out: Path, limits: Limits, num=4, steps=50, scheduler: str = "ddim", seed=0,
+    def sample(self, out: Path, limits: Limits, num=4, steps=50, scheduler: Optional[str] = None, seed=0,
                on_step: OnStep = None) -> Result:
         """num unconditional samples: sample.py --num num --seed seed's sample_00000.png ..."""
-        num, steps, seed = self.check_sampling(num, "number of samples", steps, scheduler, seed, limits)
+        num, steps, scheduler, seed = self.check_sampling(num, "number of samples", steps, scheduler, seed,
+                                                          limits)
         pipe = self.pipe
         files = []
         batches = -(-num // BATCH_SIZE)
@@ -234,11 +236,13 @@ class ServedRun:
                     files.append((name, _save(to_pil(im), out / name)))
         return Result(files, notes=[f"{scheduler}, {steps} steps, seed {seed}"])
 
-    def sample_for(self, upload: str, out: Path, limits: Limits, k=1, steps=50, scheduler: str = "ddim",
-                   seed=0, full_size: bool = False, on_step: OnStep = None) -> Result:
+    def sample_for(self, upload: str, out: Path, limits: Limits, k=1, steps=50,
+                   scheduler: Optional[str] = None, seed=0, full_size: bool = False,
+                   on_step: OnStep = None) -> Result:
         """k samples for one condition image: sample.py --samples-per-input k --seed seed's files
         for the first input (STEM.png, or STEM_0.png ... for k > 1)."""
-        k, steps, seed = self.check_sampling(k, "samples per input", steps, scheduler, seed, limits)
+        k, steps, scheduler, seed = self.check_sampling(k, "samples per input", steps, scheduler, seed,
+                                                        limits)
         pipe = self.pipe
         img = read_upload(upload, limits.max_pixels)
         label = pipe.label_input
@@ -255,7 +259,7 @@ class ServedRun:
 
     # -- any image input --------------------------------------------------------------------------
     def run_image(self, upload: str, out: Path, limits: Limits, direction: Optional[str] = None,
-                  steps=50, scheduler: str = "ddim", seed=0) -> Result:
+                  steps=50, scheduler: Optional[str] = None, seed=0) -> Result:
         """The run's own output for one upload, with its defaults (used by the comparison)."""
         if self.kind == "translation":
             return self.translate(upload, out, limits, direction)
@@ -269,7 +273,7 @@ class ServedRun:
 
 
 def compare(runs: list[ServedRun], upload: str, scratch: Scratch, limits: Limits, steps=50,
-            scheduler: str = "ddim", seed=0) -> Result:
+            scheduler: Optional[str] = None, seed=0) -> Result:
     """The same upload through every run that takes an image (both directions of a CycleGAN), each
     output as that run's own page gives it; a run that refuses the input is named in the notes."""
     files, notes, before = [], [], None
