@@ -37,6 +37,21 @@ def budget_trainer(tmp_path, root, precision="fp32", **extra):
     return trainer
 
 
+def interrupt_at_20(tmp_path, root):
+    """A fitted run (30 s at 1 s/step, planned to 30 steps) stopped after step 20, its checkpoint
+    there (ckpt_every 10)."""
+    first = budget_trainer(tmp_path, root)
+    step = first.train_step
+
+    def stop_after_20(batch):
+        if first.step == 20:
+            raise KeyboardInterrupt
+        return step(batch)
+    first.train_step = stop_after_20
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+
+
 def logged(run_dir, key):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r[key] for r in rows if key in r}
@@ -124,16 +139,7 @@ def test_cut_keeps_max_steps_schedule_and_says_the_budget_will_cut_it(tmp_path, 
 def test_a_resumed_fitted_run_keeps_its_plan_and_replans_from_its_lr(tmp_path, aligned_root):
     """Interrupted at step 20 (checkpoint), resumed with a fresh 30 s budget: step 21 runs at the old
     plan's factor(20) = 10/15, then the new plan continues from there (no jump) to 0 in budget."""
-    first = budget_trainer(tmp_path, aligned_root)
-    step = first.train_step
-
-    def stop_after_20(batch):
-        if first.step == 20:
-            raise KeyboardInterrupt
-        return step(batch)
-    first.train_step = stop_after_20
-    with pytest.raises(KeyboardInterrupt):
-        first.fit()
+    interrupt_at_20(tmp_path, aligned_root)
     again = budget_trainer(tmp_path, aligned_root)
     again.fit()
     lrs = logged(tmp_path / "run", "train/lr/generator")
@@ -146,16 +152,7 @@ def test_a_resumed_fitted_run_keeps_its_plan_and_replans_from_its_lr(tmp_path, a
 def test_a_fitted_run_resumed_with_cut_runs_on_to_max_steps(tmp_path, aligned_root, capsys):
     """budget_schedule=cut on resume: max_steps' schedule again, from the LR the plan had reached
     (factor(20) = 10/15), so the run is not held to the fitted horizon; its budget then cuts it."""
-    first = budget_trainer(tmp_path, aligned_root)
-    step = first.train_step
-
-    def stop_after_20(batch):
-        if first.step == 20:
-            raise KeyboardInterrupt
-        return step(batch)
-    first.train_step = stop_after_20
-    with pytest.raises(KeyboardInterrupt):
-        first.fit()
+    interrupt_at_20(tmp_path, aligned_root)
     again = budget_trainer(tmp_path, aligned_root, **{"train.budget_schedule": "cut"})
     again.fit()
     assert again.lr_plan.knots[-1] == (20, 1000) and again.step > 30
