@@ -91,3 +91,19 @@ def test_two_process_cyclegan_keeps_a_pool_per_rank(tmp_path):
     ]
     assert pools[0].shape == pools[1].shape == (8, 3, 32, 32)  # 4 steps x batch 2 per rank
     assert not torch.equal(pools[0], pools[1])  # each rank pooled its own fakes
+
+
+def test_two_processes_fit_one_lr_plan_to_a_time_budget(tmp_path, aligned_root):
+    """train.time_budget_minutes on 2 processes: the ranks agree (by gather) on one fitted horizon and
+    one stopping step, the plan in the checkpoint decays to 0 there, and the run says it is complete.
+    A disagreement would leave one rank in a collective the other never joins (a timeout here)."""
+    run = tmp_path / "ddp"
+    proc = torchrun(tiny_overrides(run, aligned_root, **{
+        "train.max_steps": 100000, "train.ckpt_every": 100000, "train.validate_every": 100000,
+        "train.log_every": 2, "train.time_budget_minutes": 0.15}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the run is complete" in proc.stdout, proc.stdout[-2000:]
+    ckpt = checkpoint.checkpoint_dirs(run / "checkpoints")[0]
+    plan = torch.load(ckpt / "state.pt", weights_only=True)["extra"]["lr_plan"]["knots"]
+    step = int(ckpt.name.split("_")[-1])
+    assert len(plan) >= 2 and plan[-1][1] == step < 100000
