@@ -21,12 +21,15 @@ AUG="train.diffaugment=color,translation,cutout"
 CYC=configs/cyclegan/horse2zebra.yaml; CUT=configs/cut/horse2zebra.yaml; FAST=configs/cut/horse2zebra_fastcut.yaml
 for s in ${SEEDS:-0 1}; do
   train cyclegan_s$s ${CYC_STEPS:-600} $CYC run.seed=$s
-  train cut_s$s ${CUT_STEPS:-2000} $CUT run.seed=$s
-  train fastcut_s$s ${FAST_STEPS:-2000} $FAST run.seed=$s
+  train cut_s$s ${CUT_STEPS:-1458} $CUT run.seed=$s
+  train fastcut_s$s ${FAST_STEPS:-1811} $FAST run.seed=$s
   [ -n "$NO_AUG" ] && continue
-  train cyclegan_aug_s$s ${CYC_AUG_STEPS:-580} $CYC run.seed=$s $AUG
-  train cut_aug_s$s ${CUT_AUG_STEPS:-1500} $CUT run.seed=$s $AUG
-  train fastcut_aug_s$s ${FAST_AUG_STEPS:-1900} $FAST run.seed=$s $AUG
+  train cyclegan_aug_s$s ${CYC_AUG_STEPS:-593} $CYC run.seed=$s $AUG
+  train cut_aug_s$s ${CUT_AUG_STEPS:-1433} $CUT run.seed=$s $AUG
+  train fastcut_aug_s$s ${FAST_AUG_STEPS:-1783} $FAST run.seed=$s $AUG
+  if [ -n "$BEST" ]; then  # e.g. BEST="cut_ema configs/cut/horse2zebra.yaml": the best recipe with the EMA
+    set -- $BEST; train ${1}_s$s ${CUT_STEPS:-1458} $2 run.seed=$s train.ema_decay=0.999
+  fi
 done
 # One domain classifier for every run: trained once (seeded, so every run's would be the same), then its
 # cache (keyed by the training files and settings) copied beside each run
