@@ -44,7 +44,8 @@ NAMED = ("compare", "evaluate", "metrics", "serve")
 
 # Flags of `sample.py RUN --output DIR` that only some kinds of run read: given to a run that would
 # ignore them they are refused (refuse_unread_flags), so a flag on the command line always acts.
-FOLDER_DEFAULTS = {"num": 64, "steps": 50, "scheduler": "ddim", "seed": None, "samples_per_input": 1,
+# scheduler None: the export's own sampler (gen.pipelines.diffusion.sampler_of).
+FOLDER_DEFAULTS = {"num": 64, "steps": 50, "scheduler": None, "seed": None, "samples_per_input": 1,
                    "batch_size": 16, "full_size": False, "direction": None, "inference": None, "bit_depth": 8}
 READS = {
     "translator": {"direction", "inference", "bit_depth"},
@@ -53,7 +54,7 @@ READS = {
 }
 
 
-EVAL_DEFAULTS = {"steps": 50, "scheduler": "ddim", "seed": None, "segmenter": None, "inference": None,
+EVAL_DEFAULTS = {"steps": 50, "scheduler": None, "seed": None, "segmenter": None, "inference": None,
                  "cifar10": None}
 # by the export's kind (pipeline.json): the model scored, whatever config --data names
 EVAL_READS = {"translation": {"segmenter", "inference"}, "cyclegan": {"inference"},
@@ -99,7 +100,7 @@ def run(args) -> int:
         folder_run.translate_folder(pipe, args.input, args.output, args.bit_depth, args.overwrite)
     elif pipe.condition_channels:
         refuse_unread_flags(args, "image-conditioned DDPM")
-        args.scheduler = pipe.check_scheduler(args.scheduler if "scheduler" in args.given else None)
+        args.scheduler = pipe.check_scheduler(args.scheduler)
         check_counts(args, pipe.scheduler.config.num_train_timesteps)
         if not args.input:
             raise ValueError(
@@ -109,7 +110,7 @@ def run(args) -> int:
                                       args.scheduler, args.seed, args.full_size, args.overwrite)
     else:
         refuse_unread_flags(args, "unconditional DDPM")
-        args.scheduler = pipe.check_scheduler(args.scheduler if "scheduler" in args.given else None)
+        args.scheduler = pipe.check_scheduler(args.scheduler)
         check_counts(args, pipe.scheduler.config.num_train_timesteps)
         if args.input:
             raise ValueError(f"{args.run_dir} is an unconditional DDPM: it takes no --input (use --num)")
@@ -140,8 +141,7 @@ def evaluate(args) -> int:
         flags = ", ".join("--" + k.replace("_", "-") for k in unread)
         raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
     if kind == "diffusion":
-        args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler if "scheduler" in args.given
-                                             else None, run_dir)
+        args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler, run_dir)
     device = resolve_device(args.device)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
     check_outputs([out_dir / "metrics.json", out_dir / "grid.png"], overwrite=args.overwrite)
