@@ -25,16 +25,17 @@ score() { local run=$1 sched=$2 steps=$3
   [ -f $run/eval_${sched}${steps}/metrics.json ] || $PY sample.py evaluate $run --split test --scheduler $sched \
     --steps $steps --max-images ${IMAGES:-500} --output $run/eval_${sched}${steps} > $run.eval_${sched}${steps}.log 2>&1
   echo "$(date +%T) evaluate $(basename $run) $sched $steps rc=$?"; }
+# Each run is scored as soon as it is trained, so a queue cut short leaves whole rows. Two queues with
+# different SEEDS can share one RUNS_DIR (each scores only its own runs).
+both() { local name=$1; shift; run $name "$@"
+  if [[ $name == edm_* ]]; then score $R/$name heun 25; score $R/$name dpm 20
+  else score $R/$name ddim 50; score $R/$name dpm 20; fi; }
 D=configs/ddpm/cifar10.yaml
 for s in ${SEEDS:-0 1}; do
-  run paper_s$s $D run.seed=$s
-  run minsnr_s$s $D run.seed=$s ddpm.snr_gamma=5
-  run vzsnr_s$s $D run.seed=$s ddpm.prediction_type=v_prediction ddpm.zero_terminal_snr=true ddpm.snr_gamma=5
-  run cosine_s$s $D run.seed=$s ddpm.beta_schedule=squaredcos_cap_v2
-  run edm_s$s configs/ddpm/cifar10_edm.yaml run.seed=$s
-done
-for run in $R/*_s[01]; do
-  if [[ $(basename $run) == edm_* ]]; then score $run heun 25; score $run dpm 20
-  else score $run ddim 50; score $run dpm 20; fi
+  both paper_s$s $D run.seed=$s
+  both minsnr_s$s $D run.seed=$s ddpm.snr_gamma=5
+  both vzsnr_s$s $D run.seed=$s ddpm.prediction_type=v_prediction ddpm.zero_terminal_snr=true ddpm.snr_gamma=5
+  both cosine_s$s $D run.seed=$s ddpm.beta_schedule=squaredcos_cap_v2
+  both edm_s$s configs/ddpm/cifar10_edm.yaml run.seed=$s
 done
 echo QUEUE DONE
