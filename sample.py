@@ -121,7 +121,7 @@ def run(args) -> int:
 
 def evaluate(args) -> int:
     from gen import config
-    from gen.evaluate import SavedOutputs, Sampling, evaluate as score
+    from gen.evaluate import SavedOutputs, Sampling
     from gen.data.build import eval_data
     from gen.data.output_names import check_outputs
     from gen.pipelines import find_export, read_meta, resolve_device
@@ -142,18 +142,41 @@ def evaluate(args) -> int:
         raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
     if kind == "diffusion":
         args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler, run_dir)
-    device = resolve_device(args.device)
+    args.device = resolve_device(args.device)
+    targets = checkpoint_targets(args, run_dir)
     out_dir = Path(args.output or run_dir / f"eval_{args.split}")
-    check_outputs([out_dir / "metrics.json", out_dir / "grid.png"], overwrite=args.overwrite)
+    for out in [t[1] for t in targets] or [out_dir]:
+        check_outputs([out / "metrics.json", out / "grid.png"], overwrite=args.overwrite)
     saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
     if cfg.method not in EVAL_METHODS:
         raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; compare them with "
                          "sample.py compare")
     data = eval_data(cfg, args.split)
     print(data.report)  # what the split found and skipped
-    result, grid = score(run_dir, data, args.inference, args.grid_rows, args.segmenter, device,
-                         args.max_images, saved, sampling=Sampling(1, args.steps, args.scheduler, args.seed),
-                         precision=args.precision, cifar10=args.cifar10)
+    sampling = Sampling(1, args.steps, args.scheduler, args.seed)
+    if not targets:
+        score_one(args, run_dir, data, out_dir, saved, sampling, None)
+        return 0
+    from trainers.snapshot import export_checkpoint
+
+    rows = []
+    for step, out in targets:
+        snapshot = export_checkpoint(run_dir, step, out / "export")
+        print(f"checkpoint step {step}: exported to {snapshot}")
+        saved = SavedOutputs(out / "outputs" if args.save_outputs else None, args.overwrite)
+        rows.append((step, score_one(args, run_dir, data, out, saved, sampling, snapshot)))
+    if len(rows) > 1:
+        print(checkpoint_table(rows))
+    return 0
+
+
+def score_one(args, run_dir, data, out_dir, saved, sampling, export) -> dict:
+    """Score one export (the run's own, or a checkpoint's) and write metrics.json and grid.png."""
+    from gen.evaluate import evaluate as score
+
+    result, grid = score(run_dir, data, args.inference, args.grid_rows, args.segmenter, args.device,
+                         args.max_images, saved, sampling=sampling, precision=args.precision,
+                         cifar10=args.cifar10, export=export)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     grid.save(out_dir / "grid.png")
@@ -162,7 +185,45 @@ def evaluate(args) -> int:
         f"grid and metrics.json in {out_dir}"
         + (f"; {saved.count} outputs in {saved.folder}" if saved.folder else "")
     )
-    return 0
+    return result
+
+
+def checkpoint_targets(args, run_dir: Path) -> list[tuple[int, Path]]:
+    """evaluate --checkpoint STEP|all -> [(step, output folder)]; [] scores the final export.
+    One step writes to --output (default RUN/eval_SPLIT_step_<STEP>); `all` to one folder per kept
+    checkpoint, OUTPUT/step_<STEP> (default RUN/eval_SPLIT_step_<STEP>)."""
+    from trainers.snapshot import checkpoint_path, steps
+
+    if args.checkpoint is None:
+        return []
+    if args.checkpoint == "all":
+        chosen = steps(run_dir)
+        if not chosen:
+            raise FileNotFoundError(f"{run_dir} keeps no complete checkpoint (checkpoints/step_*/meta.json)")
+    else:
+        try:
+            chosen = [int(args.checkpoint)]
+        except ValueError:
+            raise ValueError(f"--checkpoint {args.checkpoint!r}: a step number (e.g. 1000) or "
+                             "'all'") from None
+        checkpoint_path(run_dir, chosen[0])  # a missing step is named before any data is read
+    default = run_dir / f"eval_{args.split}"
+    if args.output and len(chosen) == 1 and args.checkpoint != "all":
+        return [(chosen[0], Path(args.output))]
+    base = Path(args.output) if args.output else None
+    return [(s, base / f"step_{s:08d}" if base else default.with_name(f"{default.name}_step_{s:08d}"))
+            for s in chosen]
+
+
+def checkpoint_table(rows: list[tuple[int, dict]]) -> str:
+    """The numeric metrics of every scored checkpoint, one row per step (a Markdown table)."""
+    keys = [k for k, v in rows[0][1].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    lines = ["| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for step, result in rows:
+        cells = [f"{result[k]:.4g}" if isinstance(result.get(k), float) else str(result.get(k, ""))
+                 for k in keys]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def diffusion_scheduler(meta: dict, name, run_dir) -> str:
@@ -332,6 +393,10 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
                    help="also write every output to OUTPUT/outputs/<input stem>.png (labels -> photo: "
                         "<stem>_input.png beside it; CycleGAN: AtoB/ and BtoA/)")
     p.add_argument("--cifar10", type=Path, help=CIFAR10_HELP)
+    p.add_argument("--checkpoint", metavar="STEP|all",
+                   help="score the export of the run's checkpoint at STEP (or of every kept checkpoint: "
+                        "the best step beside the final one) instead of its final export; written with "
+                        "its export to RUN_DIR/eval_SPLIT_step_<STEP> (or --output)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
 
     p = sub.add_parser("metrics", description="summarize and plot the metrics.jsonl of runs")

@@ -11,7 +11,9 @@ same items (they must be equal: one inference path), `sample.py` on a folder wit
 fp32 and with `--precision bf16` (the mean 8-bit difference between the two), then the last
 checkpoint removed and the run resumed from the half-way one: the resumed weights must equal the
 uninterrupted ones within `--tolerance` (deterministic kernels: 0 is expected) and it must have
-started at the half-way step. Everything goes to one JSON file, rewritten after every row.
+started at the half-way step. Before that, the last checkpoint's export (what `sample.py evaluate
+--checkpoint` scores, rebuilt on the CPU) must equal the run's export bit for bit. Everything goes
+to one JSON file, rewritten after every row.
 
     python bench/gpu_check.py [--out DIR] [--steps 20] [--budget-minutes 7]
     python bench/gpu_check.py --allow-cpu --tiny      # the same code path on the CPU (a dry run)
@@ -35,12 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gen import config  # noqa: E402
 from trainers import TRAINERS, checkpoint  # noqa: E402
+from trainers.snapshot import export_checkpoint  # noqa: E402
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
@@ -203,6 +207,9 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     bf16_out = work / f"samples-{case}-{precision}-bf16"
     row["sample_cli_bf16"] = sample_cli(run_dir, case, inputs / "photos" / "val", bf16_out, on, "bf16")
     row["sample_cli_bf16"]["mean_abs_diff_8bit"] = mean_png_difference(fp32_out, bf16_out)
+    # the last checkpoint's export (sample.py evaluate --checkpoint, rebuilt on the CPU) is the export
+    snapshot = export_checkpoint(run_dir, steps, work / f"snapshot-{case}-{precision}" / "export")
+    row["checkpoint_export_equal"] = same_export(snapshot, run_dir / "export")
     shutil.rmtree(checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0])  # back to the half-way checkpoint
     t = time.perf_counter()
     again = TRAINERS[cfg.method](cfg)
@@ -213,6 +220,20 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     row["resume_max_abs_diff"] = max(float((uninterrupted[k].float() - resumed[k].float()).abs().max())
                                      for k in uninterrupted)
     return row
+
+
+def same_export(a: Path, b: Path) -> bool:
+    """Two export folders hold the same files, and their safetensors the same tensors bit for bit."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    if files != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
+        return False
+    for rel in files:
+        if rel.suffix != ".safetensors":
+            continue
+        x, y = load_file(str(a / rel)), load_file(str(b / rel))
+        if x.keys() != y.keys() or not all(torch.equal(x[k], y[k]) for k in x):
+            return False
+    return True
 
 
 def budget_fit(overrides: list[str], work: Path, device: str, minutes: float = 0.1) -> dict:
@@ -365,6 +386,7 @@ def main() -> int:
                         and row.get("validation_equals_evaluate", True)
                         and row["resume_max_abs_diff"] <= args.tolerance
                         and row["resumed_from_step"] == steps // 2
+                        and row["checkpoint_export_equal"]
                     )
                 except Exception as err:  # record and go on: one failing case must not hide the others
                     row = {

@@ -7,14 +7,15 @@
 # may share the cores (queues of SEEDS, one thread each) without changing what they compute.
 # Scored by sample.py evaluate on the test split (120 horses, 140 zebras): the share of translated
 # horses the domain classifier (trained on the real training images) calls zebra, beside its accuracy
-# on real test images. Usage: SEEDS="0" bash bench/horse2zebra_recipes.sh [RUNS_DIR]; logs in RUNS_DIR.
+# on real test images, for the final export and for every kept checkpoint (the best step, as CUT reports,
+# beside the final one; chosen on the test split, so it is an optimistic figure). Usage: SEEDS="0" bash bench/horse2zebra_recipes.sh [RUNS_DIR]; logs in RUNS_DIR.
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=${1:-runs/horse2zebra_recipes}
 mkdir -p "$R"
 S="model.generator=unet_128 model.ngf=32 data.load_size=143 data.crop_size=128 train.mixed_precision=fp32 \
-  log.wandb=disabled train.validate_every=100000 train.ckpt_every=500 $EXTRA"
+  log.wandb=disabled train.validate_every=100000 train.ckpt_every=${CKPT_EVERY:-200} train.keep_checkpoints=${KEEP:-20} $EXTRA"
 train() { local name=$1 steps=$2; shift 2; [ -f $R/$name/export/pipeline.json ] || $PY train.py "$@" $S \
   train.max_steps=$steps run.dir=$R/$name > $R/$name.log 2>&1; echo "$(date +%T) $name rc=$?"; }
 AUG="train.diffaugment=color,translation,cutout"
@@ -39,6 +40,9 @@ for s in ${SEEDS:-0 1}; do
     [ -n "$first" ] && [ ! -f $run/domain_classifier.safetensors ] && cp $first* $run/
     [ -f $run/eval_test/metrics.json ] || $PY sample.py evaluate $run --split test > $run.eval.log 2>&1
     echo "$(date +%T) evaluate $(basename $run) rc=$?"
+    [ -d $run/eval_test_checkpoints ] || $PY sample.py evaluate $run --split test --checkpoint all \
+      --output $run/eval_test_checkpoints > $run.eval_checkpoints.log 2>&1
+    echo "$(date +%T) evaluate $(basename $run) every kept checkpoint rc=$?"
   done
 done
 echo QUEUE DONE

@@ -93,13 +93,16 @@ def evaluate(run_dir: Path, data: EvalData, inference: Optional[str] = None, gri
              saved: Optional[SavedOutputs] = None, distances: Optional[InceptionDistances] = None,
              sampling: Optional[Sampling] = None, classifier: ClassifierSettings = ClassifierSettings(),
              precision: Optional[str] = None, cifar10: Optional[Path] = None,
-             cifar: Optional[CifarDistances] = None) -> tuple[dict[str, Any], Image.Image]:
-    """(metrics, grid) of the export in `run_dir` on `data`, in `precision` (default fp32). Streamed:
+             cifar: Optional[CifarDistances] = None,
+             export: Optional[Path] = None) -> tuple[dict[str, Any], Image.Image]:
+    """(metrics, grid) of the export in `run_dir` (or of `export`, e.g. one of the run's checkpoints
+    exported by trainers.snapshot: the run's caches stay in `run_dir`) on `data`, in `precision`
+    (default fp32). Streamed:
     each item is read, run and scored, then dropped (Inception features and the grid's first rows
     are all that is kept), so memory does not grow with the split. An unconditional DDPM also gets
     FD_cifarnet / KID_cifarnet: in `cifar`'s classifier, else one trained on (or cached from) the
     CIFAR-10 folder `cifar10` (default gen.metrics.offline_score.DEFAULT_CIFAR10)."""
-    pipe = pipelines.load_export(run_dir, inference, precision, device)
+    pipe = pipelines.load_export(export or run_dir, inference, precision, device)
     seg = pipelines.load(segmenter, device=device, precision=precision) if segmenter else None
     check_fit(pipe, data, seg)
     ctx = Context(grid_rows=grid_rows, segmenter=seg, bins=data.bins, sampling=sampling or Sampling(),

@@ -189,14 +189,27 @@ def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
     if code != 0:
         raise RuntimeError(f"final resume failed:\n{err[-3000:]}")
     _compare(final_weights(workdir / "run"), final_weights(workdir / "ref"), method)
+    # The checkpoint written before the end by a run killed again and again exports (sample.py
+    # evaluate --checkpoint) what the uninterrupted run's does.
+    from trainers.snapshot import export_checkpoint
+    step = max_steps - 2
+    snapshots = [export_checkpoint(workdir / r, step, workdir / f"snapshot_{r}" / "export")
+                 for r in ("run", "ref")]
+    _compare(*(export_weights(s) for s in snapshots), f"{method} (export of checkpoint {step})")
     export = workdir / "run" / "export"
     return {
         "method": method,
         "kills": survived,
         "identical": True,
         "export_whole": (export / "pipeline.json").is_file(),
+        "checkpoint_export_identical": True,
         "log": log,
     }
+
+
+def export_weights(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """{safetensors file under an export folder: its tensors}."""
+    return {str(f.relative_to(folder)): load_file(str(f)) for f in sorted(folder.rglob("*.safetensors"))}
 
 
 def _compare(got: dict, ref: dict, method: str) -> None:

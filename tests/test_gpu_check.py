@@ -51,6 +51,7 @@ def test_dry_run_on_the_cpu(tmp_path):
     assert all(r["validation_equals_evaluate"] and r["sample_cli_bf16"]["rc"] == 0 for r in done)
     assert all(r["resume_max_abs_diff"] == 0.0 and r["sample_cli"]["pngs"] > 0 and r["resumed_from_step"] == 2
                for r in done)
+    assert all(r["checkpoint_export_equal"] for r in done)
     assert {r["skipped"] for r in report["checks"] if "skipped" in r} == {"fp16 needs a GPU (refused)"}
     assert [r["bench"] for r in report["benchmark"]] == [
         "ddpm_cifar10 train step",

@@ -1,0 +1,116 @@
+"""Scoring a run's kept checkpoints, not only its final export (trainers/snapshot.py, `sample.py
+evaluate RUN --checkpoint STEP|all`): a checkpoint's export is the export the run would have written
+at that step, so the best step and the final one are scored through the same inference path."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import run_sample, run_train, tiny_overrides
+from kill_campaign import method_setup
+from trainers.snapshot import export_checkpoint, steps
+
+
+def export_files(folder: Path) -> dict[str, object]:
+    """{relative path: tensors (safetensors) or parsed JSON or bytes} of an export folder."""
+    out = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = str(f.relative_to(folder))
+        if f.suffix == ".safetensors":
+            out[rel] = load_file(str(f))
+        elif f.suffix == ".json":
+            out[rel] = json.loads(f.read_text())
+        else:
+            out[rel] = f.read_bytes()
+    return out
+
+
+def assert_same_export(got: Path, ref: Path) -> None:
+    a, b = export_files(got), export_files(ref)
+    assert sorted(a) == sorted(b)
+    for rel, value in b.items():
+        if isinstance(value, dict) and rel.endswith(".safetensors"):
+            assert sorted(a[rel]) == sorted(value), rel
+            for key, tensor in value.items():
+                assert torch.equal(a[rel][key], tensor), f"{rel}: {key} differs"
+        else:
+            assert a[rel] == value, rel
+
+
+# Every trainer's export, rebuilt from its last checkpoint, is its final export bit for bit: the
+# generator EMA (pix2pix-augment-ema, cyclegan's pools beside), the DDPM EMAModel, bf16 (ddpm-edm).
+@pytest.mark.parametrize("method", ["pix2pix-augment-ema", "cyclegan", "cut", "ddpm-edm", "colorization-gan"])
+def test_last_checkpoint_exports_the_final_export(method, tmp_path):
+    run = tmp_path / "run"
+    run_train(*method_setup(method, tmp_path / "data", run))
+    assert steps(run) == [6, 8]
+    snapshot = export_checkpoint(run, 8, tmp_path / "snap" / "export")
+    assert_same_export(snapshot, run / "export")
+    assert list((tmp_path / "snap").iterdir()) == [snapshot]  # no temporary folder left beside it
+    earlier = export_checkpoint(run, 6, tmp_path / "snap6" / "export")
+    weights = [f for f in export_files(earlier) if f.endswith(".safetensors")]
+    assert any(not all(torch.equal(x, y) for x, y in zip(load_file(str(earlier / f)).values(),
+                                                        load_file(str(run / "export" / f)).values()))
+               for f in weights), "step 6's export has step 8's weights"
+
+
+@pytest.fixture(scope="module")
+def pix2pix_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ckpt_eval")
+    run = tmp / "run"
+    run_train(*method_setup("pix2pix-augment-ema", tmp / "data", run))
+    return run
+
+
+def test_evaluate_checkpoint_scores_like_the_final_export(pix2pix_run, tmp_path):
+    final = run_sample("evaluate", pix2pix_run, "--split", "val", "--output", tmp_path / "final")
+    assert final.returncode == 0, final.stderr
+    last = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "8",
+                      "--output", tmp_path / "step8")
+    assert last.returncode == 0, last.stderr
+    got = json.loads((tmp_path / "step8" / "metrics.json").read_text())
+    ref = json.loads((tmp_path / "final" / "metrics.json").read_text())
+    assert got == ref
+    assert (tmp_path / "step8" / "export" / "pipeline.json").is_file()  # the scored export, kept beside
+
+
+def test_evaluate_every_kept_checkpoint(pix2pix_run, tmp_path):
+    proc = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "all",
+                      "--output", tmp_path / "all")
+    assert proc.returncode == 0, proc.stderr
+    folders = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert folders == ["step_00000006", "step_00000008"]
+    six, eight = (json.loads((tmp_path / "all" / f / "metrics.json").read_text()) for f in folders)
+    assert six["L1"] != eight["L1"]
+    table = [line for line in proc.stdout.splitlines() if line.startswith(("| 6 |", "| 8 |"))]
+    assert len(table) == 2 and f"{eight['L1']:.4g}" in table[1]
+    again = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "all",
+                       "--output", tmp_path / "all")
+    assert again.returncode == 2 and "metrics.json" in again.stderr  # results are never overwritten
+
+
+def test_default_output_of_a_checkpoint_is_named_by_its_step(tmp_path):
+    run = tmp_path / "run"
+    write = tmp_path / "data"
+    from conftest import write_aligned
+    write_aligned(write / "train", 4, seed=0)
+    write_aligned(write / "val", 2, seed=1)
+    run_train(*tiny_overrides(run, write, **{"train.max_steps": 4, "train.ckpt_every": 2}))
+    proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "eval_val_step_00000002" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("value, words", [("5", ["no complete checkpoint at step 5", "[6, 8]"]),
+                                           ("best", ["--checkpoint 'best'", "'all'"])])
+def test_a_step_that_is_not_kept_is_named(pix2pix_run, tmp_path, value, words):
+    proc = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", value,
+                      "--output", tmp_path / "x")
+    assert proc.returncode == 2
+    for w in words:
+        assert w in proc.stderr
+    assert not (tmp_path / "x").exists()
