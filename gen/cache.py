@@ -2,7 +2,9 @@
 
 A cache file (a trained domain classifier, an empirical colour prior, ...) is reused only when it
 was built from the same files (resolved path, size and modification time of each, in order and by
-group) and the same settings that shape it; otherwise it is rebuilt, and a line says why. The key
+group) and the same settings that shape it; otherwise it is rebuilt, and a line says why. A file
+whose time alone changed (a data set copied or synced without its times) is compared by its SHA-256,
+recorded when the cache was built, so a copy of the same data does not retrain a classifier. The key
 is stored beside the cache as `<cache name>.key.json`, with the SHA-256 of the cache file it
 describes, so a cache replaced or left half-written by a killed process is never trusted.
 
@@ -85,6 +87,7 @@ class Cache:
         self.key_path = self.path.with_name(self.path.name + KEY_SUFFIX)
         self.key = {"files": {g: file_entries(fs) for g, fs in files.items()},
                     "settings": plain(dict(settings))}
+        self.same_by_contents = False  # set by stale_reason
 
     def stale_reason(self) -> Optional[str]:
         """None when the cache file exists and matches the key; else why it cannot be reused."""
@@ -97,11 +100,40 @@ class Cache:
             return f"has no readable record of what it was built from ({self.key_path.name})"
         if digest != sha256_of(self.path):
             return "does not match its record (replaced, or left half-written)"
+        self.same_by_contents = False
         if old_files != self.key["files"]:
-            return f"was built from {_files_difference(old_files, self.key['files'])}"
+            if not self._same_contents(old_files, stored.get("contents")):
+                return f"was built from {_files_difference(old_files, self.key['files'])}"
+            self.same_by_contents = True
         if old_settings != self.key["settings"]:
             return f"was built with {_settings_difference(old_settings, self.key['settings'])}"
         return None
+
+    def _same_contents(self, old_files: Mapping[str, list], contents: Optional[Mapping[str, list]]) -> bool:
+        """The same paths and sizes in the same order, and every file whose time changed has the
+        SHA-256 recorded at build time (records written before digests were kept: False)."""
+        new_files = self.key["files"]
+        if not isinstance(contents, dict) or list(old_files) != list(new_files):
+            return False
+        for group, new in new_files.items():
+            old, digests = old_files[group], contents.get(group)
+            if not isinstance(digests, list) or not len(old) == len(new) == len(digests):
+                return False
+            for (path, size, mtime), (new_path, new_size, new_mtime), digest in zip(old, new, digests):
+                if (path, size) != (new_path, new_size):
+                    return False
+                if mtime != new_mtime and sha256_of(Path(new_path)) != digest:
+                    return False
+        return True
+
+    def _refresh_times(self) -> None:
+        """Record the files' new times (contents unchanged), so the next check reads no file; a
+        read-only cache folder keeps the old record (the next check hashes again)."""
+        try:
+            stored = json.loads(self.key_path.read_text())
+            write_text_atomic(self.key_path, json.dumps(dict(stored, files=self.key["files"])))
+        except OSError:
+            pass
 
     def valid(self, quiet: bool = False) -> bool:
         """True when the cache can be reused (says so, and from what); False otherwise (says why,
@@ -111,8 +143,12 @@ class Cache:
             return reason is None
         if reason is None:
             settings = ", ".join(f"{k}={v}" for k, v in self.key["settings"].items())
+            how = "paths, sizes, contents: only file times changed" if self.same_by_contents else (
+                "paths, sizes, times")
             self.log(f"{self.what}: reusing {self.path}, built from the same {_counts(self.key['files'])} "
-                     f"(paths, sizes, times) and settings ({settings})")
+                     f"({how}) and settings ({settings})")
+            if self.same_by_contents:
+                self._refresh_times()
         elif reason != "missing":
             self.log(f"{self.what} cache in {self.path} {reason}; rebuilding")
         return reason is None
@@ -124,7 +160,8 @@ class Cache:
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         try:
             writer(tmp)
-            record = dict(self.key, sha256=sha256_of(tmp), what=self.what)
+            contents = {g: [sha256_of(Path(e[0])) for e in group] for g, group in self.key["files"].items()}
+            record = dict(self.key, sha256=sha256_of(tmp), what=self.what, contents=contents)
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -366,3 +366,45 @@ def test_cache_key_file_is_plain_json(tmp_path):
     key = json.loads((tmp_path / "run" / (CLASSIFIER_FILE + ".key.json")).read_text())
     assert [e[0] for e in key["files"]["trainA"]] == [str(p.resolve()) for p in a]
     assert key["settings"]["width"] == TINY.width and len(key["sha256"]) == 64
+
+
+def test_a_copy_of_the_same_data_reuses_the_cache(tmp_path):
+    """Files whose times alone changed (copied or synced without their times) are compared by the
+    SHA-256 recorded at build time: the same bytes reuse the cache, other bytes of the same size
+    rebuild it; a record from before digests were kept rebuilds."""
+    files = [tmp_path / "x" / f"{i}.bin" for i in range(3)]
+    files[0].parent.mkdir()
+    for i, f in enumerate(files):
+        f.write_bytes(bytes([i]) * 100)
+    lines = []
+    cache = lambda: Cache(tmp_path / "c.json", "thing", {"images": files}, {"k": 1}, log=lines.append)  # noqa: E731
+    cache().write(lambda tmp: tmp.write_text("{}"))
+    for f in files:
+        os.utime(f, ns=(10**18, 10**18))  # a copy: new times, the same bytes
+    assert cache().valid() and "only file times changed" in lines[-1]
+    key = json.loads((tmp_path / "c.json.key.json").read_text())
+    assert [e[2] for e in key["files"]["images"]] == [10**18] * 3  # the new times recorded
+    assert cache().valid() and "(paths, sizes, times)" in lines[-1]  # and the next check reads no file
+    files[1].write_bytes(bytes([9]) * 100)  # the same size, other bytes
+    os.utime(files[1], ns=(2 * 10**18, 2 * 10**18))
+    assert not cache().valid() and "1 changed (size or time)" in lines[-1]
+    cache().write(lambda tmp: tmp.write_text("{}"))
+    stored = json.loads((tmp_path / "c.json.key.json").read_text())
+    del stored["contents"]  # written by a gen that kept no digests
+    (tmp_path / "c.json.key.json").write_text(json.dumps(stored))
+    os.utime(files[2], ns=(3 * 10**18, 3 * 10**18))
+    assert not cache().valid() and "rebuilding" in lines[-1]
+
+
+def test_domain_classifier_survives_a_copied_data_set(tmp_path, capsys):
+    run = tmp_path / "run"
+    a, b = train_files(tmp_path / "data", 3)
+    domain_classifier(run, a, b, settings=TINY)
+    weights = (run / CLASSIFIER_FILE).read_bytes()
+    capsys.readouterr()
+    for f in a + b:
+        os.utime(f, ns=(10**18, 10**18))
+    domain_classifier(run, a, b, settings=TINY)
+    out = capsys.readouterr().out
+    assert "reusing" in out and "only file times changed" in out and "rebuilding" not in out
+    assert (run / CLASSIFIER_FILE).read_bytes() == weights

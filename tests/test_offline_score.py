@@ -114,7 +114,12 @@ def test_classifier_is_cached_reused_and_rebuilt_on_other_files_or_settings(tmp_
     again, record2 = cifar_classifier(root, TINY, tmp_path / "cache", log=lines.append)
     assert "reusing" in lines[-1] and record2 == record  # the record is read back from the file's metadata
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
-    os.utime(root / "test" / "cat" / "cat_0.png", ns=(1, 1))  # a test image changed: accuracy is stale
+    changed = root / "test" / "cat" / "cat_0.png"
+    os.utime(changed, ns=(1, 1))  # a copy of the same image (new time): the same classifier
+    cifar_classifier(root, TINY, tmp_path / "cache", log=lines.append)
+    assert "reusing" in lines[-1] and "only file times changed" in lines[-1]
+    Image.fromarray(255 - np.asarray(Image.open(changed))).save(changed)  # changed: the accuracy is stale
+    os.utime(changed, ns=(2, 2))
     cifar_classifier(root, TINY, tmp_path / "cache", log=lines.append)
     assert "1 changed (size or time); rebuilding" in lines[-2]
     cifar_classifier(root, CifarNetSettings(width=4, epochs=1, batch=8), tmp_path / "cache", log=lines.append)
