@@ -177,6 +177,8 @@ def test_evaluate_of_unconditional_ddpm_reports_the_score_or_why_not(tmp_path, m
     assert result["FD_cifarnet_images"] == 6 and result["FD_cifarnet"] > 0
     assert np.isfinite(result["KID_cifarnet"])
     assert result["cifarnet_test_accuracy"] == tiny.record["test_accuracy"]
+    from gen.data.download import sha256_of  # the classifier the figures were computed in
+    assert result["cifarnet_sha256"] == sha256_of(tmp_path / "cache" / offline_score.CACHE_FILE)[:16]
     # real images of another size: the samples are 32x32 but nothing CIFAR-like to compare them with
     result, _ = evaluate(run32, image_data(tmp_path / "i16", 4, 16), sampling=Sampling(steps=1), cifar=tiny)
     assert "the real images are 3-channel 16x16" in result["FD_cifarnet"]

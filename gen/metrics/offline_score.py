@@ -234,11 +234,11 @@ def cifar_classifier(root: Path, settings: CifarNetSettings = CifarNetSettings()
         if reason:
             raise FileNotFoundError(f"no CIFAR-10 folder at {root} to train the classifier on, and {reason}")
         log(f"CIFAR-10 classifier: reusing {path}; its training files ({root}) are not here to re-check")
-        return _load(path, device)
+        return _with_digest(*_load(path, device), path)
     classes, files = cifar10_files(root)
     cache = Cache(path, "CIFAR-10 classifier", files, key, log=log)
     if cache.valid():
-        return _load(path, device)
+        return _with_digest(*_load(path, device), path)
     log(f"CIFAR-10 classifier: training on the {len(files['train'])} images of {root / 'train'} "
         f"(once; cached in {path})")
     train, test = load_split(root / "train", classes), load_split(root / "test", classes)
@@ -253,7 +253,12 @@ def cifar_classifier(root: Path, settings: CifarNetSettings = CifarNetSettings()
 
     weights = {k: v.cpu().contiguous() for k, v in net.state_dict().items()}
     cache.write(lambda tmp: save_file(weights, str(tmp), metadata={"classifier": json.dumps(meta)}))
-    return net, meta
+    return _with_digest(net, meta, path)
+
+
+def _with_digest(net: CifarNet, record: dict, path: Path) -> tuple[CifarNet, dict]:
+    """The record plus `sha256`, the classifier file's: FD_cifarnet figures compare only under one."""
+    return net, dict(record, sha256=sha256_of(path))
 
 
 def _unchecked_reason(path: Path, key: dict) -> str:
@@ -310,10 +315,13 @@ class CifarDistances:
 
     def report(self, run: str) -> dict:
         """{"FD_cifarnet", "KID_cifarnet", "KID_cifarnet_std", "FD_cifarnet_images",
-        "cifarnet_test_accuracy"}, or the reason under FD_cifarnet / KID_cifarnet."""
+        "cifarnet_test_accuracy", "cifarnet_sha256" (the classifier file's, 16 hex digits)}, or the
+        reason under FD_cifarnet / KID_cifarnet."""
         scores = {NAMES[k]: v for k, v in self.distances.report(run).items()}
         if "test_accuracy" in self.record:
             scores["cifarnet_test_accuracy"] = self.record["test_accuracy"]
+        if "sha256" in self.record:  # which classifier: figures under another one do not compare
+            scores["cifarnet_sha256"] = self.record["sha256"][:16]
         return scores
 
     def describe(self) -> str:
