@@ -16,7 +16,8 @@ from gen.losses.patchnce import PatchNCEHeads, patchnce_loss, sample_locations
 from gen.models import create_model
 from gen.models.antialias import BlurDownsample, BlurUpsample
 from trainers import CUTTrainer, checkpoint
-from test_cyclegan import cyclegan_overrides, write_unpaired
+from gen.evaluate import SavedOutputs
+from test_cyclegan import cyclegan_overrides, judged_b_by_hand, write_unpaired
 from conftest import tiny_overrides, write_aligned
 
 
@@ -191,10 +192,12 @@ def test_tiny_run_trains_exports_samples_and_evaluates(tmp_path):
     assert torch.equal(pipe(x), trainer.pipeline()(x))
     with pytest.raises(ValueError, match="direction"):
         pipelines.load(tmp_path / "run", direction="BtoA")
-    result, grid = evaluate(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
+    result, grid = evaluate(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2,
+                            saved=SavedOutputs(tmp_path / "out"))
     assert result["images_A"] == 2 and result["images_B"] == 2 and 0 < result["identity_PSNR_B"] < 100
     assert result["classifier_acc_real_A"] == 1.0 and result["classifier_acc_real_B"] == 1.0
-    assert 0 <= result["translated_A_judged_B"] <= 1 and "FID_to_B" in result
+    assert result["translated_A_judged_B"] == judged_b_by_hand(tmp_path / "run", tmp_path / "out")
+    assert "FID_to_B" in result
     assert (tmp_path / "run" / "samples" / "grid_00000004.png").is_file()
     assert (tmp_path / "run" / "export" / "discriminator" / "config.json").is_file()
 

@@ -14,6 +14,8 @@ from gen import config, pipelines
 from gen.losses.image_pool import ImagePool
 from gen.models import create_model
 from gen.data.build import eval_data
+from gen.evaluate import SavedOutputs
+from gen.metrics.domain import ClassifierSettings, DomainClassifier, predict_domain
 from safetensors.torch import load_file
 
 from trainers import CycleGANTrainer, checkpoint
@@ -208,16 +210,27 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
         assert all(torch.equal(ref[k], got[k]) for k in ref), name
 
 
+def judged_b_by_hand(run_dir, outputs) -> float:
+    """The share of the saved A->B translations (PNG, 8-bit) the run's cached domain classifier calls B."""
+    net = DomainClassifier(ClassifierSettings().width)
+    net.load_state_dict(load_file(str(run_dir / "domain_classifier.safetensors")))
+    files = sorted((outputs / "AtoB").rglob("*.png"))
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1)
+                     for f in files]).float() / 127.5 - 1
+    return float(predict_domain(net.eval(), x).float().mean())
+
+
 def test_evaluate_unpaired_scores_cycle_and_domain(tmp_path):
     from gen.evaluate import evaluate
     root = write_unpaired(tmp_path / "data")
     cfg = config.load(None, cyclegan_overrides(tmp_path / "run", root))
     CycleGANTrainer(cfg).fit()
-    result, grid = evaluate(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2)
+    result, grid = evaluate(tmp_path / "run", eval_data(cfg, "test"), grid_rows=2,
+                            saved=SavedOutputs(tmp_path / "out"))
     assert result["images_A"] == 2 and result["images_B"] == 2
     assert 0 < result["cycle_PSNR_A"] < 100 and 0 < result["cycle_PSNR_B"] < 100
     # Reddish vs bluish: a classifier trained on the real train images separates the real test images.
     assert result["classifier_acc_real_A"] == 1.0 and result["classifier_acc_real_B"] == 1.0
-    assert 0 <= result["translated_A_judged_B"] <= 1
+    assert result["translated_A_judged_B"] == judged_b_by_hand(tmp_path / "run", tmp_path / "out")
     assert grid.size == grid_size(6, 2, 32)
     assert (tmp_path / "run" / "domain_classifier.safetensors").is_file()
