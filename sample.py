@@ -21,9 +21,11 @@ python sample.py metrics RUN_DIR [RUN_DIR ...] [--keys 'train/*' ...] [--output 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -134,40 +136,64 @@ def evaluate(args) -> int:
                                 "by train.py; for a converted model (python -m gen.convert) pass --data "
                                 "CONFIG.yaml")
     cfg = config.load(cfg_file, args.overrides)
-    export = find_export(run_dir)
-    kind = read_meta(export).get("kind") if export else None
-    unread = sorted(args.given - EVAL_READS.get(kind, set()))
-    if unread and kind is not None:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unread)
-        raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
-    if kind == "diffusion":
-        args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler, run_dir)
-    args.device = resolve_device(args.device)
-    targets = checkpoint_targets(args, run_dir)
-    out_dir = Path(args.output or run_dir / f"eval_{args.split}")
-    for out in [t[1] for t in targets] or [out_dir]:
-        check_outputs([out / "metrics.json", out / "grid.png"], overwrite=args.overwrite)
-    saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
     if cfg.method not in EVAL_METHODS:
         raise ValueError(f"sample.py evaluate does not score method={cfg.method!r} runs; compare them with "
                          "sample.py compare")
-    data = eval_data(cfg, args.split)
-    print(data.report)  # what the split found and skipped
-    sampling = Sampling(1, args.steps, args.scheduler, args.seed)
-    if not targets:
-        score_one(args, run_dir, data, out_dir, saved, sampling, None)
-        return 0
-    from trainers.snapshot import export_checkpoint
+    args.device = resolve_device(args.device)
+    targets = checkpoint_targets(args, run_dir)
+    out_dir = Path(args.output or run_dir / f"eval_{args.split}")
+    outs = [t[1] for t in targets] or [out_dir]
+    for out in outs:  # every output is checked before any export or score is written
+        check_outputs([out / "metrics.json", out / "grid.png"], overwrite=args.overwrite)
+        SavedOutputs(out / "outputs" if args.save_outputs else None, args.overwrite)
+        if targets and args.keep_export:
+            refuse_export_over(out / "export", run_dir, args.overwrite)
+    with contextlib.ExitStack() as stack:
+        exports = {}
+        if targets:
+            from trainers.snapshot import export_checkpoint
 
-    rows = []
-    for step, out in targets:
-        snapshot = export_checkpoint(run_dir, step, out / "export")
-        print(f"checkpoint step {step}: exported to {snapshot}")
-        saved = SavedOutputs(out / "outputs" if args.save_outputs else None, args.overwrite)
-        rows.append((step, score_one(args, run_dir, data, out, saved, sampling, snapshot)))
+            scratch = None if args.keep_export else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            rebuild = [] if args.data else args.overrides  # --data's overrides are for that config
+            for step, out in targets:
+                where = out / "export" if scratch is None else scratch / f"step_{step}" / "export"
+                exports[step] = export_checkpoint(run_dir, step, where, rebuild)
+                print(f"checkpoint step {step}: exported" + (f" to {where}" if scratch is None else ""))
+        export = next(iter(exports.values()), None) or find_export(run_dir)
+        kind = read_meta(export).get("kind") if export else None
+        unread = sorted(args.given - EVAL_READS.get(kind, set()))
+        if unread and kind is not None:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unread)
+            raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
+        if kind == "diffusion":
+            args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler, run_dir)
+        data = eval_data(cfg, args.split)
+        print(data.report)  # what the split found and skipped
+        sampling = Sampling(1, args.steps, args.scheduler, args.seed)
+        if not targets:
+            saved = SavedOutputs(out_dir / "outputs" if args.save_outputs else None, args.overwrite)
+            score_one(args, run_dir, data, out_dir, saved, sampling, None)
+            return 0
+        rows = []
+        for step, out in targets:
+            print(f"checkpoint step {step}:")
+            saved = SavedOutputs(out / "outputs" if args.save_outputs else None, args.overwrite)
+            rows.append((step, score_one(args, run_dir, data, out, saved, sampling, exports[step])))
     if len(rows) > 1:
         print(checkpoint_table(rows))
     return 0
+
+
+def refuse_export_over(path: Path, run_dir: Path, overwrite: bool) -> None:
+    """--keep-export writes OUTPUT/export: never the run's own export, another only with --overwrite."""
+    from gen.pipelines import find_export
+
+    own = find_export(run_dir)
+    if own is not None and path.resolve() == own.resolve():
+        raise ValueError(f"--output {path.parent} would replace the run's own export {own}; choose another "
+                         "--output")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists; choose another --output or pass --overwrite")
 
 
 def score_one(args, run_dir, data, out_dir, saved, sampling, export) -> dict:
@@ -395,8 +421,11 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--cifar10", type=Path, help=CIFAR10_HELP)
     p.add_argument("--checkpoint", metavar="STEP|all",
                    help="score the export of the run's checkpoint at STEP (or of every kept checkpoint: "
-                        "the best step beside the final one) instead of its final export; written with "
-                        "its export to RUN_DIR/eval_SPLIT_step_<STEP> (or --output)")
+                        "the best step beside the final one) instead of its final export; written to "
+                        "RUN_DIR/eval_SPLIT_step_<STEP> (or --output)")
+    p.add_argument("--keep-export", action="store_true",
+                   help="--checkpoint: keep each scored checkpoint's export in OUTPUT/export (to sample it; "
+                        "as large as the run's export), instead of a temporary folder")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/my/data")
 
     p = sub.add_parser("metrics", description="summarize and plot the metrics.jsonl of runs")

@@ -88,6 +88,7 @@ class Cache:
         self.key = {"files": {g: file_entries(fs) for g, fs in files.items()},
                     "settings": plain(dict(settings))}
         self.same_by_contents = False  # set by stale_reason
+        self.validated_sha: Optional[str] = None
 
     def stale_reason(self) -> Optional[str]:
         """None when the cache file exists and matches the key; else why it cannot be reused."""
@@ -100,6 +101,7 @@ class Cache:
             return f"has no readable record of what it was built from ({self.key_path.name})"
         if digest != sha256_of(self.path):
             return "does not match its record (replaced, or left half-written)"
+        self.validated_sha = digest
         self.same_by_contents = False
         if old_files != self.key["files"]:
             if not self._same_contents(old_files, stored.get("contents")):
@@ -131,8 +133,9 @@ class Cache:
         read-only cache folder keeps the old record (the next check hashes again)."""
         try:
             stored = json.loads(self.key_path.read_text())
-            write_text_atomic(self.key_path, json.dumps(dict(stored, files=self.key["files"])))
-        except OSError:
+            if stored.get("sha256") == self.validated_sha:  # not a record another process just rewrote
+                write_text_atomic(self.key_path, json.dumps(dict(stored, files=self.key["files"])))
+        except (OSError, ValueError):
             pass
 
     def valid(self, quiet: bool = False) -> bool:
@@ -160,8 +163,13 @@ class Cache:
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         try:
             writer(tmp)
+            record = dict(self.key, sha256=sha256_of(tmp), what=self.what)
             contents = {g: [sha256_of(Path(e[0])) for e in group] for g, group in self.key["files"].items()}
-            record = dict(self.key, sha256=sha256_of(tmp), what=self.what, contents=contents)
+            # Digests only of files unchanged since the key was read: a file rewritten during the build
+            # leaves a record whose times mismatch and that no digest can vouch for (rebuilt next time).
+            if {g: file_entries([Path(e[0]) for e in group]) for g, group in self.key["files"].items()} == \
+                    self.key["files"]:
+                record["contents"] = contents
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -408,3 +408,29 @@ def test_domain_classifier_survives_a_copied_data_set(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "reusing" in out and "only file times changed" in out and "rebuilding" not in out
     assert (run / CLASSIFIER_FILE).read_bytes() == weights
+
+
+def test_a_file_rewritten_during_the_build_is_not_vouched_for(tmp_path):
+    """Digests are recorded only for files unchanged since the key was read; a record another process
+    rewrote between the check and the refresh of times is left alone."""
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"old")
+    cache = Cache(tmp_path / "c.json", "thing", {"images": [f]}, {}, log=lambda _: None)
+
+    def build(tmp):
+        f.write_bytes(b"new")  # rewritten while the cache is built from it
+        os.utime(f, ns=(10**18, 10**18))
+        tmp.write_text("{}")
+    cache.write(build)
+    assert "contents" not in json.loads((tmp_path / "c.json.key.json").read_text())
+    assert not Cache(tmp_path / "c.json", "thing", {"images": [f]}, {}, log=lambda _: None).valid()
+
+    Cache(tmp_path / "c.json", "thing", {"images": [f]}, {}).write(lambda tmp: tmp.write_text("{}"))
+    os.utime(f, ns=(2 * 10**18, 2 * 10**18))
+    racing = Cache(tmp_path / "c.json", "thing", {"images": [f]}, {}, log=lambda _: None)
+    assert racing.stale_reason() is None and racing.same_by_contents
+    key = tmp_path / "c.json.key.json"
+    other = dict(json.loads(key.read_text()), sha256="0" * 64)  # another process's rebuild landed
+    key.write_text(json.dumps(other))
+    racing._refresh_times()
+    assert json.loads(key.read_text()) == other

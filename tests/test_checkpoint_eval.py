@@ -4,13 +4,14 @@ at that step, so the best step and the final one are scored through the same inf
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_sample, run_train, tiny_overrides
+from conftest import run_sample, run_train, tiny_overrides, write_aligned
 from kill_campaign import method_setup
 from trainers.snapshot import export_checkpoint, steps
 
@@ -75,7 +76,11 @@ def test_evaluate_checkpoint_scores_like_the_final_export(pix2pix_run, tmp_path)
     got = json.loads((tmp_path / "step8" / "metrics.json").read_text())
     ref = json.loads((tmp_path / "final" / "metrics.json").read_text())
     assert got == ref
-    assert (tmp_path / "step8" / "export" / "pipeline.json").is_file()  # the scored export, kept beside
+    assert not (tmp_path / "step8" / "export").exists()  # scored from a temporary folder
+    kept = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "8", "--keep-export",
+                      "--output", tmp_path / "kept")
+    assert kept.returncode == 0, kept.stderr
+    assert_same_export(tmp_path / "kept" / "export", pix2pix_run / "export")  # kept, to sample it
 
 
 def test_evaluate_every_kept_checkpoint(pix2pix_run, tmp_path):
@@ -96,7 +101,6 @@ def test_evaluate_every_kept_checkpoint(pix2pix_run, tmp_path):
 def test_default_output_of_a_checkpoint_is_named_by_its_step(tmp_path):
     run = tmp_path / "run"
     write = tmp_path / "data"
-    from conftest import write_aligned
     write_aligned(write / "train", 4, seed=0)
     write_aligned(write / "val", 2, seed=1)
     run_train(*tiny_overrides(run, write, **{"train.max_steps": 4, "train.ckpt_every": 2}))
@@ -114,3 +118,73 @@ def test_a_step_that_is_not_kept_is_named(pix2pix_run, tmp_path, value, words):
     for w in words:
         assert w in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_keep_export_never_replaces_the_runs_own_export(pix2pix_run, tmp_path):
+    shutil.copytree(pix2pix_run / "export", tmp_path / "before")
+    proc = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "6", "--keep-export",
+                      "--output", pix2pix_run, "--overwrite")
+    assert proc.returncode == 2 and "would replace the run's own export" in proc.stderr
+    assert_same_export(pix2pix_run / "export", tmp_path / "before")
+    assert not (pix2pix_run / "metrics.json").exists()
+    (tmp_path / "o" / "export").mkdir(parents=True)  # an export already there: only with --overwrite
+    proc = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "6", "--keep-export",
+                      "--output", tmp_path / "o")
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def test_save_outputs_of_checkpoints_beside_a_final_evaluation(pix2pix_run, tmp_path):
+    final = run_sample("evaluate", pix2pix_run, "--split", "val", "--save-outputs",
+                       "--output", tmp_path / "f")
+    assert final.returncode == 0, final.stderr
+    (tmp_path / "all" / "step_00000008" / "outputs").mkdir(parents=True)
+    (tmp_path / "all" / "step_00000008" / "outputs" / "x.png").write_bytes(b"")  # a folder in use
+    proc = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "all", "--save-outputs",
+                      "--output", tmp_path / "all")
+    assert proc.returncode == 2 and "already holds files" in proc.stderr
+    assert not (tmp_path / "all" / "step_00000006").exists()  # refused before step 6 was scored
+    (tmp_path / "all" / "step_00000008" / "outputs" / "x.png").unlink()
+    proc = run_sample("evaluate", pix2pix_run, "--split", "val", "--checkpoint", "8", "--save-outputs",
+                      "--output", tmp_path / "s8")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "s8" / "outputs").iterdir()) == sorted(
+        p.name for p in (tmp_path / "f" / "outputs").iterdir())
+
+
+def test_moved_data_gone_init_source_and_a_gpu_precision(tmp_path):
+    """A checkpoint is exported where plain evaluate works: data moved (given as data.root=...), the
+    model.init_from source deleted (the checkpoint holds every weight), an fp16 (GPU) config on a CPU."""
+    data, source = tmp_path / "data", tmp_path / "source"
+    write_aligned(data / "train", 4, seed=0)
+    write_aligned(data / "val", 2, seed=1)
+    run_train(*tiny_overrides(source, data, **{"train.max_steps": 2, "train.ckpt_every": 2}))
+    run = tmp_path / "run"
+    run_train(*tiny_overrides(run, data, **{"train.max_steps": 4, "train.ckpt_every": 2,
+                                            "model.init_from": source, "train.deterministic": "true"}))
+    shutil.rmtree(source)
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("mixed_precision: fp32", "mixed_precision: fp16"))
+    assert "mixed_precision: fp16" in cfg.read_text()
+    torch.use_deterministic_algorithms(False)  # as a plain evaluate runs; the run's config says true
+    rng, det = torch.get_rng_state(), torch.are_deterministic_algorithms_enabled()
+    lines = []
+    export_checkpoint(run, 4, tmp_path / "snap" / "export", [f"data.root={moved}"], say=lines.append)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.are_deterministic_algorithms_enabled() == det
+    assert "is gone" in lines[0]
+    assert_same_export(tmp_path / "snap" / "export", run / "export")
+    proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "2", f"data.root={moved}")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_flags_a_checkpoint_does_not_read_are_refused_without_a_final_export(tmp_path):
+    data = tmp_path / "data"
+    write_aligned(data / "train", 4, seed=0)
+    write_aligned(data / "val", 2, seed=1)
+    run = tmp_path / "run"
+    run_train(*tiny_overrides(run, data, **{"train.max_steps": 4, "train.ckpt_every": 2}))
+    shutil.rmtree(run / "export")  # a run killed before its export
+    proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "4", "--steps", "7")
+    assert proc.returncode == 2 and "does not read --steps" in proc.stderr
+    assert run_sample("evaluate", run, "--split", "val", "--checkpoint", "4").returncode == 0
