@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from gen import config  # noqa: E402
 from trainers import TRAINERS, checkpoint  # noqa: E402
+from gen.pipelines.base import export_differences  # noqa: E402
 from trainers.snapshot import export_checkpoint  # noqa: E402
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets.
@@ -134,7 +135,6 @@ def cases(data: Path, size: int, width: int) -> dict[str, list[str]]:
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
     ckpt = checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0]
     return {
         f"{p.stem}.{k}": v
@@ -209,7 +209,7 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     row["sample_cli_bf16"]["mean_abs_diff_8bit"] = mean_png_difference(fp32_out, bf16_out)
     # the last checkpoint's export (sample.py evaluate --checkpoint, rebuilt on the CPU) is the export
     snapshot = export_checkpoint(run_dir, steps, work / f"snapshot-{case}-{precision}" / "export")
-    row["checkpoint_export_equal"] = same_export(snapshot, run_dir / "export")
+    row["checkpoint_export_equal"] = not export_differences(snapshot, run_dir / "export")
     shutil.rmtree(checkpoint.checkpoint_dirs(run_dir / "checkpoints")[0])  # back to the half-way checkpoint
     t = time.perf_counter()
     again = TRAINERS[cfg.method](cfg)
@@ -220,20 +220,6 @@ def check_one(case: str, overrides: list[str], precision: str, steps: int, work:
     row["resume_max_abs_diff"] = max(float((uninterrupted[k].float() - resumed[k].float()).abs().max())
                                      for k in uninterrupted)
     return row
-
-
-def same_export(a: Path, b: Path) -> bool:
-    """Two export folders hold the same files, and their safetensors the same tensors bit for bit."""
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    if files != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
-        return False
-    for rel in files:
-        if rel.suffix != ".safetensors":
-            continue
-        x, y = load_file(str(a / rel)), load_file(str(b / rel))
-        if x.keys() != y.keys() or not all(torch.equal(x[k], y[k]) for k in x):
-            return False
-    return True
 
 
 def budget_fit(overrides: list[str], work: Path, device: str, minutes: float = 0.1) -> dict:

@@ -191,11 +191,14 @@ def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
     _compare(final_weights(workdir / "run"), final_weights(workdir / "ref"), method)
     # The checkpoint written before the end by a run killed again and again exports (sample.py
     # evaluate --checkpoint) what the uninterrupted run's does.
+    from gen.pipelines.base import export_differences
     from trainers.snapshot import export_checkpoint
     step = max_steps - 2
     snapshots = [export_checkpoint(workdir / r, step, workdir / f"snapshot_{r}" / "export")
                  for r in ("run", "ref")]
-    _compare(*(export_weights(s) for s in snapshots), f"{method} (export of checkpoint {step})")
+    differences = export_differences(*snapshots)
+    if differences:
+        raise AssertionError(f"{method} (export of checkpoint {step}): {differences}")
     export = workdir / "run" / "export"
     return {
         "method": method,
@@ -205,11 +208,6 @@ def run_campaign(method: str, kills: int, workdir: Path, seed: int = 0) -> dict:
         "checkpoint_export_identical": True,
         "log": log,
     }
-
-
-def export_weights(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """{safetensors file under an export folder: its tensors}."""
-    return {str(f.relative_to(folder)): load_file(str(f)) for f in sorted(folder.rglob("*.safetensors"))}
 
 
 def _compare(got: dict, ref: dict, method: str) -> None:

@@ -83,6 +83,17 @@ def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def networks_of(pipe) -> list[torch.nn.Module]:
+    """The networks a loaded pipeline holds (CycleGAN's: both directions')."""
+    nets = []
+    for value in vars(pipe).values():
+        if isinstance(value, torch.nn.Module):
+            nets.append(value)
+        elif hasattr(value, "__dict__") and type(value).__module__.startswith("gen.pipelines"):
+            nets += networks_of(value)
+    return nets
+
+
 METHODS = ["pix2pix", "cyclegan", "colorization", "segmentation", "ddpm_conditional", "ddpm"]
 
 
@@ -94,6 +105,10 @@ def test_validation_evaluate_compare_and_folder_agree(method, precision, tmp_pat
     assert trainer.cfg.train.mixed_precision == precision
     trainer.fit()
     run = tmp_path / "run"
+    # A loaded export's tensors in memory of their own, 64-byte aligned as the trainer's: kernels whose
+    # summation order follows alignment (oneDNN on AMD EPYC) then compute what validation computed.
+    nets = networks_of(pipelines.load(run))
+    assert nets and all(t.data_ptr() % 64 == 0 for n in nets for t in [*n.parameters(), *n.buffers()])
     logged = trainer.validate(cfg.train.max_steps)  # what validation logs, for the final weights
     data = eval_data(cfg, split)
     if method == "ddpm":  # sample.py --num 4 in batches of 1 and 3, evaluate's samples, the grid

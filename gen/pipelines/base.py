@@ -14,6 +14,7 @@ once, for every caller (training's validation, sample.py, evaluate, compare, the
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from pathlib import Path
 from typing import Iterator, Optional
@@ -84,7 +85,20 @@ def read_export(path: Path, subfolder: str, classes: dict, default: str = "UNet"
     if cls_name not in classes:
         raise ValueError(f"{path / PIPELINE_FILE}: unknown {CLASS_KEY} {cls_name!r}; "
                          f"known: {sorted(classes)}")
-    return meta, classes[cls_name].from_pretrained(local_folder(path / subfolder))
+    return meta, load_network(classes[cls_name], local_folder(path / subfolder))
+
+
+def load_network(cls, folder: Path) -> torch.nn.Module:
+    """cls.from_pretrained(folder) with each parameter and buffer in memory of its own. diffusers leaves
+    the tensors where safetensors mapped them, at the file's offsets (not 64-byte aligned), and oneDNN's
+    CPU kernels sum in an order that depends on alignment on some CPUs (seen on AMD EPYC): a loaded
+    export then differs from the network it was saved from by ~1e-7, and validation and evaluate
+    disagree. A fresh allocation is aligned, and the export's files are no longer held open."""
+    net = cls.from_pretrained(folder)
+    with torch.no_grad():
+        for t in itertools.chain(net.parameters(), net.buffers()):
+            t.data = t.data.clone()
+    return net
 
 
 def local_folder(folder: Path, config: str = "config.json") -> Path:
@@ -94,6 +108,34 @@ def local_folder(folder: Path, config: str = "config.json") -> Path:
         raise FileNotFoundError(f"{folder / config} not found: the export is incomplete (re-export the "
                                 "run, or convert the checkpoint again)")
     return folder
+
+
+def export_differences(got: str | Path, ref: str | Path) -> list[str]:
+    """What differs between two export folders, empty when they are the same: the file lists, each
+    safetensors file's keys and tensors bit for bit (dtype included), JSON files by value (key order
+    ignored), other files byte for byte. Used wherever an export must equal another (checkpoint
+    exports, kill/resume, the GPU check)."""
+    from safetensors.torch import load_file
+
+    got, ref = Path(got), Path(ref)
+    files = [sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) for d in (got, ref)]
+    if files[0] != files[1]:
+        return [f"files: {sorted(set(files[0]) ^ set(files[1]))} in only one of {got}, {ref}"]
+    out = []
+    for rel in files[1]:
+        a, b = got / rel, ref / rel
+        if a.suffix == ".safetensors":
+            x, y = load_file(str(a)), load_file(str(b))
+            if x.keys() != y.keys():
+                out.append(f"{rel}: keys {sorted(set(x) ^ set(y))} in only one")
+            out += [f"{rel}: {k} differs" for k in sorted(y) if k in x
+                    and (x[k].dtype != y[k].dtype or x[k].shape != y[k].shape or not torch.equal(x[k], y[k]))]
+        elif a.suffix == ".json":
+            if json.loads(a.read_text()) != json.loads(b.read_text()):
+                out.append(f"{rel}: contents differ")
+        elif a.read_bytes() != b.read_bytes():
+            out.append(f"{rel}: bytes differ")
+    return out
 
 
 def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:

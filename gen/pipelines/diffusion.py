@@ -23,7 +23,7 @@ from ..data.transforms import from_pil
 from ..models.layers import pad_to_multiple
 from ..models.unet import UNet
 from ..seeding import generators
-from .base import (check_precision, inference_precision, local_folder, read_meta,
+from .base import (check_precision, inference_precision, load_network, local_folder, read_meta,
                    require_finite, write_meta)
 from ..losses.edm import TIME_SCALE
 from .edm import EDM_SCHEDULERS, heun_step, is_edm_config, make_edm_scheduler
@@ -284,7 +284,7 @@ class DiffusionSamplingPipeline(DiffusionPipeline):
         folder = local_folder(path / "scheduler", "scheduler_config.json")
         edm = meta.get("formulation", "ddpm") == "edm"
         scheduler = (EDMEulerScheduler if edm else DDPMScheduler).from_pretrained(folder)
-        pipe = cls(UNet.from_pretrained(local_folder(path / "unet")), scheduler)
+        pipe = cls(load_network(UNet, local_folder(path / "unet")), scheduler)
         pipe.sample_size, pipe.method = meta.get("sample_size", 32), meta.get("method", "ddpm")
         pipe.label_input = meta.get("label_input")
         pipe.seed, pipe.max_16bit = meta.get("seed", 0), meta.get("max_16bit")
