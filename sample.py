@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -157,14 +158,19 @@ def evaluate(args) -> int:
             rebuild = [] if args.data else args.overrides  # --data's overrides are for that config
             for step, out in targets:
                 where = out / "export" if scratch is None else scratch / f"step_{step}" / "export"
+                made = [p for p in (where, *where.parents) if not p.exists()]  # by this command
                 exports[step] = export_checkpoint(run_dir, step, where, rebuild)
                 print(f"checkpoint step {step}: exported" + (f" to {where}" if scratch is None else ""))
+                if len(exports) == 1:  # every checkpoint exports the same kind: refuse before the rest
+                    try:
+                        kind = refuse_unread_eval_flags(args, run_dir, exports[step])
+                    except ValueError:
+                        if scratch is None and made:  # --keep-export: no refused command's export stays
+                            shutil.rmtree(made[-1])
+                        raise
         export = next(iter(exports.values()), None) or find_export(run_dir)
-        kind = read_meta(export).get("kind") if export else None
-        unread = sorted(args.given - EVAL_READS.get(kind, set()))
-        if unread and kind is not None:
-            flags = ", ".join("--" + k.replace("_", "-") for k in unread)
-            raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
+        if not targets:
+            kind = refuse_unread_eval_flags(args, run_dir, export)
         if kind == "diffusion":
             args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler, run_dir)
         data = eval_data(cfg, args.split)
@@ -182,6 +188,19 @@ def evaluate(args) -> int:
     if len(rows) > 1:
         print(checkpoint_table(rows))
     return 0
+
+
+def refuse_unread_eval_flags(args, run_dir: Path, export: "Path | None") -> "str | None":
+    """The kind of `export` (None without one); a ValueError naming the given flags evaluate does not
+    read for that kind."""
+    from gen.pipelines import read_meta
+
+    kind = read_meta(export).get("kind") if export else None
+    unread = sorted(args.given - EVAL_READS.get(kind, set()))
+    if unread and kind is not None:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unread)
+        raise ValueError(f"{run_dir} holds a {kind} export: evaluate does not read {flags} for it")
+    return kind
 
 
 def refuse_export_over(path: Path, run_dir: Path, overwrite: bool) -> None:

@@ -20,15 +20,22 @@ train() { local name=$1 steps=$2; shift 2; [ -f $R/$name/export/pipeline.json ] 
   train.max_steps=$steps run.dir=$R/$name > $R/$name.log 2>&1; echo "$(date +%T) $name rc=$?"; }
 AUG="train.diffaugment=color,translation,cutout"
 CYC=configs/cyclegan/horse2zebra.yaml; CUT=configs/cut/horse2zebra.yaml; FAST=configs/cut/horse2zebra_fastcut.yaml
+# RECIPES (default all six; NO_AUG=1 drops the DiffAugment ones) and BEST, e.g. BEST="cut_ema
+# configs/cut/horse2zebra.yaml": that recipe again with train.ema_decay=0.999, at CUT_STEPS
+ALL="cyclegan cut fastcut"; [ -n "$NO_AUG" ] || ALL="$ALL cyclegan_aug cut_aug fastcut_aug"
 for s in ${SEEDS:-0 1}; do
-  train cyclegan_s$s ${CYC_STEPS:-600} $CYC run.seed=$s
-  train cut_s$s ${CUT_STEPS:-1458} $CUT run.seed=$s
-  train fastcut_s$s ${FAST_STEPS:-1811} $FAST run.seed=$s
-  [ -n "$NO_AUG" ] && continue
-  train cyclegan_aug_s$s ${CYC_AUG_STEPS:-593} $CYC run.seed=$s $AUG
-  train cut_aug_s$s ${CUT_AUG_STEPS:-1433} $CUT run.seed=$s $AUG
-  train fastcut_aug_s$s ${FAST_AUG_STEPS:-1783} $FAST run.seed=$s $AUG
-  if [ -n "$BEST" ]; then  # e.g. BEST="cut_ema configs/cut/horse2zebra.yaml": the best recipe with the EMA
+  for recipe in ${RECIPES:-$ALL}; do
+    case $recipe in
+      cyclegan) train cyclegan_s$s ${CYC_STEPS:-600} $CYC run.seed=$s ;;
+      cut) train cut_s$s ${CUT_STEPS:-1458} $CUT run.seed=$s ;;
+      fastcut) train fastcut_s$s ${FAST_STEPS:-1811} $FAST run.seed=$s ;;
+      cyclegan_aug) train cyclegan_aug_s$s ${CYC_AUG_STEPS:-593} $CYC run.seed=$s $AUG ;;
+      cut_aug) train cut_aug_s$s ${CUT_AUG_STEPS:-1433} $CUT run.seed=$s $AUG ;;
+      fastcut_aug) train fastcut_aug_s$s ${FAST_AUG_STEPS:-1783} $FAST run.seed=$s $AUG ;;
+      *) echo "unknown recipe $recipe (cyclegan cut fastcut cyclegan_aug cut_aug fastcut_aug)"; exit 2 ;;
+    esac
+  done
+  if [ -n "$BEST" ]; then
     set -- $BEST; train ${1}_s$s ${CUT_STEPS:-1458} $2 run.seed=$s train.ema_decay=0.999
   fi
 done
