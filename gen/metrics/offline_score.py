@@ -15,6 +15,7 @@ InceptionDistances).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -196,14 +197,16 @@ def accuracy(net: CifarNet, split: CifarImages, batch: int = 256) -> float:
 
 
 def _load(path: Path, device) -> tuple[CifarNet, dict]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """(classifier, record with `sha256`) from one read of `path`: the digest names the bytes the
+    weights came from, even if another process replaces the cache file meanwhile."""
+    from safetensors.torch import load
 
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["classifier"])
+    data = path.read_bytes()
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])  # the safetensors layout
+    meta = json.loads(header["__metadata__"]["classifier"])
     net = CifarNet(meta["width"], len(meta["classes"]))
-    net.load_state_dict(load_file(str(path)))
-    return net.eval().to(device or "cpu"), meta
+    net.load_state_dict(load(data))
+    return net.eval().to(device or "cpu"), dict(meta, sha256=hashlib.sha256(data).hexdigest())
 
 
 def _cpu_name() -> str:
@@ -234,11 +237,11 @@ def cifar_classifier(root: Path, settings: CifarNetSettings = CifarNetSettings()
         if reason:
             raise FileNotFoundError(f"no CIFAR-10 folder at {root} to train the classifier on, and {reason}")
         log(f"CIFAR-10 classifier: reusing {path}; its training files ({root}) are not here to re-check")
-        return _with_digest(*_load(path, device), path)
+        return _load(path, device)
     classes, files = cifar10_files(root)
     cache = Cache(path, "CIFAR-10 classifier", files, key, log=log)
     if cache.valid():
-        return _with_digest(*_load(path, device), path)
+        return _load(path, device)
     log(f"CIFAR-10 classifier: training on the {len(files['train'])} images of {root / 'train'} "
         f"(once; cached in {path})")
     train, test = load_split(root / "train", classes), load_split(root / "test", classes)
@@ -249,16 +252,12 @@ def cifar_classifier(root: Path, settings: CifarNetSettings = CifarNetSettings()
             "test_images": len(test.labels), "train_images": len(train.labels),
             "train_seconds": round(seconds, 1), "cpu": _cpu_name(), "threads": torch.get_num_threads(),
             "device": str(device or "cpu")}
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     weights = {k: v.cpu().contiguous() for k, v in net.state_dict().items()}
-    cache.write(lambda tmp: save_file(weights, str(tmp), metadata={"classifier": json.dumps(meta)}))
-    return _with_digest(net, meta, path)
-
-
-def _with_digest(net: CifarNet, record: dict, path: Path) -> tuple[CifarNet, dict]:
-    """The record plus `sha256`, the classifier file's: FD_cifarnet figures compare only under one."""
-    return net, dict(record, sha256=sha256_of(path))
+    blob = save(weights, metadata={"classifier": json.dumps(meta)})
+    cache.write(lambda tmp: Path(tmp).write_bytes(blob))
+    return net, dict(meta, sha256=hashlib.sha256(blob).hexdigest())  # FD_cifarnet compares under one
 
 
 def _unchecked_reason(path: Path, key: dict) -> str:
