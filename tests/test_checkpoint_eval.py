@@ -165,8 +165,8 @@ def test_flags_a_checkpoint_does_not_read_are_refused_without_a_final_export(tmp
     proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "4", "--steps", "7")
     assert proc.returncode == 2 and "does not read --steps" in proc.stderr
     # with every checkpoint: refused after the first export, and --keep-export leaves none behind
-    proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "all", "--steps", "7", "--keep-export",
-                      "--output", tmp_path / "all")
+    proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "all", "--steps", "7",
+                      "--keep-export", "--output", tmp_path / "all")
     assert proc.returncode == 2 and "does not read --steps" in proc.stderr
     assert proc.stdout.count("exported") == 1 and not (tmp_path / "all").exists()
     assert run_sample("evaluate", run, "--split", "val", "--checkpoint", "4").returncode == 0
