@@ -6,7 +6,7 @@
 # the validation split (100 pairs): L1 / PSNR / SSIM of one DDIM-50 sample per label map against its
 # photo (EDM: Heun-25). One run after another on THREADS threads (default 1); two queues with other
 # SEEDS may share one RUNS_DIR.
-#   RECIPES: names among paper, v (the config's v-prediction), vzsnr (v + zero terminal SNR + min-SNR-5),
+#   RECIPES: names among paper, v (v-prediction alone), vzsnr (v + zero terminal SNR + min-SNR-5: the config's),
 #   minsnr, cosine, edm; default "paper vzsnr".
 # Usage: SEEDS="0 1" RECIPES="paper vzsnr" bash bench/ddpm_facades_recipes.sh [RUNS_DIR]
 cd "$(dirname "$0")/.."
@@ -17,13 +17,15 @@ STEPS=${STEPS:-500}
 mkdir -p "$R"
 C="train.max_steps=$STEPS train.warmup_steps=100 train.validate_every=100000 train.ckpt_every=250 \
   train.mixed_precision=fp32 log.wandb=disabled"
+# Every recipe names all of its schedule keys: the config's own (v + zero terminal SNR + min-SNR-5) are reset
+P="ddpm.zero_terminal_snr=false ddpm.snr_gamma=null"
 declare -A O=(
-  [paper]="ddpm.prediction_type=epsilon"
-  [v]="ddpm.prediction_type=v_prediction"
-  [minsnr]="ddpm.prediction_type=epsilon ddpm.snr_gamma=5"
+  [paper]="ddpm.prediction_type=epsilon $P"
+  [v]="ddpm.prediction_type=v_prediction $P"
+  [minsnr]="ddpm.prediction_type=epsilon ddpm.zero_terminal_snr=false ddpm.snr_gamma=5"
   [vzsnr]="ddpm.prediction_type=v_prediction ddpm.zero_terminal_snr=true ddpm.snr_gamma=5"
-  [cosine]="ddpm.prediction_type=epsilon ddpm.beta_schedule=squaredcos_cap_v2"
-  [edm]="ddpm.formulation=edm ddpm.prediction_type=epsilon ddpm.sample_scheduler=heun"
+  [cosine]="ddpm.prediction_type=epsilon $P ddpm.beta_schedule=squaredcos_cap_v2"
+  [edm]="ddpm.formulation=edm ddpm.prediction_type=epsilon $P ddpm.sample_scheduler=heun"
 )
 for s in ${SEEDS:-0 1}; do
   for recipe in ${RECIPES:-paper vzsnr}; do

@@ -4,7 +4,7 @@ RUN/eval_<sampler>/grid.png: real | sample rows); --conditional (bench/ddpm_faca
 RUN/eval_val/grid.png: condition | sample | target rows): the condition first and the target last.
 
     python bench/ddpm_recipe_grid.py runs/ddpm_recipes --seed 0 --output reports/ddpm_recipes_s0.png
-    python bench/ddpm_recipe_grid.py runs/ddpm_facades_recipes --seed 1 --conditional --tile 64 \
+    python bench/ddpm_recipe_grid.py runs/ddpm_facades_recipes --seed 1 --conditional --tile 48 \
         --output reports/ddpm_facades_recipes_s1.png
 """
 from __future__ import annotations

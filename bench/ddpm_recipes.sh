@@ -2,9 +2,10 @@
 # Issue 26's DDPM table: unconditional ddpm_small (2.2M) on the CIFAR-10 subset (5,000 train PNGs),
 # the same number of steps per run (STEPS, default 500; every recipe trains the same U-Net at the same
 # batch, so equal steps are equal CPU-minutes: s/step is in each log), 2 seeds each, warm-up 100 steps:
-#   paper      Ho et al.: epsilon, linear betas, uniform loss weighting
+#   paper      Ho et al.: epsilon, linear betas, uniform loss weighting (configs/ddpm/cifar10_paper.yaml)
 #   minsnr     + min-SNR-5 weighting (Hang et al. 2023)
 #   vzsnr      v-prediction, zero terminal SNR, trailing timesteps (Lin et al. 2024), + min-SNR-5
+#              (configs/ddpm/cifar10.yaml's recipe since this bench)
 #   cosine     the cosine schedule (Nichol & Dhariwal 2021; diffusers' squaredcos_cap_v2)
 #   edm        Karras et al. 2022 (configs/ddpm/cifar10_edm.yaml)
 # Scored by sample.py evaluate on the first IMAGES (default 500) test images: FD_cifarnet / KID_cifarnet
@@ -30,7 +31,7 @@ score() { local run=$1 sched=$2 steps=$3
 both() { local name=$1; shift; run $name "$@"
   if [[ $name == edm_* ]]; then score $R/$name heun 25; score $R/$name dpm 20
   else score $R/$name ddim 50; score $R/$name dpm 20; fi; }
-D=configs/ddpm/cifar10.yaml
+D=configs/ddpm/cifar10_paper.yaml  # the recipes are changes to Ho et al.'s
 for s in ${SEEDS:-0 1}; do
   both paper_s$s $D run.seed=$s
   both minsnr_s$s $D run.seed=$s ddpm.snr_gamma=5

@@ -273,7 +273,7 @@ def ddpm_cifar10_bench(device: str, batch: int, precisions: list[str], steps: in
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
     for precision in precisions:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = config.load(ROOT / "configs/ddpm/cifar10.yaml", [
+            cfg = config.load(ROOT / "configs/ddpm/cifar10_paper.yaml", [
                 f"run.dir={tmp}", "log.wandb=disabled", f"train.batch_size={batch}", f"train.device={device}",
                 f"train.mixed_precision={precision}", "data.root=/nonexistent", f"model.generator={model}",
                 "train.deterministic=false"])
