@@ -756,6 +756,11 @@ ARCHITECTURE_KEYS = (
     "cut.head_width",
 )
 NOT_ARCHITECTURE = ("model.init_from", "model.init_gain", "model.init_type")
+# What a trained network's output means (a DDPM's target and noise schedule, EDM's sigma_data): a run
+# resumed with another value would train one network toward two targets, and its export would say
+# only the last.
+OBJECTIVE_KEYS = ("ddpm.prediction_type", "ddpm.zero_terminal_snr", "ddpm.beta_schedule", "ddpm.beta_start",
+                  "ddpm.beta_end", "ddpm.num_train_timesteps", "ddpm.edm_sigma_data")
 SCHEDULE_KEYS = ("train.max_steps", "train.lr", "train.lr_decay_start", "train.warmup_steps")
 
 
@@ -770,6 +775,11 @@ def differences(old: ExperimentConfig, new: ExperimentConfig) -> dict[str, tuple
     """{key: (old value, new value)} for every key whose value differs."""
     a, b = flatten(old), flatten(new)
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def override_value(value: Any) -> str:
+    """`value` as a key=value override spells it (null, true/false, numbers and strings as they are)."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def is_architecture_key(key: str) -> bool:

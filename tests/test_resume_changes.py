@@ -182,3 +182,23 @@ def test_schedules_rebuilt_at_a_step_continue_as_the_stepped_ones():
             fresh_opt.step()
             rebuilt.step()
         assert lrs == [lr * factor(step) for step in range(5, 12)]
+
+
+def test_another_ddpm_objective_is_refused_naming_the_keys(tmp_path):
+    """A run trained toward epsilon is not continued toward v (e.g. a shipped config whose default recipe
+    changed): the refusal names the keys and the values that continue it; a loss weighting may change."""
+    from test_ddpm import ddpm_overrides, write_toy
+    root = write_toy(tmp_path / "d" / "train", 8).parent
+    base = {"train.max_steps": 2, "ddpm.num_samples": 1, "ddpm.sample_steps": 2}
+    run_train(*ddpm_overrides(tmp_path / "run", root, **base))
+    changed = {**base, "train.max_steps": 3, "ddpm.prediction_type": "v_prediction",
+               "ddpm.zero_terminal_snr": "true"}
+    proc = run_train(*ddpm_overrides(tmp_path / "run", root, **changed), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert "ddpm.prediction_type: 'epsilon' -> 'v_prediction'" in proc.stderr and "new run.dir" in proc.stderr
+    assert "ddpm.prediction_type=epsilon ddpm.zero_terminal_snr=false" in proc.stderr
+    assert checkpoint.checkpoint_dirs(tmp_path / "run" / "checkpoints")[0].name == "step_00000002"
+    proc = run_train(*ddpm_overrides(tmp_path / "run", root, **{**base, "train.max_steps": 3,
+                                                                 "ddpm.snr_gamma": 5}), check=False)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "resume: ddpm.snr_gamma changed None -> 5.0" in proc.stdout

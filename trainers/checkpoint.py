@@ -250,6 +250,15 @@ def check_resume_config(cfg: ExperimentConfig, run_dir: Path, loaded: Loaded,
                     f"its checkpoint {loaded.path} cannot be loaded into them. Use a new run.dir for the "
                     f"new architecture, or continue this run with {keep}"
                 )
+            objective = {k: v for k, v in changes.items() if k in config_lib.OBJECTIVE_KEYS}
+            if objective:
+                described = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in objective.items())
+                keep = " ".join(f"{k}={config_lib.override_value(a)}" for k, (a, b) in objective.items())
+                raise ValueError(
+                    f"run.dir {run_dir} holds a run trained toward another target ({described}); "
+                    f"continuing it would mix two objectives in one network. Use a new run.dir, or "
+                    f"continue this run with {keep}"
+                )
     if cfg.train.max_steps < loaded.step:
         raise ValueError(
             f"config key train.max_steps={cfg.train.max_steps} is below the step of the checkpoint in "
