@@ -390,13 +390,18 @@ def check_formulation(d: DDPMConfig) -> None:
             raise ValueError(f"config key ddpm.sample_scheduler={d.sample_scheduler!r} samples EDM models; "
                              "with ddpm.formulation=ddpm choose ddpm, ddim or dpm")
         return
-    for key, why in NOT_EDM_KEYS.items():
-        if getattr(d, key) != getattr(default, key):
-            raise ValueError(f"config key ddpm.{key}={getattr(d, key)!r} does not apply with "
-                             f"ddpm.formulation=edm ({why}); leave it at its default")
+    # all at once: a DDPM config switched to EDM sets several (cifar10.yaml: four with its sampler)
+    said = [f"ddpm.{k}={getattr(d, k)!r} ({why})" for k, why in NOT_EDM_KEYS.items()
+            if getattr(d, k) != getattr(default, k)]
+    reset = [f"ddpm.{k}={override_value(getattr(default, k))}" for k in NOT_EDM_KEYS
+             if getattr(d, k) != getattr(default, k)]
     if d.sample_scheduler is not None and d.sample_scheduler not in EDM_SAMPLERS:
-        raise ValueError(f"config key ddpm.sample_scheduler={d.sample_scheduler!r} samples DDPM models; with "
-                         f"ddpm.formulation=edm choose one of {list(EDM_SAMPLERS)} (heun: Karras et al.'s)")
+        said.append(f"ddpm.sample_scheduler={d.sample_scheduler!r} (samples DDPM models; EDM's are "
+                    f"{list(EDM_SAMPLERS)}, heun Karras et al.'s)")
+        reset.append("ddpm.sample_scheduler=heun")
+    if said:
+        raise ValueError(f"config keys that do not apply with ddpm.formulation=edm: {'; '.join(said)}; "
+                         f"leave them at their defaults: {' '.join(reset)}")
     if d.edm_sigma_min >= d.edm_sigma_max:
         raise ValueError(f"config key ddpm.edm_sigma_min={d.edm_sigma_min} must be below "
                          f"ddpm.edm_sigma_max={d.edm_sigma_max}")
@@ -466,7 +471,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ValueError(
             "config key ddpm.zero_terminal_snr=true needs ddpm.prediction_type=v_prediction: at the last "
             "timestep the input is pure noise, so an epsilon target equals the input and says nothing of "
-            "the image (Lin et al. 2024)")
+            "the image (Lin et al. 2024). configs/ddpm/cifar10.yaml and facades_conditional.yaml set it: "
+            "for Ho et al.'s recipe add ddpm.zero_terminal_snr=false ddpm.snr_gamma=null, or use "
+            "configs/ddpm/cifar10_paper.yaml")
     if cfg.method == "ddpm" and cfg.ddpm.zero_terminal_snr and cfg.ddpm.timestep_spacing != "trailing":
         raise ValueError(
             f"config key ddpm.zero_terminal_snr=true needs ddpm.timestep_spacing=trailing (got "

@@ -311,3 +311,17 @@ def test_a_ddpm_export_samples_with_the_sampler_its_grids_used(tmp_path):
         "ddpm.sample_scheduler": "dpm", "train.max_steps": 1, "train.ckpt_every": 1}))
     DDPMTrainer(cfg).fit()
     assert pipelines.load(tmp_path / "run").default_scheduler == "dpm"
+
+
+@pytest.mark.parametrize("shipped", ["configs/ddpm/cifar10.yaml", "configs/ddpm/facades_conditional.yaml"])
+def test_a_shipped_ddpm_config_switched_to_edm_names_every_key_at_once(shipped):
+    """The CPU configs set four DDPM-only keys (v + zero terminal SNR + min-SNR-5, DDIM): one error
+    names them all with the overrides that reset them, and those overrides load."""
+    from conftest import ROOT
+    with pytest.raises(ValueError) as err:
+        config.load(ROOT / shipped, ["ddpm.formulation=edm"])
+    message = str(err.value)
+    reset = message.rsplit("their defaults: ", 1)[1].split()
+    assert sorted(k.split("=")[0] for k in reset) == ["ddpm.prediction_type", "ddpm.sample_scheduler",
+                                                       "ddpm.snr_gamma", "ddpm.zero_terminal_snr"]
+    assert config.load(ROOT / shipped, ["ddpm.formulation=edm", *reset]).ddpm.sampler == "heun"
