@@ -151,26 +151,26 @@ def evaluate(args) -> int:
             refuse_export_over(out / "export", run_dir, args.overwrite)
     with contextlib.ExitStack() as stack:
         exports = {}
+        # The kind decides which flags are read: from the run's own export when it has one (every
+        # checkpoint exports the same kind), else from the first checkpoint's, made in scratch and
+        # moved into place only once the flags pass, so a refused command replaces no export.
+        own = find_export(run_dir)
+        kind = refuse_unread_eval_flags(args, run_dir, own) if own is not None or not targets else None
         if targets:
             from trainers.snapshot import export_checkpoint
 
-            scratch = None if args.keep_export else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             rebuild = [] if args.data else args.overrides  # --data's overrides are for that config
             for step, out in targets:
-                where = out / "export" if scratch is None else scratch / f"step_{step}" / "export"
-                made = [p for p in (where, *where.parents) if not p.exists()]  # by this command
-                exports[step] = export_checkpoint(run_dir, step, where, rebuild)
-                print(f"checkpoint step {step}: exported" + (f" to {where}" if scratch is None else ""))
-                if len(exports) == 1:  # every checkpoint exports the same kind: refuse before the rest
-                    try:
-                        kind = refuse_unread_eval_flags(args, run_dir, exports[step])
-                    except ValueError:
-                        if scratch is None and made:  # --keep-export: no refused command's export stays
-                            shutil.rmtree(made[-1])
-                        raise
-        export = next(iter(exports.values()), None) or find_export(run_dir)
-        if not targets:
-            kind = refuse_unread_eval_flags(args, run_dir, export)
+                made = scratch / f"step_{step}" / "export"
+                exports[step] = export_checkpoint(run_dir, step, made, rebuild)
+                if kind is None:
+                    kind = refuse_unread_eval_flags(args, run_dir, exports[step])
+                if args.keep_export:
+                    exports[step] = replace_folder(made, out / "export")
+                print(f"checkpoint step {step}: exported"
+                      + (f" to {exports[step]}" if args.keep_export else ""))
+        export = next(iter(exports.values()), None) or own
         if kind == "diffusion":
             args.scheduler = diffusion_scheduler(read_meta(export), args.scheduler, run_dir)
         data = eval_data(cfg, args.split)
@@ -188,6 +188,18 @@ def evaluate(args) -> int:
     if len(rows) > 1:
         print(checkpoint_table(rows))
     return 0
+
+
+def replace_folder(source: Path, target: Path) -> Path:
+    """Move folder `source` to `target`, replacing a folder there (--overwrite was checked before);
+    the old one is removed only once the new one is in place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(target.name + ".replaced")
+    if target.exists():
+        target.rename(old)
+    shutil.move(str(source), str(target))
+    shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def refuse_unread_eval_flags(args, run_dir: Path, export: "Path | None") -> "str | None":

@@ -16,6 +16,10 @@ from gen.pipelines.base import export_differences
 from trainers.snapshot import export_checkpoint, steps
 
 
+def folder_bytes(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def assert_same_export(got: Path, ref: Path) -> None:
     assert export_differences(got, ref) == []
 
@@ -168,7 +172,16 @@ def test_flags_a_checkpoint_does_not_read_are_refused_without_a_final_export(tmp
     proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "all", "--steps", "7",
                       "--keep-export", "--output", tmp_path / "all")
     assert proc.returncode == 2 and "does not read --steps" in proc.stderr
-    assert proc.stdout.count("exported") == 1 and not (tmp_path / "all").exists()
+    assert "exported" not in proc.stdout and not (tmp_path / "all").exists()
+    # --keep-export --overwrite over a kept export: a refused command leaves that export as it was
+    kept = tmp_path / "kept"
+    assert run_sample("evaluate", run, "--split", "val", "--checkpoint", "2", "--keep-export",
+                      "--output", kept).returncode == 0
+    before = folder_bytes(kept / "export")
+    proc = run_sample("evaluate", run, "--split", "val", "--checkpoint", "4", "--steps", "7", "--keep-export",
+                      "--overwrite", "--output", kept)
+    assert proc.returncode == 2 and "does not read --steps" in proc.stderr
+    assert folder_bytes(kept / "export") == before
     assert run_sample("evaluate", run, "--split", "val", "--checkpoint", "4").returncode == 0
 
 
