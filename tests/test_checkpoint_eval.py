@@ -195,5 +195,13 @@ def test_export_differences_names_what_differs(tmp_path):
     assert export_differences(a, b) == []  # JSON compared by value, not key order
     save_file({"w": torch.ones(2, dtype=torch.bfloat16)}, str(b / "generator" / "model.safetensors"))
     assert export_differences(a, b) == ["generator/model.safetensors: w differs"]  # dtype counts
+    nan = torch.tensor([float("nan"), 0.0])
+    save_file({"w": nan}, str(a / "generator" / "model.safetensors"))
+    save_file({"w": nan.clone()}, str(b / "generator" / "model.safetensors"))
+    assert export_differences(a, b) == []  # bit for bit: the same NaN is the same
+    save_file({"w": torch.tensor([float("nan"), -0.0])}, str(b / "generator" / "model.safetensors"))
+    assert export_differences(a, b) == ["generator/model.safetensors: w differs"]  # -0.0 is not 0.0
+    save_file({"w": nan}, str(b / "generator" / "model.safetensors"), metadata={"format": "pt"})
+    assert export_differences(a, b) == ["generator/model.safetensors: metadata differs"]
     (b / "generator" / "model.safetensors").unlink()
     assert "generator/model.safetensors" in export_differences(a, b)[0]

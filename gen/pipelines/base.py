@@ -112,10 +112,15 @@ def local_folder(folder: Path, config: str = "config.json") -> Path:
 
 def export_differences(got: str | Path, ref: str | Path) -> list[str]:
     """What differs between two export folders, empty when they are the same: the file lists, each
-    safetensors file's keys and tensors bit for bit (dtype included), JSON files by value (key order
-    ignored), other files byte for byte. Used wherever an export must equal another (checkpoint
-    exports, kill/resume, the GPU check)."""
+    safetensors file's metadata and tensors bit for bit (dtype, shape and bytes: NaNs with the same bits
+    are equal, 0.0 and -0.0 are not), JSON files by value (key order ignored), other files byte for
+    byte. Used wherever an export must equal another (checkpoint exports, kill/resume, the GPU check)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
+
+    def same(s: torch.Tensor, t: torch.Tensor) -> bool:
+        raw = [u.contiguous().reshape(-1).view(torch.uint8) for u in (s, t)]
+        return s.dtype == t.dtype and s.shape == t.shape and torch.equal(*raw)
 
     got, ref = Path(got), Path(ref)
     files = [sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) for d in (got, ref)]
@@ -128,8 +133,10 @@ def export_differences(got: str | Path, ref: str | Path) -> list[str]:
             x, y = load_file(str(a)), load_file(str(b))
             if x.keys() != y.keys():
                 out.append(f"{rel}: keys {sorted(set(x) ^ set(y))} in only one")
-            out += [f"{rel}: {k} differs" for k in sorted(y) if k in x
-                    and (x[k].dtype != y[k].dtype or x[k].shape != y[k].shape or not torch.equal(x[k], y[k]))]
+            out += [f"{rel}: {k} differs" for k in sorted(y) if k in x and not same(x[k], y[k])]
+            with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+                if fa.metadata() != fb.metadata():
+                    out.append(f"{rel}: metadata differs")
         elif a.suffix == ".json":
             if json.loads(a.read_text()) != json.loads(b.read_text()):
                 out.append(f"{rel}: contents differ")
