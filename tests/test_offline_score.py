@@ -243,3 +243,23 @@ def test_real_classifier_on_cifar10_is_accurate_and_its_distances_order_real_and
     noise = torch.rand(1000, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     distances.add_fake("noise", noise)
     assert distances.report("test")["FD_cifarnet"] * 50 < distances.report("noise")["FD_cifarnet"]  # 0.14, 42
+
+
+def test_a_cached_classifier_is_read_once_and_a_broken_one_is_named(tmp_path):
+    """The weights, the reported digest and the validated file are one read; bytes that do not match
+    the validated digest (replaced meanwhile) or that are not a classifier are errors naming the file."""
+    import hashlib
+    root = write_cifar(tmp_path / "cifar")
+    net, record = cifar_classifier(root, TINY, tmp_path / "cache", log=lambda _: None)
+    path = tmp_path / "cache" / offline_score.CACHE_FILE
+    loaded, again = offline_score._load(path, None, record["sha256"])
+    assert again == record and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                                        loaded.state_dict().values()))
+    with pytest.raises(RuntimeError, match="changed while it was being read"):
+        offline_score._load(path, None, "0" * 64)
+    path.write_bytes(b"\x08" + b"\x00" * 7 + b"not json")  # its record rewritten to match: only the
+    key = path.with_name(path.name + ".key.json")          # contents are wrong
+    key.write_text(json.dumps(dict(json.loads(key.read_text()),
+                                   sha256=hashlib.sha256(path.read_bytes()).hexdigest())))
+    with pytest.raises(ValueError, match=f"{path}.*not a readable CIFAR-10 classifier"):
+        cifar_classifier(root, TINY, tmp_path / "cache", log=lambda _: None)

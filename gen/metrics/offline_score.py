@@ -196,17 +196,25 @@ def accuracy(net: CifarNet, split: CifarImages, batch: int = 256) -> float:
     return right / len(split.labels)
 
 
-def _load(path: Path, device) -> tuple[CifarNet, dict]:
-    """(classifier, record with `sha256`) from one read of `path`: the digest names the bytes the
-    weights came from, even if another process replaces the cache file meanwhile."""
+def _load(path: Path, device, expect_sha: Optional[str]) -> tuple[CifarNet, dict]:
+    """(classifier, record with `sha256`) from one read of `path`, whose digest must be `expect_sha`
+    (what the cache check validated): the weights, the record and the checked file are one file even
+    if another process replaces the cache meanwhile. ValueError naming the file if it is not readable."""
     from safetensors.torch import load
 
     data = path.read_bytes()
-    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])  # the safetensors layout
-    meta = json.loads(header["__metadata__"]["classifier"])
-    net = CifarNet(meta["width"], len(meta["classes"]))
-    net.load_state_dict(load(data))
-    return net.eval().to(device or "cpu"), dict(meta, sha256=hashlib.sha256(data).hexdigest())
+    digest = hashlib.sha256(data).hexdigest()
+    if expect_sha is not None and digest != expect_sha:
+        raise RuntimeError(f"{path} changed while it was being read (another process rebuilt it?); run again")
+    try:
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])  # the safetensors layout
+        meta = json.loads(header["__metadata__"]["classifier"])
+        net = CifarNet(meta["width"], len(meta["classes"]))
+        net.load_state_dict(load(data))
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path} is not a readable CIFAR-10 classifier ({type(err).__name__}: {err}); "
+                         "delete it to train it again") from None
+    return net.eval().to(device or "cpu"), dict(meta, sha256=digest)
 
 
 def _cpu_name() -> str:
@@ -237,11 +245,11 @@ def cifar_classifier(root: Path, settings: CifarNetSettings = CifarNetSettings()
         if reason:
             raise FileNotFoundError(f"no CIFAR-10 folder at {root} to train the classifier on, and {reason}")
         log(f"CIFAR-10 classifier: reusing {path}; its training files ({root}) are not here to re-check")
-        return _load(path, device)
+        return _load(path, device, _recorded_sha(path))
     classes, files = cifar10_files(root)
     cache = Cache(path, "CIFAR-10 classifier", files, key, log=log)
     if cache.valid():
-        return _load(path, device)
+        return _load(path, device, cache.validated_sha)
     log(f"CIFAR-10 classifier: training on the {len(files['train'])} images of {root / 'train'} "
         f"(once; cached in {path})")
     train, test = load_split(root / "train", classes), load_split(root / "test", classes)
@@ -258,6 +266,13 @@ def cifar_classifier(root: Path, settings: CifarNetSettings = CifarNetSettings()
     blob = save(weights, metadata={"classifier": json.dumps(meta)})
     cache.write(lambda tmp: Path(tmp).write_bytes(blob))
     return net, dict(meta, sha256=hashlib.sha256(blob).hexdigest())  # FD_cifarnet compares under one
+
+
+def _recorded_sha(path: Path) -> Optional[str]:
+    try:
+        return json.loads(path.with_name(path.name + ".key.json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _unchecked_reason(path: Path, key: dict) -> str:
