@@ -27,6 +27,9 @@ declare -A O=(
   [cosine]="ddpm.prediction_type=epsilon $P ddpm.beta_schedule=squaredcos_cap_v2"
   [edm]="ddpm.formulation=edm ddpm.prediction_type=epsilon $P ddpm.sample_scheduler=heun"
 )
+for recipe in ${RECIPES:-paper vzsnr}; do  # a misspelt name would train the config's own recipe
+  [[ -v O[$recipe] ]] || { echo "unknown recipe $recipe (${!O[*]})"; exit 2; }
+done
 for s in ${SEEDS:-0 1}; do
   for recipe in ${RECIPES:-paper vzsnr}; do
     name=${recipe}_s$s

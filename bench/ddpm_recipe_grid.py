@@ -10,6 +10,7 @@ RUN/eval_val/grid.png: condition | sample | target rows): the condition first an
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gen.visualize import HEADER, image_grid  # noqa: E402
 
-RECIPES = ("paper", "minsnr", "vzsnr", "cosine", "edm")
+RECIPES = ("paper", "v", "minsnr", "vzsnr", "cosine", "edm")  # the names both recipe benches use
 
 
 def sample_column(grid_png: Path, tile: int, column: int = 1, columns: int = 2) -> list[torch.Tensor]:
@@ -41,19 +42,26 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", default="ddim50", help="eval folder suffix of the DDPM recipes (EDM: heun25)")
+    p.add_argument("--sampler", default=None,
+                   help="eval folder suffix of the unconditional recipes (default ddim50, EDM's heun25); "
+                        "a conditional run has one evaluation (eval_val), labelled by its metrics.json")
     p.add_argument("--tile", type=int, default=32)
     p.add_argument("--conditional", action="store_true",
                    help="grids of bench/ddpm_facades_recipes.sh (RUN/eval_val: condition | sample | target)")
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args()
+    if args.conditional and args.sampler:
+        p.error("--sampler chooses among the unconditional bench's evaluations; a conditional run has one")
     columns, labels, first = [], [], None
     for recipe in RECIPES:
-        sampler = "heun25" if recipe == "edm" and args.sampler == "ddim50" else args.sampler
+        sampler = "heun25" if recipe == "edm" and args.sampler is None else args.sampler or "ddim50"
         folder = "eval_val" if args.conditional else f"eval_{sampler}"
         grid = args.runs / f"{recipe}_s{args.seed}" / folder / "grid.png"
         if grid.is_file():
             columns.append(sample_column(grid, args.tile, 1, 3 if args.conditional else 2))
+            if args.conditional:  # "ddim 50 steps, seed 1" -> "ddim50": what evaluate sampled with
+                name, steps = json.loads((grid.parent / "metrics.json").read_text())["sampler"].split()[:2]
+                sampler = f"{name}{steps}"
             labels.append(f"{recipe} {sampler}")
             first = first or grid
     if args.conditional and first is not None:
