@@ -92,8 +92,9 @@ def load_network(cls, folder: Path) -> torch.nn.Module:
     """cls.from_pretrained(folder) with each parameter and buffer in memory of its own. diffusers leaves
     the tensors where safetensors mapped them, at the file's offsets (not 64-byte aligned), and oneDNN's
     CPU kernels sum in an order that depends on alignment on some CPUs (seen on AMD EPYC): a loaded
-    export then differs from the network it was saved from by ~1e-7, and validation and evaluate
-    disagree. A fresh allocation is aligned, and the export's files are no longer held open."""
+    export then computes ~1e-7 per layer (~1e-6 in a DDPM sample) away from the network it was saved
+    from, and validation and evaluate disagree. A fresh allocation is aligned, and the export's files
+    are no longer held open."""
     net = cls.from_pretrained(folder)
     with torch.no_grad():
         for t in itertools.chain(net.parameters(), net.buffers()):
