@@ -159,3 +159,27 @@ def test_same_shapes_other_function_and_wrong_export_kind_are_refused(pix2pix_ru
                                            **{"model.init_from": tmp_path / "cyc"}))
     with pytest.raises(ValueError, match="a cyclegan export, but this run starts from a translation export"):
         Pix2PixTrainer(cfg).setup()
+
+
+def test_ddpm_source_trained_toward_another_target_is_refused_naming_its_values(tmp_path):
+    """A diffusers folder whose scheduler says v-prediction does not start an epsilon run (nor a gen
+    epsilon export a v + zero-SNR one): the error gives the source's values; matching them loads."""
+    from diffusers import DDPMScheduler
+    model = random_unet2d(**TINY)
+    model.save_pretrained(tmp_path / "src")
+    DDPMScheduler(prediction_type="v_prediction", beta_end=0.012).save_pretrained(tmp_path / "src")
+    write_toy(tmp_path / "data" / "train", n=16)
+    start = {"model.init_from": tmp_path / "src"}
+    cfg = config.load(None, ddpm_overrides(tmp_path / "run", tmp_path / "data", **start))
+    with pytest.raises(ValueError, match="values: ddpm.prediction_type=v_prediction ddpm.beta_end=0.012$"):
+        DDPMTrainer(cfg).setup()
+    cfg = config.load(None, ddpm_overrides(tmp_path / "run2", tmp_path / "data", **start, **{
+        "ddpm.prediction_type": "v_prediction", "ddpm.beta_end": 0.012}))
+    DDPMTrainer(cfg).setup()  # matched: it loads
+    eps = config.load(None, ddpm_overrides(tmp_path / "eps", tmp_path / "data", **{"train.max_steps": 1}))
+    DDPMTrainer(eps).fit()
+    cfg = config.load(None, ddpm_overrides(tmp_path / "run3", tmp_path / "data", **{
+        "model.init_from": tmp_path / "eps", "ddpm.prediction_type": "v_prediction",
+        "ddpm.zero_terminal_snr": "true"}))
+    with pytest.raises(ValueError, match="ddpm.prediction_type=epsilon ddpm.zero_terminal_snr=false"):
+        DDPMTrainer(cfg).setup()

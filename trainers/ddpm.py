@@ -29,7 +29,7 @@ from gen.visualize import image_grid
 
 from .base import Trainer
 from .builders import check_crop_fits, label_input
-from .init_from import ddpm_source, load_ddpm
+from .init_from import check_ddpm_objective, ddpm_source, load_ddpm
 
 QUARTILES = 4
 
@@ -81,6 +81,7 @@ class DDPMTrainer(Trainer):
                              f"width; null: the preset's): {err}") from None
         check_crop_fits(self.cfg, net.multiple)
         if m.init_from:  # before the EMA copies the weights: its shadow starts from the loaded ones
+            check_ddpm_objective(m.init_from, self.noise_scheduler, c.formulation, self.accelerator.print)
             load_ddpm(m.init_from, net, converted, self.accelerator.print)
         self.use_single_model("unet", net)
         self.ema = EMAModel(net.parameters(), decay=c.ema_decay, foreach=True)

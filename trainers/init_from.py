@@ -150,3 +150,60 @@ def load_ddpm(
         return
     n = copy_checked(net, converted.state_dict(), dict(converted.config), "unet", source)
     say(f"model.init_from: unet <- diffusers UNet2DModel {source} ({n} tensors)")
+
+
+# The noise-schedule keys that say what a DDPM's output means, as diffusers' scheduler config names
+# them -> gen's config key
+DDPM_OBJECTIVE = {"prediction_type": "ddpm.prediction_type",
+                  "rescale_betas_zero_snr": "ddpm.zero_terminal_snr",
+                  "beta_schedule": "ddpm.beta_schedule", "beta_start": "ddpm.beta_start",
+                  "beta_end": "ddpm.beta_end", "num_train_timesteps": "ddpm.num_train_timesteps"}
+
+
+def source_schedule(source: str) -> tuple[Optional[dict], str]:
+    """(the source's saved scheduler config or None, its formulation: ddpm | edm) for a gen export or a
+    diffusers folder (scheduler_config.json beside the U-Net, or in scheduler/)."""
+    if find_export(source) is not None:
+        root = export_root(source)
+        files = [root / "scheduler" / "scheduler_config.json"]
+        formulation = export_meta(source).get("formulation", "ddpm")
+    else:
+        from gen.convert.diffusers_unet import find_unet2d_folder
+
+        folder = find_unet2d_folder(source)
+        files = [folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json",
+                 folder.parent / "scheduler" / "scheduler_config.json"]
+        formulation = "ddpm"
+    found = next((f for f in files if f.is_file()), None)
+    return (json.loads(found.read_text()) if found else None), formulation
+
+
+def check_ddpm_objective(source: str, scheduler, formulation: str, say: Callable[[str], None]) -> None:
+    """Refuse (ValueError naming the keys and the source's values) a DDPM source trained toward another
+    target than this run's `scheduler` (its prediction type, zero terminal SNR, beta schedule, timesteps)
+    or in another formulation: fine-tuning would start from a network whose outputs mean something
+    else. A source that records no schedule is said so."""
+    saved, source_formulation = source_schedule(source)
+    if source_formulation != formulation:
+        raise ValueError(f"model.init_from={source} is a ddpm.formulation={source_formulation} model; "
+                         f"this run is {formulation}: its outputs mean something else. Set ddpm.formulation="
+                         f"{source_formulation}")
+    if formulation == "edm":
+        sigma = (saved or {}).get("sigma_data")
+        if sigma is not None and abs(sigma - scheduler.config.sigma_data) > 1e-9:
+            raise ValueError(f"model.init_from={source} was trained with ddpm.edm_sigma_data={sigma}; "
+                             f"this run has {scheduler.config.sigma_data}: set ddpm.edm_sigma_data={sigma}")
+        return
+    if saved is None:
+        say(f"model.init_from: {source} records no noise schedule (no scheduler_config.json); this run "
+            f"trains it toward {scheduler.config.prediction_type} on its own schedule")
+        return
+    theirs = type(scheduler).from_config(saved).config  # diffusers' defaults for the keys it leaves out
+    differ = {key: theirs[k] for k, key in DDPM_OBJECTIVE.items()
+              if (theirs[k] != scheduler.config[k] if not isinstance(theirs[k], float)
+                  else abs(theirs[k] - scheduler.config[k]) > 1e-12)}
+    if differ:
+        from gen.config import override_value
+        keep = " ".join(f"{k}={override_value(v)}" for k, v in differ.items())
+        raise ValueError(f"model.init_from={source} was trained toward another target than this run's "
+                         f"noise schedule; to fine-tune it, match its values: {keep}")
