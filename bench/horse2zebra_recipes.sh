@@ -20,9 +20,15 @@ train() { local name=$1 steps=$2; shift 2; [ -f $R/$name/export/pipeline.json ] 
   train.max_steps=$steps run.dir=$R/$name > $R/$name.log 2>&1; echo "$(date +%T) $name rc=$?"; }
 AUG="train.diffaugment=color,translation,cutout"
 CYC=configs/cyclegan/horse2zebra.yaml; CUT=configs/cut/horse2zebra.yaml; FAST=configs/cut/horse2zebra_fastcut.yaml
-# RECIPES (default all six; NO_AUG=1 drops the DiffAugment ones) and BEST, e.g. BEST="cut_ema
-# configs/cut/horse2zebra.yaml": that recipe again with train.ema_decay=0.999, at CUT_STEPS
+# RECIPES (default all six; NO_AUG=1 drops the DiffAugment ones; RECIPES, when given, is run as given)
+# and BEST, e.g. BEST="cut_ema configs/cut/horse2zebra.yaml": that recipe again with
+# train.ema_decay=0.999, at CUT_STEPS (with NO_AUG too). Edit this file only while no queue runs it:
+# bash reads a running script from the file as it goes.
 ALL="cyclegan cut fastcut"; [ -n "$NO_AUG" ] || ALL="$ALL cyclegan_aug cut_aug fastcut_aug"
+for recipe in ${RECIPES:-$ALL}; do  # every name checked before hours of training
+  case $recipe in cyclegan|cut|fastcut|cyclegan_aug|cut_aug|fastcut_aug) ;;
+    *) echo "unknown recipe $recipe (cyclegan cut fastcut cyclegan_aug cut_aug fastcut_aug)"; exit 2 ;; esac
+done
 for s in ${SEEDS:-0 1}; do
   for recipe in ${RECIPES:-$ALL}; do
     case $recipe in
@@ -32,7 +38,6 @@ for s in ${SEEDS:-0 1}; do
       cyclegan_aug) train cyclegan_aug_s$s ${CYC_AUG_STEPS:-593} $CYC run.seed=$s $AUG ;;
       cut_aug) train cut_aug_s$s ${CUT_AUG_STEPS:-1433} $CUT run.seed=$s $AUG ;;
       fastcut_aug) train fastcut_aug_s$s ${FAST_AUG_STEPS:-1783} $FAST run.seed=$s $AUG ;;
-      *) echo "unknown recipe $recipe (cyclegan cut fastcut cyclegan_aug cut_aug fastcut_aug)"; exit 2 ;;
     esac
   done
   if [ -n "$BEST" ]; then
