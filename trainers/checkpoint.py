@@ -242,23 +242,17 @@ def check_resume_config(cfg: ExperimentConfig, run_dir: Path, loaded: Loaded,
                         and set(v) == {"batch", "sync_batch"}}
             arch = {k: v for k, v in changes.items()
                     if config_lib.is_architecture_key(k) and k not in same_net}
-            if arch:
-                described = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in arch.items())
-                keep = " ".join(f"{k}={a}" for k, (a, b) in arch.items())
-                raise ValueError(
-                    f"run.dir {run_dir} holds a run whose networks were built differently ({described}); "
-                    f"its checkpoint {loaded.path} cannot be loaded into them. Use a new run.dir for the "
-                    f"new architecture, or continue this run with {keep}"
-                )
             objective = {k: v for k, v in changes.items() if k in config_lib.OBJECTIVE_KEYS}
-            if objective:
-                described = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in objective.items())
-                keep = " ".join(f"{k}={config_lib.override_value(a)}" for k, (a, b) in objective.items())
-                raise ValueError(
-                    f"run.dir {run_dir} holds a run trained toward another target ({described}); "
-                    f"continuing it would mix two objectives in one network. Use a new run.dir, or "
-                    f"continue this run with {keep}"
-                )
+            for found, what, why in (
+                    (arch, "whose networks were built differently",
+                     f"its checkpoint {loaded.path} cannot be loaded into them"),
+                    (objective, "trained toward another target",
+                     "continuing it would mix two objectives in one network")):
+                if found:
+                    described = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in found.items())
+                    keep = " ".join(f"{k}={config_lib.override_value(a)}" for k, (a, b) in found.items())
+                    raise ValueError(f"run.dir {run_dir} holds a run {what} ({described}); {why}. Use a new "
+                                     f"run.dir, or continue this run with {keep}")
     if cfg.train.max_steps < loaded.step:
         raise ValueError(
             f"config key train.max_steps={cfg.train.max_steps} is below the step of the checkpoint in "
