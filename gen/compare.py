@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,13 +187,20 @@ def compare_runs(
     for name, scoring in scorings.items():
         columns += [name] + [f"{name} ({j + 1})" for j in range(1, scoring.outputs_per_item)]
     rows = []
-    for i in tqdm(range(n), desc=f"compare {split}", dynamic_ncols=True):
-        item = data[i]
-        row = [item["image"]] if unpaired else [item["input"], item["target"]]
+    # Each run in the batches its evaluate uses (score_items: batch_size items from 0), so its figures
+    # are evaluate's to the last bit: a batched network's sums follow the batch on many threads.
+    chunk = math.lcm(*(scoring.batch_size for scoring in scorings.values()))
+    for start in tqdm(range(0, n, chunk), desc=f"compare {split}", dynamic_ncols=True):
+        items = [data[i] for i in range(start, min(start + chunk, n))]
+        outputs = [[] for _ in items]
         for scoring in scorings.values():
-            row += list(scoring.add([item])[0])
-        if len(rows) < grid_rows and (not unpaired or item["domain"] == "A"):  # unpaired: the A -> B rows
-            rows.append(row)
+            for b in range(0, len(items), scoring.batch_size):
+                for j, out in enumerate(scoring.add(items[b:b + scoring.batch_size]), start=b):
+                    outputs[j] += list(out)
+        for item, outs in zip(items, outputs):
+            row = [item["image"]] if unpaired else [item["input"], item["target"]]
+            if len(rows) < grid_rows and (not unpaired or item["domain"] == "A"):  # unpaired: A -> B rows
+                rows.append(row + outs)
     result = Comparison(columns, rows)
     results = {name: scoring.result() for name, scoring in scorings.items()}
     key = "fcn_score_ground_truth"
