@@ -391,10 +391,9 @@ def check_formulation(d: DDPMConfig) -> None:
                              "with ddpm.formulation=ddpm choose ddpm, ddim or dpm")
         return
     # all at once: a DDPM config switched to EDM sets several (cifar10.yaml: four with its sampler)
-    said = [f"ddpm.{k}={getattr(d, k)!r} ({why})" for k, why in NOT_EDM_KEYS.items()
-            if getattr(d, k) != getattr(default, k)]
-    reset = [f"ddpm.{k}={override_value(getattr(default, k))}" for k in NOT_EDM_KEYS
-             if getattr(d, k) != getattr(default, k)]
+    wrong = [k for k in NOT_EDM_KEYS if getattr(d, k) != getattr(default, k)]
+    said = [f"ddpm.{k}={getattr(d, k)!r} ({NOT_EDM_KEYS[k]})" for k in wrong]
+    reset = [f"ddpm.{k}={override_value(getattr(default, k))}" for k in wrong]
     if d.sample_scheduler is not None and d.sample_scheduler not in EDM_SAMPLERS:
         said.append(f"ddpm.sample_scheduler={d.sample_scheduler!r} (samples DDPM models; EDM's are "
                     f"{list(EDM_SAMPLERS)}, heun Karras et al.'s)")
@@ -766,8 +765,12 @@ NOT_ARCHITECTURE = ("model.init_from", "model.init_gain", "model.init_type")
 # What a trained network's output means (a DDPM's target and noise schedule, EDM's sigma_data): a run
 # resumed with another value would train one network toward two targets, and its export would say
 # only the last.
-OBJECTIVE_KEYS = ("ddpm.prediction_type", "ddpm.zero_terminal_snr", "ddpm.beta_schedule", "ddpm.beta_start",
-                  "ddpm.beta_end", "ddpm.num_train_timesteps", "ddpm.edm_sigma_data")
+# The DDPM ones as diffusers' scheduler config names them (a saved scheduler_config.json) -> gen's key
+DDPM_SCHEDULE_KEYS = {"prediction_type": "ddpm.prediction_type",
+                      "rescale_betas_zero_snr": "ddpm.zero_terminal_snr",
+                      "beta_schedule": "ddpm.beta_schedule", "beta_start": "ddpm.beta_start",
+                      "beta_end": "ddpm.beta_end", "num_train_timesteps": "ddpm.num_train_timesteps"}
+OBJECTIVE_KEYS = (*DDPM_SCHEDULE_KEYS.values(), "ddpm.edm_sigma_data")
 SCHEDULE_KEYS = ("train.max_steps", "train.lr", "train.lr_decay_start", "train.warmup_steps")
 
 

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from gen.config import DDPM_SCHEDULE_KEYS, override_value
 from gen.pipelines import find_export
 from gen.pipelines.base import PIPELINE_FILE
 
@@ -152,14 +153,6 @@ def load_ddpm(
     say(f"model.init_from: unet <- diffusers UNet2DModel {source} ({n} tensors)")
 
 
-# The noise-schedule keys that say what a DDPM's output means, as diffusers' scheduler config names
-# them -> gen's config key
-DDPM_OBJECTIVE = {"prediction_type": "ddpm.prediction_type",
-                  "rescale_betas_zero_snr": "ddpm.zero_terminal_snr",
-                  "beta_schedule": "ddpm.beta_schedule", "beta_start": "ddpm.beta_start",
-                  "beta_end": "ddpm.beta_end", "num_train_timesteps": "ddpm.num_train_timesteps"}
-
-
 def source_schedule(source: str) -> tuple[Optional[dict], str]:
     """(the source's saved scheduler config or None, its formulation: ddpm | edm) for a gen export or a
     diffusers folder (scheduler_config.json beside the U-Net, or in scheduler/)."""
@@ -199,11 +192,10 @@ def check_ddpm_objective(source: str, scheduler, formulation: str, say: Callable
             f"trains it toward {scheduler.config.prediction_type} on its own schedule")
         return
     theirs = type(scheduler).from_config(saved).config  # diffusers' defaults for the keys it leaves out
-    differ = {key: theirs[k] for k, key in DDPM_OBJECTIVE.items()
+    differ = {key: theirs[k] for k, key in DDPM_SCHEDULE_KEYS.items()
               if (theirs[k] != scheduler.config[k] if not isinstance(theirs[k], float)
                   else abs(theirs[k] - scheduler.config[k]) > 1e-12)}
     if differ:
-        from gen.config import override_value
         keep = " ".join(f"{k}={override_value(v)}" for k, v in differ.items())
         raise ValueError(f"model.init_from={source} was trained toward another target than this run's "
                          f"noise schedule; to fine-tune it, match its values: {keep}")
